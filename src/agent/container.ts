@@ -1,0 +1,212 @@
+/**
+ * Container is one OCI container in the guest: its bundle under
+ * /run/hull/containers/<id>, its init process and its execs. crun keeps the
+ * runtime state; the agent keeps the processes it is the parent of.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { mkdir, readFile, rm, stat, writeFile, realpath } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { join, posix } from 'node:path';
+import { HullError } from '../errors/index.js';
+import { cgroupPids, containerCgroup } from './cgroup.js';
+import { guestSpec, isInside, checkId, checkProcess, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
+import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
+
+export const CONTAINERS_DIR = '/run/hull/containers';
+
+export type ContainerState = 'created' | 'running' | 'stopped';
+
+export class Container {
+  readonly id: string;
+  readonly bundleDir: string;
+  readonly init: GuestProcess;
+  // exec id -> process; changed only by exec() and removeExec().
+  readonly execs = new Map<string, GuestProcess>();
+  #state: ContainerState = 'created';
+  #oomKills = 0;
+  #eventsWatcher: FSWatcher | undefined;
+
+  private constructor(id: string, bundleDir: string, stdio: StdioRequest) {
+    this.id = id;
+    this.bundleDir = bundleDir;
+    this.init = new GuestProcess({
+      crunArgs: ['run', '--pid-file', join(bundleDir, 'init.pid'), '--bundle', bundleDir, id],
+      stdio,
+      pidFile: join(bundleDir, 'init.pid'),
+      logFile: join(bundleDir, 'crun.log'),
+    });
+  }
+
+  /** create validates the spec and writes the bundle; nothing runs until start(). */
+  static async create(id: string, spec: OciSpec, rootfs: string, stdio: StdioRequest): Promise<Container> {
+    checkId('container id', id);
+    const rootfsPath = await resolveRootfs(rootfs);
+    const bundleDir = join(CONTAINERS_DIR, id);
+    const config = guestSpec(id, spec, rootfsPath, stdio.terminal);
+    await mkdir(CONTAINERS_DIR, { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(bundleDir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new HullError('already_exists', `Container "${id}" already exists`);
+      throw e;
+    }
+    await writeFile(join(bundleDir, 'config.json'), JSON.stringify(config));
+    return new Container(id, bundleDir, stdio);
+  }
+
+  get state(): ContainerState {
+    return this.#state;
+  }
+
+  get oomKilled(): boolean {
+    return this.#oomKills > 0;
+  }
+
+  async start(): Promise<number> {
+    if (this.#state !== 'created') throw new HullError('failed_precondition', `Container "${this.id}" is ${this.#state}, not created`);
+    this.#state = 'running';
+    void this.init.exited.then(() => this.#onInitExit());
+    let pid: number;
+    try {
+      pid = await this.init.start();
+    } catch (e) {
+      this.#state = 'stopped';
+      throw e;
+    }
+    this.#watchOom();
+    return pid;
+  }
+
+  async exec(execId: string, processSpec: OciProcess, stdio: StdioRequest): Promise<number> {
+    checkId('exec id', execId);
+    if (this.#state !== 'running') throw new HullError('failed_precondition', `Container "${this.id}" is not running`);
+    if (this.execs.has(execId)) throw new HullError('already_exists', `Exec "${execId}" already exists in container "${this.id}"`);
+    const process = checkProcess(processSpec, `process of exec "${execId}"`);
+    process.terminal = stdio.terminal;
+    const processFile = join(this.bundleDir, `exec-${execId}.json`);
+    await writeFile(processFile, JSON.stringify(process));
+    const proc = new GuestProcess({
+      crunArgs: ['exec', '--pid-file', join(this.bundleDir, `exec-${execId}.pid`), '--process', processFile, ...(stdio.terminal ? ['--tty'] : []), this.id],
+      stdio,
+      pidFile: join(this.bundleDir, `exec-${execId}.pid`),
+      logFile: join(this.bundleDir, `exec-${execId}.log`),
+    });
+    this.execs.set(execId, proc);
+    try {
+      return await proc.start();
+    } catch (e) {
+      this.execs.delete(execId);
+      throw e;
+    }
+  }
+
+  process(execId: string): GuestProcess {
+    if (execId === '') return this.init;
+    const proc = this.execs.get(execId);
+    if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in container "${this.id}"`);
+    return proc;
+  }
+
+  /** signal delivers to one process, or with `all` to every process of the container. */
+  async signal(execId: string, signal: number, all: boolean): Promise<void> {
+    if (!all || execId !== '') return this.process(execId).signal(signal);
+    if (this.#state !== 'running') throw new HullError('not_found', 'process already finished');
+    for (const pid of await this.pids()) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // it exited meanwhile
+      }
+    }
+  }
+
+  pids(): Promise<number[]> {
+    return cgroupPids(containerCgroup(this.id));
+  }
+
+  removeExec(execId: string): void {
+    const proc = this.process(execId);
+    if (!proc.exit) throw new HullError('failed_precondition', `Exec "${execId}" is still running`);
+    this.execs.delete(execId);
+  }
+
+  async pause(): Promise<void> {
+    await this.#crun(['pause', this.id]);
+  }
+
+  async resume(): Promise<void> {
+    await this.#crun(['resume', this.id]);
+  }
+
+  async update(resources: Record<string, unknown>): Promise<void> {
+    if (this.#state !== 'running') throw new HullError('failed_precondition', `Container "${this.id}" is not running`);
+    const file = join(this.bundleDir, 'resources.json');
+    await writeFile(file, JSON.stringify(resources));
+    await this.#crun(['update', '--resources', file, this.id]);
+  }
+
+  /** remove kills whatever still runs and deletes the bundle and crun's state. */
+  async remove(): Promise<void> {
+    if (this.#state === 'running') {
+      await this.signal('', 9, true).catch(() => {});
+      for (const proc of [this.init, ...this.execs.values()]) proc.killCrun();
+      await this.init.exited;
+    }
+    this.#eventsWatcher?.close();
+    await this.#crun(['delete', '--force', this.id]).catch(() => {});
+    await rm(this.bundleDir, { recursive: true, force: true });
+  }
+
+  #onInitExit(): void {
+    this.#state = 'stopped';
+    // When init exits the PID namespace is gone; execs die with it. Make sure
+    // their crun parents end too so every Wait completes.
+    for (const proc of this.execs.values()) proc.killCrun();
+  }
+
+  // OOM kills are counted from memory.events while the cgroup exists: crun
+  // removes the cgroup as soon as the container ends.
+  #watchOom(): void {
+    const eventsFile = join(containerCgroup(this.id), 'memory.events');
+    const update = (): void => {
+      readFile(eventsFile, 'utf8').then((text) => {
+        const match = /^oom_kill (\d+)$/m.exec(text);
+        if (match) this.#oomKills = Math.max(this.#oomKills, Number(match[1]));
+      }, () => {});
+    };
+    try {
+      this.#eventsWatcher = watch(eventsFile, update);
+      this.#eventsWatcher.on('error', () => {});
+      update();
+    } catch {
+      // the container already ended
+    }
+  }
+
+  #crun(args: string[]): Promise<void> {
+    const log = join(this.bundleDir, 'crun-cmd.log');
+    return new Promise((resolve, reject) =>
+      execFile('/usr/bin/crun', [`--log=file:${log}`, '--log-format=json', ...args], async (e) => {
+        if (!e) return resolve();
+        const messages = crunErrorMessages(await readFile(log, 'utf8').catch(() => ''));
+        reject(new HullError('failed_precondition', `crun ${args[0]} failed: ${messages.join('; ') || e.message}`));
+      }),
+    );
+  }
+}
+
+async function resolveRootfs(rootfs: string): Promise<string> {
+  const path = posix.join(SHARED_DIR, rootfs);
+  if (rootfs.startsWith('/') || !isInside(SHARED_DIR, path) || path === SHARED_DIR) {
+    throw new HullError('invalid_argument', `Invalid rootfs "${rootfs}": must be a path inside the shared directory`);
+  }
+  let real: string;
+  try {
+    real = await realpath(path);
+    if (!(await stat(real)).isDirectory()) throw new Error('not a directory');
+  } catch (e) {
+    throw new HullError('invalid_argument', `Rootfs "${rootfs}" is missing or not a directory: ${(e as Error).message}`);
+  }
+  if (!isInside(SHARED_DIR, real)) throw new HullError('invalid_argument', `Rootfs "${rootfs}" resolves outside the shared directory`);
+  return real;
+}

@@ -1,0 +1,122 @@
+/**
+ * guestSpec makes the final, guest-side adjustments to an OCI spec before
+ * crun sees it. The host already translated it; the agent still enforces
+ * what must hold inside the VM whatever the host sent: the rootfs is inside
+ * the shared directory, the cgroup is the container's own, host-only
+ * settings (hooks, namespace paths, LSM labels) are gone.
+ */
+import { posix } from 'node:path';
+import { HullError } from '../errors/index.js';
+
+export const SHARED_DIR = '/run/hull/shared';
+
+// Mount types that need nothing from the host; bind mounts of host paths are
+// only honoured when their source lies in the shared directory.
+const GUEST_MOUNT_TYPES = new Set(['proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup', 'cgroup2']);
+
+export interface OciSpec {
+  ociVersion?: string;
+  process?: OciProcess;
+  root?: { path?: string; readonly?: boolean };
+  hostname?: string;
+  mounts?: Array<{ destination: string; type?: string; source?: string; options?: string[] }>;
+  hooks?: unknown;
+  annotations?: Record<string, string>;
+  linux?: {
+    cgroupsPath?: string;
+    namespaces?: Array<{ type: string; path?: string }>;
+    resources?: Record<string, unknown>;
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+}
+
+export interface OciProcess {
+  terminal?: boolean;
+  args?: string[];
+  env?: string[];
+  cwd?: string;
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  apparmorProfile?: string;
+  selinuxLabel?: string;
+  consoleSize?: { height: number; width: number };
+  [key: string]: unknown;
+}
+
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+export function checkId(kind: string, id: string): string {
+  if (!ID_PATTERN.test(id)) throw new HullError('invalid_argument', `Invalid ${kind} "${id}": use letters, digits, '_', '.', '-' (at most 128)`);
+  return id;
+}
+
+export function parseJson<T>(what: string, bytes: Uint8Array): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (e) {
+    throw new HullError('invalid_argument', `Cannot parse ${what}: ${(e as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new HullError('invalid_argument', `Cannot parse ${what}: not a JSON object`);
+  }
+  return value as T;
+}
+
+export function checkProcess(process: OciProcess | undefined, what: string): OciProcess {
+  if (!process) throw new HullError('invalid_argument', `Invalid ${what}: no process`);
+  const { args } = process;
+  if (!Array.isArray(args) || args.length === 0 || !args.every((a) => typeof a === 'string')) {
+    throw new HullError('invalid_argument', `Invalid ${what}: process.args must be a non-empty list of strings`);
+  }
+  if (process.cwd !== undefined && (typeof process.cwd !== 'string' || !process.cwd.startsWith('/'))) {
+    throw new HullError('invalid_argument', `Invalid ${what}: process.cwd must be an absolute path`);
+  }
+  const cleaned = { ...process };
+  delete cleaned.apparmorProfile;
+  delete cleaned.selinuxLabel;
+  cleaned.cwd ??= '/';
+  cleaned.user ??= { uid: 0, gid: 0 };
+  return cleaned;
+}
+
+/** guestSpec returns the spec crun will run for container `id`. */
+export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, terminal: boolean): OciSpec {
+  const process = checkProcess(spec.process, `spec of container "${id}"`);
+  process.terminal = terminal;
+  const namespaces = (spec.linux?.namespaces ?? []).filter(
+    // The VM is the pod: its network is the pod network, and namespaces the
+    // host asked to join (paths) are the pod's own, which the guest already is.
+    (ns) => ns.type !== 'network' && !ns.path,
+  );
+  const mounts = (spec.mounts ?? []).filter((m) => {
+    if (typeof m?.destination !== 'string' || !m.destination.startsWith('/')) {
+      throw new HullError('invalid_argument', `Invalid mount in spec of container "${id}": destination must be an absolute path`);
+    }
+    return GUEST_MOUNT_TYPES.has(m.type ?? '') || (typeof m.source === 'string' && isInside(SHARED_DIR, m.source));
+  }).map((m) => ({
+    ...m,
+    // containerd's default spec has "strict" on /dev (a runc no-op); crun hands it to the kernel, which refuses it.
+    ...(m.options ? { options: m.options.filter((o) => o !== 'strict') } : {}),
+  }));
+  // Device nodes cannot live on the 9p rootfs (QEMU refuses to open them), so
+  // crun must create them in a tmpfs /dev.
+  if (!mounts.some((m) => m.destination === '/dev')) {
+    mounts.unshift({ destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'mode=755', 'size=65536k'] });
+  }
+  const out: OciSpec = {
+    ...spec,
+    process,
+    root: { path: rootfsPath, readonly: spec.root?.readonly ?? false },
+    mounts,
+    linux: { ...spec.linux, cgroupsPath: `/hull/${id}`, namespaces },
+  };
+  delete out.hooks;
+  return out;
+}
+
+/** isInside tells whether `path` (absolute, normalised by the caller) is `dir` or below it. */
+export function isInside(dir: string, path: string): boolean {
+  const normal = posix.normalize(path);
+  return normal === dir || normal.startsWith(dir + '/');
+}

@@ -1,0 +1,196 @@
+/**
+ * GuestProcess is one container process (a container's init or an exec) as
+ * the agent runs it: a foreground `crun run` / `crun exec` child, so the agent
+ * is its parent and learns its exit status without being a subreaper (Node
+ * cannot be one). In terminal mode the crun command runs under util-linux
+ * `script`, which gives crun the terminal on its stdin that it requires;
+ * crun then relays it to the container's own pty.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { watch } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { constants } from 'node:os';
+import { basename, dirname } from 'node:path';
+import { HullError } from '../errors/index.js';
+import { OutputBuffer } from './output-buffer.js';
+
+export interface StdioRequest {
+  stdin: boolean;
+  stdout: boolean;
+  stderr: boolean;
+  terminal: boolean;
+  rows: number;
+  cols: number;
+}
+
+export interface ProcessExit {
+  /** exitStatus is 128+signal for a signal death, as a shell reports it. */
+  exitStatus: number;
+  exitedAtMs: number;
+}
+
+export interface GuestProcessOptions {
+  /** crunArgs: the crun command line after the binary name. */
+  crunArgs: string[];
+  stdio: StdioRequest;
+  /** pidFile crun writes once the container process exists. */
+  pidFile: string;
+  /** logFile crun writes its own errors to (JSON lines). */
+  logFile: string;
+}
+
+const CRUN = '/usr/bin/crun';
+const SCRIPT = '/usr/bin/script';
+
+export class GuestProcess {
+  readonly stdout = new OutputBuffer();
+  readonly stderr = new OutputBuffer();
+  readonly stdio: StdioRequest;
+  pid = 0;
+  exit: ProcessExit | undefined;
+  readonly exited: Promise<ProcessExit>;
+  #resolveExited!: (exit: ProcessExit) => void;
+  #child: ChildProcess | undefined;
+  readonly #options: GuestProcessOptions;
+
+  constructor(options: GuestProcessOptions) {
+    this.#options = options;
+    this.stdio = options.stdio;
+    this.exited = new Promise((resolve) => (this.#resolveExited = resolve));
+  }
+
+  /**
+   * start spawns crun and resolves with the container process's pid once crun
+   * has written it. If crun exits first, the start failed: the error carries
+   * crun's own message (e.g. "executable file `x` not found in $PATH").
+   */
+  async start(): Promise<number> {
+    const { stdio, crunArgs } = this.#options;
+    const globalArgs = [`--log=file:${this.#options.logFile}`, '--log-format=json'];
+    const [file, args] = stdio.terminal
+      ? [SCRIPT, ['-q', '-e', '-E', 'never', '-c', shellQuote([CRUN, ...globalArgs, ...crunArgs]), '/dev/null']]
+      : [CRUN, [...globalArgs, ...crunArgs]];
+    const child = spawn(file, args, {
+      stdio: [stdio.stdin ? 'pipe' : 'ignore', stdio.stdout ? 'pipe' : 'ignore', stdio.stderr && !stdio.terminal ? 'pipe' : 'ignore'],
+      env: { PATH: '/usr/bin:/bin', SHELL: '/bin/sh', TERM: 'xterm' },
+    });
+    this.#child = child;
+    if (child.stdout) this.stdout.attach(child.stdout);
+    else this.stdout.end();
+    if (child.stderr) this.stderr.attach(child.stderr);
+    else this.stderr.end();
+    child.stdin?.on('error', () => {}); // EPIPE after the process exited is expected
+    child.once('exit', (code, signal) => {
+      const exitStatus = code ?? 128 + signalNumber(signal);
+      this.exit = { exitStatus, exitedAtMs: Date.now() };
+      this.#resolveExited(this.exit);
+    });
+    const spawnFailed = new Promise<never>((_, reject) =>
+      child.once('error', (e) => reject(new HullError('internal', `Cannot run crun: ${e.message}`, { cause: e }))),
+    );
+
+    const pid = await Promise.race([waitForPidFile(this.#options.pidFile, this.exited), spawnFailed]);
+    if (pid === undefined) throw await this.#startError();
+    this.pid = pid;
+    if (stdio.terminal && stdio.rows > 0 && stdio.cols > 0) await this.resize(stdio.rows, stdio.cols).catch(() => {});
+    return pid;
+  }
+
+  async #startError(): Promise<HullError> {
+    const log = await readFile(this.#options.logFile, 'utf8').catch(() => '');
+    const messages = crunErrorMessages(log);
+    const detail = messages.length > 0 ? messages.join('; ') : `crun exited with status ${this.exit?.exitStatus}`;
+    return new HullError('failed_precondition', `Cannot start process: ${detail}`);
+  }
+
+  async writeStdin(data: Uint8Array): Promise<number> {
+    const stdin = this.#child?.stdin;
+    if (!stdin || stdin.destroyed || stdin.writableEnded) throw new HullError('failed_precondition', 'stdin is closed');
+    await new Promise<void>((resolve, reject) => stdin.write(data, (e) => (e ? reject(e) : resolve())));
+    return data.length;
+  }
+
+  closeStdin(): void {
+    this.#child?.stdin?.end();
+  }
+
+  signal(signal: number): void {
+    if (this.exit || this.pid === 0) throw new HullError('not_found', 'process already finished');
+    try {
+      process.kill(this.pid, signal);
+    } catch (e) {
+      throw new HullError('not_found', 'process already finished', { cause: e });
+    }
+  }
+
+  /** resize sets the window size of the container's terminal (its fd 0 is the pty). */
+  async resize(rows: number, cols: number): Promise<void> {
+    if (!this.stdio.terminal) throw new HullError('failed_precondition', 'process has no terminal');
+    if (this.exit || this.pid === 0) throw new HullError('not_found', 'process already finished');
+    await new Promise<void>((resolve, reject) =>
+      execFile('/bin/stty', ['-F', `/proc/${this.pid}/fd/0`, 'rows', String(rows), 'cols', String(cols)], (e) =>
+        e ? reject(new HullError('internal', `Cannot resize terminal: ${e.message}`)) : resolve(),
+      ),
+    );
+  }
+
+  /** kill ends the crun child itself, for when the container is being torn down. */
+  killCrun(): void {
+    if (!this.exit) this.#child?.kill('SIGKILL');
+  }
+}
+
+/** waitForPidFile resolves with the pid crun wrote, or undefined if `exited` settles first. */
+async function waitForPidFile(pidFile: string, exited: Promise<unknown>): Promise<number | undefined> {
+  const dir = dirname(pidFile);
+  const name = basename(pidFile);
+  let wake: () => void = () => {};
+  const watcher = watch(dir, (_event, file) => {
+    if (file === null || file === name) wake();
+  });
+  let done = false;
+  void exited.then(() => {
+    done = true;
+    wake();
+  });
+  try {
+    for (;;) {
+      const changed = new Promise<void>((resolve) => (wake = resolve));
+      const pid = await readPid(pidFile);
+      if (pid !== undefined) return pid;
+      if (done) return readPid(pidFile);
+      await changed;
+    }
+  } finally {
+    watcher.close();
+  }
+}
+
+async function readPid(pidFile: string): Promise<number | undefined> {
+  const text = await readFile(pidFile, 'utf8').catch(() => '');
+  const pid = Number.parseInt(text.trim(), 10);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/** crunErrorMessages picks the error messages out of crun's JSON log. */
+export function crunErrorMessages(log: string): string[] {
+  const messages: string[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: unknown; msg?: unknown };
+      if (entry.level === 'error' && typeof entry.msg === 'string') messages.push(entry.msg);
+    } catch {
+      messages.push(line.trim());
+    }
+  }
+  return messages;
+}
+
+export function shellQuote(words: string[]): string {
+  return words.map((w) => `'${w.replaceAll("'", `'\\''`)}'`).join(' ');
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  return (signal && constants.signals[signal]) ?? 0;
+}

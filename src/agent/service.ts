@@ -1,0 +1,198 @@
+/**
+ * AgentService implements the hull agent API (src/proto/agent.proto) on top
+ * of the guest's containers.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, release } from 'node:os';
+import type { Agent } from '../proto/gen/agent_pb.js';
+import { OutputStream, type Stdio } from '../proto/gen/agent_pb.js';
+import type { ServiceImpl } from '../proto/rpc.js';
+import { HullError } from '../errors/index.js';
+import { containerCgroup, readCgroupStats } from './cgroup.js';
+import { Container } from './container.js';
+import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
+import type { StdioRequest } from './process.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+// ReadOutput never returns more than this, whatever the host asks (frames are 4 MiB at most).
+const MAX_READ_BYTES = 1 << 20;
+
+type AgentImpl = ServiceImpl<(typeof Agent)['method']>;
+
+export class AgentService implements AgentImpl {
+  // container id -> container; changed only by createContainer/removeContainer.
+  readonly #containers = new Map<string, Container>();
+  #shareMounted = false;
+
+  async check() {
+    return { agentVersion: AGENT_VERSION };
+  }
+
+  async guestDetails() {
+    return {
+      kernelRelease: release(),
+      onlineCpus: cpus().length,
+      memTotalBytes: await memTotalBytes(),
+      agentVersion: AGENT_VERSION,
+    };
+  }
+
+  async setupSandbox(req: { sandboxId: string; hostname: string; entropy: Uint8Array; timeUnixNano: bigint; shareTag: string; resolvConf: string }) {
+    // Entropy and the clock first: nothing else may run with a stale RNG or time.
+    if (req.entropy.length > 0) await writeFile('/dev/urandom', req.entropy);
+    if (req.timeUnixNano > 0n) await run('/bin/date', ['-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]);
+    if (req.hostname) {
+      if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(req.hostname)) throw new HullError('invalid_argument', `Invalid hostname "${req.hostname}"`);
+      await writeFile('/proc/sys/kernel/hostname', req.hostname);
+    }
+    if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
+    if (req.shareTag && !this.#shareMounted) {
+      await mkdir(SHARED_DIR, { recursive: true });
+      await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=none,access=client', req.shareTag, SHARED_DIR]);
+      this.#shareMounted = true;
+    }
+    return {};
+  }
+
+  async destroySandbox() {
+    await Promise.allSettled([...this.#containers.values()].map((c) => c.remove()));
+    this.#containers.clear();
+    await run('/bin/sync', []).catch(() => {});
+    return {};
+  }
+
+  async createContainer(req: { containerId: string; specJson: Uint8Array; rootfs: string; stdio?: Stdio }) {
+    if (this.#containers.has(req.containerId)) throw new HullError('already_exists', `Container "${req.containerId}" already exists`);
+    const spec = parseJson<OciSpec>(`spec of container "${req.containerId}"`, req.specJson);
+    const container = await Container.create(req.containerId, spec, req.rootfs, stdioRequest(req.stdio));
+    this.#containers.set(req.containerId, container);
+    return {};
+  }
+
+  async startContainer(req: { containerId: string }) {
+    return { pid: await this.#container(req.containerId).start() };
+  }
+
+  async removeContainer(req: { containerId: string }) {
+    const container = this.#container(req.containerId);
+    this.#containers.delete(req.containerId);
+    await container.remove();
+    return {};
+  }
+
+  async execProcess(req: { containerId: string; execId: string; processJson: Uint8Array; stdio?: Stdio }) {
+    const processSpec = parseJson<OciProcess>(`process of exec "${req.execId}"`, req.processJson);
+    return { pid: await this.#container(req.containerId).exec(req.execId, processSpec, stdioRequest(req.stdio)) };
+  }
+
+  async signalProcess(req: { containerId: string; execId: string; signal: number; all: boolean }) {
+    if (req.signal < 1 || req.signal > 64) throw new HullError('invalid_argument', `Invalid signal ${req.signal}`);
+    await this.#container(req.containerId).signal(req.execId, req.signal, req.all);
+    return {};
+  }
+
+  async waitProcess(req: { containerId: string; execId: string }) {
+    const container = this.#container(req.containerId);
+    const exit = await container.process(req.execId).exited;
+    return {
+      exitStatus: exit.exitStatus,
+      exitedAtUnixNano: BigInt(exit.exitedAtMs) * 1_000_000n,
+      oomKilled: req.execId === '' && container.oomKilled,
+    };
+  }
+
+  async listProcesses(req: { containerId: string }) {
+    const container = this.#container(req.containerId);
+    const execIdByPid = new Map([...container.execs].map(([execId, proc]) => [proc.pid, execId]));
+    const pids = await container.pids();
+    const processes = await Promise.all(
+      pids.map(async (pid) => ({
+        pid,
+        execId: execIdByPid.get(pid) ?? '',
+        command: (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim(),
+      })),
+    );
+    return { processes };
+  }
+
+  async statsContainer(req: { containerId: string }) {
+    this.#container(req.containerId);
+    const unlimited = { memoryBytes: await memTotalBytes() };
+    return readCgroupStats(containerCgroup(req.containerId), unlimited);
+  }
+
+  async updateContainer(req: { containerId: string; resourcesJson: Uint8Array }) {
+    const resources = parseJson<Record<string, unknown>>('resources', req.resourcesJson);
+    await this.#container(req.containerId).update(resources);
+    return {};
+  }
+
+  async pauseContainer(req: { containerId: string }) {
+    await this.#container(req.containerId).pause();
+    return {};
+  }
+
+  async resumeContainer(req: { containerId: string }) {
+    await this.#container(req.containerId).resume();
+    return {};
+  }
+
+  async writeStdin(req: { containerId: string; execId: string; data: Uint8Array }) {
+    const proc = this.#container(req.containerId).process(req.execId);
+    return { written: await proc.writeStdin(req.data) };
+  }
+
+  async closeStdin(req: { containerId: string; execId: string }) {
+    this.#container(req.containerId).process(req.execId).closeStdin();
+    return {};
+  }
+
+  async readOutput(req: { containerId: string; execId: string; stream: OutputStream; maxBytes: number }, ctx: { signal: AbortSignal }) {
+    const proc = this.#container(req.containerId).process(req.execId);
+    const buffer = req.stream === OutputStream.STDERR ? proc.stderr : req.stream === OutputStream.STDOUT ? proc.stdout : undefined;
+    if (!buffer) throw new HullError('invalid_argument', `Invalid output stream ${req.stream}`);
+    const { data, eof } = await buffer.read(Math.min(req.maxBytes || MAX_READ_BYTES, MAX_READ_BYTES), ctx.signal);
+    return { data, eof };
+  }
+
+  async resizeTerminal(req: { containerId: string; execId: string; rows: number; cols: number }) {
+    if (req.rows < 1 || req.cols < 1 || req.rows > 0xffff || req.cols > 0xffff) {
+      throw new HullError('invalid_argument', `Invalid terminal size ${req.rows}x${req.cols}`);
+    }
+    await this.#container(req.containerId).process(req.execId).resize(req.rows, req.cols);
+    return {};
+  }
+
+  #container(id: string): Container {
+    const container = this.#containers.get(id);
+    if (!container) throw new HullError('not_found', `Container "${id}" not found`);
+    return container;
+  }
+}
+
+function stdioRequest(stdio: Stdio | undefined): StdioRequest {
+  return {
+    stdin: stdio?.stdin ?? false,
+    stdout: stdio?.stdout ?? false,
+    stderr: stdio?.stderr ?? false,
+    terminal: stdio?.terminal ?? false,
+    rows: stdio?.rows ?? 0,
+    cols: stdio?.cols ?? 0,
+  };
+}
+
+async function memTotalBytes(): Promise<bigint> {
+  const meminfo = await readFile('/proc/meminfo', 'utf8');
+  const kib = /^MemTotal:\s+(\d+) kB$/m.exec(meminfo)?.[1];
+  return kib ? BigInt(kib) * 1024n : 0n;
+}
+
+function run(file: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile(file, args, (e, _stdout, stderr) =>
+      e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
+    ),
+  );
+}
