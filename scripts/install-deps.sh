@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what hull needs on a Debian 12 host: Debian packages (only those
+# missing, so a ready machine pays nothing) and the npm packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  qemu-system-x86   # the VMM (microvm machine, 9p, virtio-serial)
+  busybox-static    # guest init and tools, test images
+  crun              # the OCI runtime copied into the guest
+  bsdutils          # util-linux `script`, copied into the guest for terminals
+  e2fsprogs         # mkfs.ext4 -d builds the guest root disk
+  util-linux        # mount/umount for sharing rootfs with the guest
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "install-deps: hull needs Node.js 20 or newer on PATH (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+# npm ci only when the lock file changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi

@@ -1,0 +1,49 @@
+/**
+ * `hull check`: is this host ready to run hull sandboxes? Each line says
+ * what was checked and what was found; the exit status is non-zero when
+ * something required is missing.
+ */
+import { access, constants, readFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import type { HullConfig } from '../config/index.js';
+import { currentGuestImage } from '../guest/index.js';
+import { chooseAccel, readHostFacts } from '../vmm/index.js';
+
+export interface CheckLine {
+  ok: boolean;
+  what: string;
+  detail: string;
+  required: boolean;
+}
+
+function version(file: string, args: string[]): Promise<string | undefined> {
+  return new Promise((resolve) => execFile(file, args, (e, stdout) => resolve(e ? undefined : stdout.split('\n')[0]?.trim())));
+}
+
+export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
+  const lines: CheckLine[] = [];
+  const qemu = await version('qemu-system-x86_64', ['--version']);
+  lines.push({ ok: qemu !== undefined, what: 'QEMU', detail: qemu ?? 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)', required: true });
+  try {
+    const choice = await chooseAccel(config.accel, await readHostFacts());
+    lines.push({ ok: true, what: 'accelerator', detail: `${choice.accel}: ${choice.reason}`, required: true });
+  } catch (e) {
+    lines.push({ ok: false, what: 'accelerator', detail: (e as Error).message, required: true });
+  }
+  const image = await currentGuestImage(config.guestImagesDir).catch(() => undefined);
+  lines.push({
+    ok: image !== undefined,
+    what: 'guest image',
+    detail: image ? `${image.id} (kernel ${image.kernelRelease}) in ${image.dir}` : `none in ${config.guestImagesDir} (run: hull image build)`,
+    required: true,
+  });
+  const crun = await version('crun', ['--version']);
+  lines.push({ ok: crun !== undefined, what: 'crun (copied into the guest)', detail: crun ?? 'not found (apt-get install crun)', required: true });
+  const mountBinary = await version('mount', ['--version']);
+  lines.push({ ok: mountBinary !== undefined, what: 'mount', detail: mountBinary ?? 'util-linux mount not found', required: true });
+  const filesystems = await readFile('/proc/filesystems', 'utf8').catch(() => '');
+  lines.push({ ok: /\btmpfs\b/.test(filesystems), what: 'tmpfs', detail: 'needed for /run/hull', required: true });
+  const vhostVsock = await access('/dev/vhost-vsock', constants.R_OK | constants.W_OK).then(() => true, () => false);
+  lines.push({ ok: true, what: 'agent transport', detail: vhostVsock ? 'virtio-serial (vhost-vsock present, not used yet)' : 'virtio-serial (no /dev/vhost-vsock)', required: false });
+  return lines;
+}

@@ -1,0 +1,87 @@
+/**
+ * The `hull` command. Subcommands: check, run, image build, version.
+ */
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { HullError } from '../errors/index.js';
+import { loadConfig } from '../config/index.js';
+import { buildGuestImage, currentGuestImage } from '../guest/index.js';
+import { checkHost } from './check.js';
+import { parsePositiveInt, runContainer } from './run.js';
+
+const VERSION = '0.1.0';
+const AGENT_BUNDLE = fileURLToPath(new URL('../../agent/hull-agent.js', import.meta.url));
+
+const USAGE = `Usage:
+  hull check                      Check that this host can run hull sandboxes
+  hull image build [--force]      Build the guest image (kernel, initramfs, root disk)
+  hull run --bundle DIR [--tty] [--cpus N] [--memory MiB] [--id ID] [-- CMD...]
+                                  Run a container from an OCI bundle in a new VM
+  hull version
+Options for all commands: --config FILE (default /etc/hull/config.toml)`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'check': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } } });
+      const lines = await checkHost(await loadConfig(values.config));
+      for (const line of lines) console.log(`${line.ok ? 'ok  ' : 'FAIL'} ${line.what}: ${line.detail}`);
+      return lines.some((l) => l.required && !l.ok) ? 1 : 0;
+    }
+    case 'image': {
+      const [sub, ...imageArgs] = rest;
+      if (sub !== 'build') break;
+      const { values } = parseArgs({ args: imageArgs, options: { config: { type: 'string' }, force: { type: 'boolean' } } });
+      const config = await loadConfig(values.config);
+      const image = await buildGuestImage({ agentBundle: AGENT_BUNDLE, imagesRoot: config.guestImagesDir, force: values.force ?? false, log: (l) => console.error(l) });
+      console.log(`${image.id} ${image.dir}`);
+      return 0;
+    }
+    case 'run': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          config: { type: 'string' },
+          bundle: { type: 'string' },
+          tty: { type: 'boolean', short: 't' },
+          cpus: { type: 'string' },
+          memory: { type: 'string' },
+          id: { type: 'string' },
+        },
+      });
+      if (!values.bundle) throw new HullError('invalid_argument', 'hull run needs --bundle DIR');
+      const config = await loadConfig(values.config);
+      const image = await currentGuestImage(config.guestImagesDir);
+      if (!image) throw new HullError('failed_precondition', `No guest image in ${config.guestImagesDir}: run "hull image build" first`);
+      return runContainer(config, image, {
+        bundle: values.bundle,
+        args: positionals,
+        tty: values.tty ?? false,
+        vcpus: parsePositiveInt('--cpus', values.cpus),
+        memoryMiB: parsePositiveInt('--memory', values.memory),
+        id: values.id,
+      });
+    }
+    case 'version':
+    case '--version':
+      console.log(`hull ${VERSION}`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+      console.log(USAGE);
+      return command === undefined ? 2 : 0;
+  }
+  console.error(`hull: unknown command "${argv.join(' ')}"\n${USAGE}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => (process.exitCode = code),
+  (e: unknown) => {
+    console.error(`hull: ${(e as Error).message}`);
+    process.exitCode = e instanceof HullError && e.code === 'invalid_argument' ? 2 : 125;
+  },
+);

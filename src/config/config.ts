@@ -1,0 +1,77 @@
+/**
+ * hull's configuration: /etc/hull/config.toml (or the path containerd hands
+ * the shim through its ConfigPath runtime option), over built-in defaults.
+ * Unknown keys are errors, so a typo never silently does nothing.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse } from 'smol-toml';
+import { HullError } from '../errors/index.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/hull/config.toml';
+
+export interface HullConfig {
+  /** vCPUs every sandbox gets before container limits are added. */
+  defaultVcpus: number;
+  /** MiB every sandbox gets before container limits are added. */
+  defaultMemoryMiB: number;
+  /** 'auto' picks kvm only where hardware virtualization works, else tcg. */
+  accel: 'auto' | 'kvm' | 'tcg';
+  /** Where built guest images live. */
+  guestImagesDir: string;
+  /** Per-sandbox state root. */
+  runRoot: string;
+  /** Bound on VM start to agent ready. */
+  bootTimeoutMs: number;
+}
+
+export const DEFAULT_CONFIG: Readonly<HullConfig> = {
+  defaultVcpus: 1,
+  defaultMemoryMiB: 2048,
+  accel: 'auto',
+  guestImagesDir: '/var/lib/hull/guest',
+  runRoot: '/run/hull',
+  bootTimeoutMs: 60_000,
+};
+
+// TOML key -> config field, with the check each value must pass.
+const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boolean; expect: string }> = {
+  default_vcpus: { field: 'defaultVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
+  default_memory: { field: 'defaultMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
+  accel: { field: 'accel', check: (v) => v === 'auto' || v === 'kvm' || v === 'tcg', expect: '"auto", "kvm" or "tcg"' },
+  guest_images_dir: { field: 'guestImagesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
+  run_root: { field: 'runRoot', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
+  boot_timeout_ms: { field: 'bootTimeoutMs', check: (v) => Number.isInteger(v) && (v as number) >= 1000, expect: 'an integer >= 1000' },
+};
+
+/** parseConfig reads TOML text over the defaults. */
+export function parseConfig(text: string, where: string): HullConfig {
+  let table: Record<string, unknown>;
+  try {
+    table = parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new HullError('invalid_argument', `Cannot parse config "${where}": ${(e as Error).message}`);
+  }
+  const config: HullConfig = { ...DEFAULT_CONFIG };
+  for (const [key, raw] of Object.entries(table)) {
+    const entry = KEYS[key];
+    if (!entry) throw new HullError('invalid_argument', `Unknown key "${key}" in config "${where}"`);
+    const value = typeof raw === 'bigint' ? Number(raw) : raw;
+    if (!entry.check(value)) throw new HullError('invalid_argument', `Invalid "${key}" in config "${where}": expected ${entry.expect}`);
+    (config as unknown as Record<string, unknown>)[entry.field] = value;
+  }
+  return config;
+}
+
+/** loadConfig reads `path` (default /etc/hull/config.toml, or $HULL_CONFIG); a missing default file means defaults. */
+export async function loadConfig(path?: string): Promise<HullConfig> {
+  const explicit = path ?? process.env['HULL_CONFIG'];
+  const file = explicit ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && explicit === undefined) return { ...DEFAULT_CONFIG };
+    throw new HullError('invalid_argument', `Cannot read config "${file}": ${(e as Error).message}`);
+  }
+  return parseConfig(text, file);
+}

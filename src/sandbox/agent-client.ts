@@ -1,0 +1,66 @@
+/**
+ * The host's client of hull-agent, with every answer checked before the rest
+ * of the host trusts it: the guest is hostile, so a number out of range, an
+ * oversized list or a string too long is an error, not a value.
+ */
+import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HullError } from '../errors/index.js';
+import { TtrpcClient } from '../ttrpc/index.js';
+import { Agent } from '../proto/gen/agent_pb.js';
+import { serviceClient, type ServiceClient } from '../proto/rpc.js';
+
+export type AgentClient = ServiceClient<(typeof Agent)['method']>;
+
+/** Default deadline of an agent call that is not meant to block. */
+export const AGENT_CALL_TIMEOUT_MS = 30_000;
+
+export const LIMITS = {
+  maxProcesses: 65_536,
+  maxString: 4096,
+} as const;
+
+export function checkString(what: string, value: string): string {
+  if (value.length > LIMITS.maxString) throw new HullError('internal', `Guest sent a ${what} of ${value.length} characters`);
+  return value;
+}
+
+/** connectAgent connects to the agent's socket (QEMU's end of the virtio-serial port). */
+export function connectAgent(socketPath: string): Promise<{ client: TtrpcClient; agent: AgentClient }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(socketPath);
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      const client = new TtrpcClient(socket);
+      resolve({ client, agent: serviceClient(Agent, client) });
+    });
+  });
+}
+
+/**
+ * waitForAgent answers once the agent responds to Check, or fails at
+ * `deadline` or when `abandoned` settles (the VM died). Calls made before the
+ * guest opened its port sit in QEMU, so each try has a short timeout.
+ */
+export async function waitForAgent(agent: AgentClient, deadline: number, abandoned: Promise<unknown>): Promise<string> {
+  let gone = false;
+  void abandoned.then(() => (gone = true), () => (gone = true));
+  for (;;) {
+    if (gone) throw new HullError('unavailable', 'VM exited before its agent answered');
+    const left = deadline - Date.now();
+    if (left <= 0) throw new HullError('deadline_exceeded', 'Guest agent did not answer in time');
+    try {
+      const { agentVersion } = await Promise.race([
+        agent.check({}, { timeoutMs: Math.min(1000, left) }),
+        abandoned.then(() => {
+          throw new HullError('unavailable', 'VM exited before its agent answered');
+        }),
+      ]);
+      return checkString('agent version', agentVersion);
+    } catch (e) {
+      if (gone) throw new HullError('unavailable', 'VM exited before its agent answered', { cause: e });
+      if ((e as HullError).code !== 'deadline_exceeded') await sleep(50);
+    }
+  }
+}

@@ -1,0 +1,296 @@
+/**
+ * Sandbox is one pod's VM seen from the host: the VM process, its agent and
+ * its containers. Everything the host makes for it lives under
+ * `<runRoot>/<id>/` and is gone after destroy(), also when create() fails
+ * half-way.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HullError } from '../errors/index.js';
+import type { TtrpcClient } from '../ttrpc/index.js';
+import { OutputStream } from '../proto/gen/agent_pb.js';
+import type { VmDriver, VmHandle } from '../vmm/index.js';
+import { QemuDriver } from '../vmm/index.js';
+import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
+import { bindMount, mountsUnder, unmountAllUnder, unmount } from './mounts.js';
+import { pumpOutput, pumpStdin, type HostStdio } from './stdio.js';
+import { readBundleSpec, guestContainerSpec, type OciProcess, type OciSpec } from './spec.js';
+
+export const DEFAULT_RUN_ROOT = '/run/hull';
+export const DEFAULT_VCPUS = 1;
+export const DEFAULT_MEMORY_MIB = 2048;
+
+export interface GuestAssets {
+  kernel: string;
+  initrd: string;
+  rootDisk: string;
+}
+
+export interface SandboxOptions {
+  id: string;
+  image: GuestAssets;
+  vcpus?: number;
+  memoryMiB?: number;
+  hostname?: string;
+  runRoot?: string;
+  driver?: VmDriver;
+  accel?: 'auto' | 'kvm' | 'tcg';
+  /** bootTimeoutMs bounds VM start to agent ready (default 60 s: TCG boots are slow on a busy host). */
+  bootTimeoutMs?: number;
+}
+
+export interface ContainerOptions {
+  /** bundle is an OCI bundle directory (config.json, rootfs). */
+  bundle: string;
+  /** spec overrides the bundle's config.json. */
+  spec?: OciSpec;
+  /** args replaces the spec's process.args. */
+  args?: string[];
+  stdio: StdioRequest;
+}
+
+/** StdioRequest says which streams the host attaches to a process, and the terminal's first size. */
+export interface StdioRequest {
+  stdin?: boolean;
+  stdout?: boolean;
+  stderr?: boolean;
+  terminal?: boolean;
+  rows?: number;
+  cols?: number;
+}
+
+export interface ProcessExit {
+  exitStatus: number;
+  exitedAt: Date;
+  oomKilled: boolean;
+}
+
+export interface GuestDetails {
+  kernelRelease: string;
+  onlineCpus: number;
+  memTotalBytes: bigint;
+}
+
+export class Sandbox {
+  readonly id: string;
+  readonly stateDir: string;
+  readonly sharedDir: string;
+  readonly vm: VmHandle;
+  readonly agent: AgentClient;
+  readonly #client: TtrpcClient;
+  // Containers with a rootfs mounted in the shared dir; changed by createContainer/removeContainer.
+  readonly #containers = new Set<string>();
+  // Aborts blocking agent calls (waits, output reads) when the sandbox is destroyed.
+  readonly #lifetime = new AbortController();
+  #destroyed: Promise<void> | undefined;
+
+  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient) {
+    this.id = id;
+    this.stateDir = stateDir;
+    this.sharedDir = join(stateDir, 'shared');
+    this.vm = vm;
+    this.#client = client;
+    this.agent = agent;
+  }
+
+  /** create boots the VM and prepares the guest; on failure nothing is left behind. */
+  static async create(options: SandboxOptions): Promise<Sandbox> {
+    const runRoot = options.runRoot ?? DEFAULT_RUN_ROOT;
+    const stateDir = join(runRoot, options.id);
+    const vcpus = options.vcpus ?? DEFAULT_VCPUS;
+    const memoryMiB = options.memoryMiB ?? DEFAULT_MEMORY_MIB;
+    if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 255) throw new HullError('invalid_argument', `Invalid vCPU count ${vcpus}`);
+    if (!Number.isInteger(memoryMiB) || memoryMiB < 128) throw new HullError('invalid_argument', `Invalid memory size ${memoryMiB} MiB: at least 128`);
+    await mkdir(runRoot, { recursive: true, mode: 0o711 });
+    try {
+      await mkdir(stateDir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new HullError('already_exists', `Sandbox "${options.id}" already exists`);
+      throw e;
+    }
+    let vm: VmHandle | undefined;
+    let client: TtrpcClient | undefined;
+    try {
+      await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
+      const driver = options.driver ?? new QemuDriver();
+      const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
+      const deadline = Date.now() + bootTimeoutMs;
+      vm = await driver.start({
+        id: options.id,
+        stateDir,
+        vcpus,
+        memoryMiB,
+        kernel: options.image.kernel,
+        initrd: options.image.initrd,
+        rootDisk: options.image.rootDisk,
+        sharedDir: join(stateDir, 'shared'),
+        accel: options.accel ?? 'auto',
+        startTimeoutMs: bootTimeoutMs,
+      });
+      const connection = await connectAgent(vm.agentSocketPath);
+      client = connection.client;
+      const bootedVm = vm;
+      try {
+        await waitForAgent(connection.agent, deadline, vm.exited);
+      } catch (e) {
+        const tail = bootedVm.consoleTail(4096).trim();
+        throw new HullError((e as HullError).code ?? 'unavailable', `Sandbox "${options.id}" failed to boot: ${(e as Error).message}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: e });
+      }
+      await connection.agent.setupSandbox(
+        {
+          sandboxId: options.id,
+          hostname: options.hostname ?? '',
+          entropy: randomBytes(64),
+          timeUnixNano: BigInt(Date.now()) * 1_000_000n,
+          shareTag: 'hull',
+        },
+        { timeoutMs: AGENT_CALL_TIMEOUT_MS },
+      );
+      return new Sandbox(options.id, stateDir, vm, connection.client, connection.agent);
+    } catch (e) {
+      client?.close();
+      await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});
+      await removeStateDir(stateDir);
+      throw e;
+    }
+  }
+
+  async guestDetails(): Promise<GuestDetails> {
+    const d = await this.agent.guestDetails({}, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+    return { kernelRelease: checkString('kernel release', d.kernelRelease), onlineCpus: d.onlineCpus, memTotalBytes: d.memTotalBytes };
+  }
+
+  /** createContainer shares the bundle's rootfs with the guest and creates (not starts) the container. */
+  async createContainer(containerId: string, options: ContainerOptions): Promise<void> {
+    const spec = options.spec ?? (await readBundleSpec(options.bundle));
+    const guestSpec = guestContainerSpec(spec, options.args);
+    const containerDir = join(this.sharedDir, containerId);
+    const rootfsTarget = join(containerDir, 'rootfs');
+    const rootfsSource = spec.root?.path?.startsWith('/') ? spec.root.path : join(options.bundle, spec.root?.path ?? 'rootfs');
+    try {
+      await mkdir(containerDir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new HullError('already_exists', `Container "${containerId}" already exists`);
+      throw e;
+    }
+    this.#containers.add(containerId);
+    try {
+      await mkdir(rootfsTarget);
+      await bindMount(rootfsSource, rootfsTarget).catch((e: Error) => {
+        throw new HullError('invalid_argument', `Cannot share rootfs "${rootfsSource}": ${e.message}`);
+      });
+      await this.agent.createContainer(
+        { containerId, specJson: Buffer.from(JSON.stringify(guestSpec)), rootfs: `${containerId}/rootfs`, stdio: options.stdio },
+        { timeoutMs: AGENT_CALL_TIMEOUT_MS },
+      );
+    } catch (e) {
+      await this.#releaseContainerDir(containerId);
+      throw e;
+    }
+  }
+
+  async startContainer(containerId: string): Promise<number> {
+    const { pid } = await this.agent.startContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+    return pid;
+  }
+
+  async exec(containerId: string, execId: string, process: OciProcess, stdio: StdioRequest): Promise<number> {
+    const { pid } = await this.agent.execProcess(
+      { containerId, execId, processJson: Buffer.from(JSON.stringify(process)), stdio },
+      { timeoutMs: AGENT_CALL_TIMEOUT_MS },
+    );
+    return pid;
+  }
+
+  async signal(containerId: string, execId: string, signal: number, all = false): Promise<void> {
+    await this.agent.signalProcess({ containerId, execId, signal, all }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  /** wait blocks until the process exits (or the sandbox is destroyed). */
+  async wait(containerId: string, execId = ''): Promise<ProcessExit> {
+    const r = await this.agent.waitProcess({ containerId, execId }, { signal: this.#lifetime.signal });
+    if (r.exitStatus > 255) throw new HullError('internal', `Guest sent exit status ${r.exitStatus}`);
+    return { exitStatus: r.exitStatus, exitedAt: new Date(Number(r.exitedAtUnixNano / 1_000_000n)), oomKilled: r.oomKilled };
+  }
+
+  /** attach carries stdio between host streams and the process; resolves when its output has ended. */
+  async attach(containerId: string, execId: string, stdio: HostStdio): Promise<void> {
+    const signal = this.#lifetime.signal;
+    if (stdio.stdin) void pumpStdin(this.agent, containerId, execId, stdio.stdin, signal).catch(() => {});
+    const outputs: Promise<void>[] = [];
+    if (stdio.stdout) outputs.push(pumpOutput(this.agent, containerId, execId, OutputStream.STDOUT, stdio.stdout, signal));
+    if (stdio.stderr) outputs.push(pumpOutput(this.agent, containerId, execId, OutputStream.STDERR, stdio.stderr, signal));
+    await Promise.all(outputs);
+  }
+
+  async resize(containerId: string, execId: string, rows: number, cols: number): Promise<void> {
+    await this.agent.resizeTerminal({ containerId, execId, rows, cols }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  async closeStdin(containerId: string, execId = ''): Promise<void> {
+    await this.agent.closeStdin({ containerId, execId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  async processes(containerId: string): Promise<Array<{ pid: number; execId: string; command: string }>> {
+    const { processes } = await this.agent.listProcesses({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+    if (processes.length > LIMITS.maxProcesses) throw new HullError('internal', `Guest listed ${processes.length} processes`);
+    return processes.map((p) => ({ pid: p.pid, execId: checkString('exec id', p.execId), command: checkString('command', p.command) }));
+  }
+
+  async stats(containerId: string) {
+    return this.agent.statsContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  async update(containerId: string, resources: Record<string, unknown>): Promise<void> {
+    await this.agent.updateContainer({ containerId, resourcesJson: Buffer.from(JSON.stringify(resources)) }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  async pauseContainer(containerId: string): Promise<void> {
+    await this.agent.pauseContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  async resumeContainer(containerId: string): Promise<void> {
+    await this.agent.resumeContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+  }
+
+  /** removeContainer kills what still runs in it and releases its rootfs. */
+  async removeContainer(containerId: string): Promise<void> {
+    await this.agent.removeContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+    await this.#releaseContainerDir(containerId);
+  }
+
+  /** destroy ends the VM and removes everything the host made for it. Idempotent. */
+  destroy(): Promise<void> {
+    this.#destroyed ??= this.#destroy();
+    return this.#destroyed;
+  }
+
+  async #destroy(): Promise<void> {
+    await this.agent.destroySandbox({}, { timeoutMs: 5000 }).catch(() => {});
+    this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was destroyed`));
+    this.#client.close();
+    await this.vm.shutdown({ deadlineMs: 3000 });
+    await removeStateDir(this.stateDir);
+  }
+
+  async #releaseContainerDir(containerId: string): Promise<void> {
+    const containerDir = join(this.sharedDir, containerId);
+    await unmount(join(containerDir, 'rootfs')).catch(() => {});
+    await rmdir(join(containerDir, 'rootfs')).catch(() => {});
+    await rmdir(containerDir).catch(() => {});
+    this.#containers.delete(containerId);
+  }
+}
+
+/**
+ * removeStateDir unmounts what is left under a sandbox's directory and removes
+ * it. It refuses to delete while anything is still mounted there: a recursive
+ * delete through a bind mount would destroy the host directory behind it.
+ */
+export async function removeStateDir(stateDir: string): Promise<void> {
+  await unmountAllUnder(stateDir).catch(() => {});
+  const left = await mountsUnder(stateDir);
+  if (left.length > 0) throw new HullError('internal', `Cannot remove ${stateDir}: still mounted: ${left.join(', ')}`);
+  await rm(stateDir, { recursive: true, force: true });
+}

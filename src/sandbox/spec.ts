@@ -1,0 +1,72 @@
+/**
+ * Host-side OCI spec handling: reading a bundle's config.json with clear
+ * errors, and translating it into the spec the guest runs. Host paths mean
+ * nothing in the guest: the rootfs is replaced by the shared copy (the agent
+ * points root.path at it), and host bind mounts are not carried over yet.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HullError } from '../errors/index.js';
+
+export interface OciProcess {
+  terminal?: boolean;
+  args?: string[];
+  env?: string[];
+  cwd?: string;
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  [key: string]: unknown;
+}
+
+export interface OciSpec {
+  ociVersion?: string;
+  process?: OciProcess;
+  root?: { path?: string; readonly?: boolean };
+  hostname?: string;
+  mounts?: Array<{ destination: string; type?: string; source?: string; options?: string[] }>;
+  annotations?: Record<string, string>;
+  linux?: { namespaces?: Array<{ type: string; path?: string }>; resources?: Record<string, unknown>; [key: string]: unknown };
+  [key: string]: unknown;
+}
+
+// A config.json bigger than this is not a spec anyone meant.
+const MAX_SPEC_BYTES = 4 << 20;
+
+/** readBundleSpec reads and checks `<bundle>/config.json`. */
+export async function readBundleSpec(bundle: string): Promise<OciSpec> {
+  const path = join(bundle, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new HullError('invalid_argument', `Cannot read OCI spec "${path}": ${(e as Error).message}`);
+  }
+  if (text.length > MAX_SPEC_BYTES) throw new HullError('invalid_argument', `OCI spec "${path}" is larger than ${MAX_SPEC_BYTES} bytes`);
+  return parseSpec(text, path);
+}
+
+export function parseSpec(text: string, where: string): OciSpec {
+  let spec: unknown;
+  try {
+    spec = JSON.parse(text);
+  } catch (e) {
+    throw new HullError('invalid_argument', `Malformed OCI spec "${where}": ${(e as Error).message}`);
+  }
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new HullError('invalid_argument', `Malformed OCI spec "${where}": not a JSON object`);
+  const s = spec as OciSpec;
+  if (typeof s.ociVersion !== 'string') throw new HullError('invalid_argument', `Malformed OCI spec "${where}": ociVersion is missing`);
+  if (s.process !== undefined && (typeof s.process !== 'object' || s.process === null)) throw new HullError('invalid_argument', `Malformed OCI spec "${where}": process must be an object`);
+  if (s.process?.args !== undefined && (!Array.isArray(s.process.args) || !s.process.args.every((a) => typeof a === 'string'))) {
+    throw new HullError('invalid_argument', `Malformed OCI spec "${where}": process.args must be a list of strings`);
+  }
+  if (s.mounts !== undefined && !Array.isArray(s.mounts)) throw new HullError('invalid_argument', `Malformed OCI spec "${where}": mounts must be a list`);
+  return s;
+}
+
+/** guestContainerSpec is the spec sent to the agent; `args` replaces process.args when given. */
+export function guestContainerSpec(spec: OciSpec, args?: string[]): OciSpec {
+  const process: OciProcess = { ...spec.process };
+  if (args && args.length > 0) process.args = args;
+  if (!process.args || process.args.length === 0) throw new HullError('invalid_argument', 'OCI spec has no process.args and no command was given');
+  const mounts = (spec.mounts ?? []).filter((m) => m.type !== 'bind' && !(m.options ?? []).includes('bind') && !(m.options ?? []).includes('rbind'));
+  return { ...spec, process, mounts, root: { readonly: spec.root?.readonly ?? false } };
+}

@@ -1,0 +1,31 @@
+/**
+ * Leak checks run after integration tests: nothing a test started may
+ * survive it. Processes are matched by the pids the test recorded, never by
+ * name; mounts and files by the paths the test used.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie has exited; only its parent's reaping is pending.
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((p) => p === dir || p.startsWith(dir + '/'));
+}
+
+export function entriesIn(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
