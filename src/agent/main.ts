@@ -5,6 +5,7 @@
  * off while nobody is connected (a virtio port with no host peer reads EOF at
  * once, so a blind loop would spin).
  */
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TtrpcServer } from '../ttrpc/index.js';
 import { Agent } from '../proto/gen/agent_pb.js';
@@ -20,6 +21,8 @@ server.register(Agent.typeName, serviceHandlers(Agent, new AgentService()));
 
 async function serveHost(): Promise<never> {
   const device = findPortDevice();
+  // One line per agent start on the console: when it came up in guest time.
+  console.log(`hull-agent: serving on ${device} at uptime ${readFileSync('/proc/uptime', 'utf8').split(' ')[0]} s`);
   let backoffMs = 10;
   for (;;) {
     const socket = openPort(device);

@@ -152,7 +152,8 @@ describe('a sandbox running containers', () => {
       await sandbox.exec('first', 'hello', { args: ['sh', '-c', 'echo hello from $(hostname); cat /proc/1/comm'], cwd: '/', env: ['PATH=/bin'] }, { stdout: true });
       const [exit] = await Promise.all([sandbox.wait('first', 'hello'), sandbox.attach('first', 'hello', { stdout: out.stream })]);
       assert.equal(exit.exitStatus, 0);
-      assert.equal(out.text(), 'hello from pod-one\nsleep\n');
+      // The container has its own UTS namespace with the spec's hostname.
+      assert.equal(out.text(), 'hello from hull-test\nsleep\n');
 
       const processes = await sandbox.processes('second');
       assert.ok(processes.some((p) => p.command === 'sleep' && p.pid > 0), JSON.stringify(processes));
