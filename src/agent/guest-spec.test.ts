@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { checkId, guestSpec, isInside, parseJson } from './guest-spec.js';
+import { crunErrorMessages, shellQuote } from './process.js';
+
+const base = {
+  ociVersion: '1.0.2',
+  process: { args: ['sh'], apparmorProfile: 'x' },
+  hooks: { prestart: [{ path: '/usr/bin/evil' }] },
+  mounts: [
+    { destination: '/proc', type: 'proc', source: 'proc' },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strict', 'mode=755'] },
+    { destination: '/etc/hosts', type: 'bind', source: '/var/lib/host/hosts', options: ['rbind'] },
+    { destination: '/data', type: 'bind', source: '/run/hull/shared/c1/volumes/data', options: ['rbind'] },
+  ],
+  linux: {
+    cgroupsPath: '/kubepods/x',
+    namespaces: [{ type: 'pid' }, { type: 'network', path: '/var/run/netns/x' }, { type: 'ipc', path: '/proc/1/ns/ipc' }, { type: 'mount' }],
+  },
+};
+
+test('guestSpec() confines the container to what the guest owns', () => {
+  const spec = guestSpec('c1', base, '/run/hull/shared/c1/rootfs', true);
+  assert.equal(spec.root?.path, '/run/hull/shared/c1/rootfs');
+  assert.equal(spec.linux?.cgroupsPath, '/hull/c1');
+  assert.equal(spec.hooks, undefined);
+  assert.equal(spec.process?.apparmorProfile, undefined);
+  assert.equal(spec.process?.terminal, true);
+  assert.deepEqual(spec.linux?.namespaces, [{ type: 'pid' }, { type: 'mount' }]);
+  assert.deepEqual(spec.mounts?.map((m) => m.destination), ['/proc', '/dev', '/data']);
+  assert.deepEqual(spec.mounts?.[1]?.options, ['nosuid', 'mode=755']);
+});
+
+test('guestSpec() adds a tmpfs /dev when the spec has none', () => {
+  const spec = guestSpec('c1', { ...base, mounts: [] }, '/run/hull/shared/c1/rootfs', false);
+  assert.equal(spec.mounts?.[0]?.destination, '/dev');
+  assert.equal(spec.mounts?.[0]?.type, 'tmpfs');
+});
+
+test('guestSpec() rejects a spec without process args', () => {
+  assert.throws(() => guestSpec('c1', { ...base, process: { args: [] } }, '/r', false), /process.args/);
+  assert.throws(() => guestSpec('c1', { ...base, process: undefined }, '/r', false), /no process/);
+});
+
+test('isInside() is not fooled by ..', () => {
+  assert.equal(isInside('/run/hull/shared', '/run/hull/shared/a/../b'), true);
+  assert.equal(isInside('/run/hull/shared', '/run/hull/shared/../../etc'), false);
+  assert.equal(isInside('/run/hull/shared', '/run/hull/sharedx'), false);
+});
+
+test('checkId() accepts container-style ids and rejects paths', () => {
+  assert.equal(checkId('id', 'abc-1.2_3'), 'abc-1.2_3');
+  assert.throws(() => checkId('id', '../x'), /Invalid id/);
+  assert.throws(() => checkId('id', ''), /Invalid id/);
+  assert.throws(() => checkId('id', 'a'.repeat(129)), /Invalid id/);
+});
+
+test('parseJson() gives a clear error for bad JSON', () => {
+  assert.throws(() => parseJson('spec', Buffer.from('{')), /Cannot parse spec/);
+  assert.throws(() => parseJson('spec', Buffer.from('[1]')), /not a JSON object/);
+});
+
+test('crunErrorMessages() picks error lines out of crun JSON logs', () => {
+  const log = '{"msg":"warn","level":"warning"}\n{"msg":"executable file `x` not found","level":"error"}\nplain\n';
+  assert.deepEqual(crunErrorMessages(log), ['executable file `x` not found', 'plain']);
+});
+
+test('shellQuote() keeps words intact', () => {
+  assert.equal(shellQuote(['a b', "it's"]), `'a b' 'it'\\''s'`);
+});
