@@ -43,6 +43,8 @@ export interface OciProcess {
   [key: string]: unknown;
 }
 
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 export function checkId(kind: string, id: string): string {
@@ -76,6 +78,8 @@ export function checkProcess(process: OciProcess | undefined, what: string): Oci
   delete cleaned.apparmorProfile;
   delete cleaned.selinuxLabel;
   cleaned.cwd ??= '/';
+  // Like runc, give a process without PATH the usual one (crun looks args[0] up in it).
+  if (!(cleaned.env ?? []).some((e) => e.startsWith('PATH='))) cleaned.env = [...(cleaned.env ?? []), `PATH=${DEFAULT_PATH}`];
   cleaned.user ??= { uid: 0, gid: 0 };
   return cleaned;
 }

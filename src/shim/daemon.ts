@@ -1,0 +1,61 @@
+/**
+ * The long-lived shim process of one pod: serves the Task API over ttrpc on
+ * the pod's socket and publishes events. Started by `start`, which waits for
+ * the "ready" line on fd 3 before telling containerd the address.
+ */
+import { writeSync, closeSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadConfig } from '../config/index.js';
+import { Task } from '../proto/gen/task_pb.js';
+import { serviceHandlers } from '../proto/rpc.js';
+import { TtrpcServer } from '../ttrpc/index.js';
+import { EventPublisher } from './events.js';
+import type { ShimFlags } from './flags.js';
+import { openShimLog } from './log.js';
+import { TaskService } from './task-service.js';
+
+const READY_FD = 3;
+
+function tellStarter(message: string): void {
+  try {
+    writeSync(READY_FD, message + '\n');
+    closeSync(READY_FD);
+  } catch {
+    // started by hand, without the pipe
+  }
+}
+
+export async function serveDaemon(flags: ShimFlags): Promise<void> {
+  const { log, close: closeLog } = openShimLog(join(flags.bundle || process.cwd(), 'log'), flags.id);
+  process.chdir('/');
+  let server: TtrpcServer | undefined;
+  try {
+    const config = await loadConfig(process.env['HULL_CONFIG'] || undefined);
+    const events = new EventPublisher(process.env['TTRPC_ADDRESS'] ?? `${flags.address}.ttrpc`, flags.namespace, log);
+    let stopping = false;
+    const stop = async (): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      await tasks.destroyAll();
+      await events.flush();
+      events.close();
+      await server?.close();
+      await rm(flags.socket, { force: true });
+      closeLog();
+      process.exit(0);
+    };
+    const tasks: TaskService = new TaskService({ config, events, log, onIdle: () => void stop() });
+    server = new TtrpcServer({ onError: (e) => log(`ttrpc: ${e.message}`) });
+    server.register(Task.typeName, serviceHandlers(Task, tasks));
+    await server.listen(flags.socket);
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void stop());
+    log(`serving on ${flags.socket}`);
+    tellStarter('ready');
+  } catch (e) {
+    tellStarter(`error: ${(e as Error).message}`);
+    await server?.close();
+    closeLog();
+    process.exit(1);
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * `containerd-shim-hull-v2 start`: find or start the pod's shim and print its
+ * address. Containers of one pod share one shim (grouped by the CRI sandbox
+ * id). The daemon never inherits this command's stdout/stderr: containerd
+ * reads them to the end, and would wait for the daemon's lifetime.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { HullError } from '../errors/index.js';
+import { parseSpec } from '../sandbox/index.js';
+import { groupId, shimSocketPath, SHIM_SOCKET_DIR, writeAddressFile } from './address.js';
+import type { ShimFlags } from './flags.js';
+
+const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+const DAEMON_START_TIMEOUT_MS = 10_000;
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+export async function startCommand(flags: ShimFlags): Promise<string> {
+  const bundle = process.cwd();
+  const spec = parseSpec(await readFile('config.json', 'utf8'), `${bundle}/config.json`);
+  const socketPath = shimSocketPath(flags.address, flags.namespace, groupId(flags.id, spec.annotations));
+  const address = `unix://${socketPath}`;
+  if (!(await socketAnswers(socketPath))) {
+    await rm(socketPath, { force: true });
+    await mkdir(SHIM_SOCKET_DIR, { recursive: true, mode: 0o711 });
+    const outcome = await spawnDaemon(flags, bundle, socketPath);
+    // Two containers of one pod may race to start the shim: the loser uses the winner's.
+    if (outcome !== 'ready' && !(await socketAnswers(socketPath))) throw new HullError('unavailable', `Shim daemon failed to start: ${outcome}`);
+  }
+  await writeAddressFile(bundle, address);
+  return address;
+}
+
+function spawnDaemon(flags: ShimFlags, bundle: string, socketPath: string): Promise<string> {
+  const args = [MAIN, '-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-bundle', bundle, '-socket', socketPath];
+  if (flags.debug) args.push('-debug');
+  const child = spawn(process.execPath, args, { cwd: bundle, detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
+  return new Promise((resolve) => {
+    const pipe = child.stdio[3] as NodeJS.ReadableStream;
+    let text = '';
+    const timer = setTimeout(() => finish('timed out'), DAEMON_START_TIMEOUT_MS);
+    const finish = (outcome: string): void => {
+      clearTimeout(timer);
+      pipe.removeAllListeners();
+      (pipe as unknown as { destroy(): void }).destroy();
+      if (outcome !== 'ready') child.kill('SIGKILL');
+      child.unref();
+      resolve(outcome);
+    };
+    pipe.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (text.includes('\n')) finish(text.trim());
+    });
+    pipe.on('end', () => finish(text.trim() || 'exited'));
+  });
+}

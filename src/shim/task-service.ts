@@ -1,0 +1,402 @@
+/**
+ * TaskService implements containerd's Task API (containerd.task.v2.Task) for
+ * one pod: the first container created (the CRI sandbox, or a container run
+ * alone by ctr) boots the pod's VM; the others join it. Processes are the
+ * agent's; this side keeps what containerd asks about (status, exit, stdio).
+ * Every task's pid is the VMM's, as Kata does: CRI builds the namespace
+ * paths of the pod's containers from it.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { HullError } from '../errors/index.js';
+import type { HullConfig } from '../config/index.js';
+import { currentGuestImage } from '../guest/index.js';
+import type { Task } from '../proto/gen/task_pb.js';
+import { Status } from '../proto/gen/task_status_pb.js';
+import * as ev from '../proto/gen/events_pb.js';
+import type { ServiceImpl } from '../proto/rpc.js';
+import { Sandbox, parseSpec, type OciProcess, type OciSpec } from '../sandbox/index.js';
+import { CRI_CONTAINER_TYPE } from './address.js';
+import type { EventPublisher } from './events.js';
+import { openFifos, type FifoIO, type FifoPaths } from './fifo-io.js';
+import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
+import { mountRootfs, type RootfsMount } from './rootfs.js';
+import { podVmSize } from './sizing.js';
+import { unmountQuietly } from './cleanup.js';
+
+export const SHIM_VERSION = 'hull 0.1.0';
+const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
+
+type TaskImpl = ServiceImpl<(typeof Task)['method']>;
+
+interface ProcessRecord {
+  execId: string;
+  paths: FifoPaths;
+  terminal: boolean;
+  spec?: OciProcess;
+  status: Status;
+  guestPid: number;
+  exit?: { status: number; at: Date };
+  exited: Promise<void>;
+  markExited: () => void;
+  io?: FifoIO;
+}
+
+interface ContainerRecord {
+  id: string;
+  bundle: string;
+  rootfsMounted: boolean;
+  init: ProcessRecord;
+  // exec id -> process; changed by exec() and delete().
+  execs: Map<string, ProcessRecord>;
+}
+
+export interface TaskServiceOptions {
+  config: HullConfig;
+  events: EventPublisher;
+  log: (line: string) => void;
+  /** onIdle runs once Shutdown finds no container left. */
+  onIdle: () => void;
+}
+
+function newProcess(execId: string, paths: FifoPaths, terminal: boolean, spec?: OciProcess): ProcessRecord {
+  let markExited!: () => void;
+  const exited = new Promise<void>((resolve) => (markExited = resolve));
+  return { execId, paths, terminal, spec, status: Status.CREATED, guestPid: 0, exited, markExited };
+}
+
+export class TaskService implements TaskImpl {
+  readonly #options: TaskServiceOptions;
+  // container id -> container; changed by create() and delete().
+  readonly #containers = new Map<string, ContainerRecord>();
+  #sandbox: Sandbox | undefined;
+  // The container that booted the VM; deleting it ends the VM.
+  #sandboxContainerId: string | undefined;
+
+  constructor(options: TaskServiceOptions) {
+    this.#options = options;
+  }
+
+  get vmPid(): number {
+    return this.#sandbox?.vm.pid ?? 0;
+  }
+
+  async create(req: { id: string; bundle: string; rootfs: RootfsMount[]; terminal: boolean; stdin: string; stdout: string; stderr: string }) {
+    if (this.#containers.has(req.id)) throw new HullError('already_exists', `Task "${req.id}" already exists`);
+    const specPath = join(req.bundle, 'config.json');
+    const spec = parseSpec(await readFile(specPath, 'utf8').catch((e: Error) => {
+      throw new HullError('invalid_argument', `Cannot read OCI spec "${specPath}": ${e.message}`);
+    }), specPath);
+    const isSandbox = !this.#sandbox;
+    if (isSandbox) checkPodNetwork(spec);
+    const rootfsTarget = join(req.bundle, 'rootfs');
+    const record: ContainerRecord = {
+      id: req.id,
+      bundle: req.bundle,
+      rootfsMounted: false,
+      init: newProcess('', { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal),
+      execs: new Map(),
+    };
+    try {
+      if (req.rootfs.length > 0) {
+        await mkdir(rootfsTarget, { recursive: true });
+        await mountRootfs(req.rootfs, rootfsTarget);
+        record.rootfsMounted = true;
+      }
+      // Without snapshot mounts the client prepared the rootfs itself (e.g. ctr run --rootfs).
+      const rootfsPath = record.rootfsMounted ? rootfsTarget : resolve(req.bundle, spec.root?.path ?? 'rootfs');
+      if (isSandbox) await this.#bootSandbox(req.id, spec);
+      await this.#sandbox!.createContainer(req.id, {
+        bundle: req.bundle,
+        spec: { ...spec, root: { ...spec.root, path: rootfsPath } },
+        stdio: stdioFlags(record.init.paths, req.terminal),
+      });
+    } catch (e) {
+      if (record.rootfsMounted) await unmountQuietly(rootfsTarget);
+      if (isSandbox) await this.#destroySandbox();
+      throw e;
+    }
+    this.#containers.set(req.id, record);
+    const pid = this.vmPid;
+    this.#options.events.publish('/tasks/create', ev.TaskCreateSchema, {
+      containerId: req.id,
+      bundle: req.bundle,
+      rootfs: req.rootfs,
+      io: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal },
+      pid,
+    });
+    return { pid };
+  }
+
+  async #bootSandbox(id: string, spec: OciSpec): Promise<void> {
+    const { config } = this.#options;
+    const image = await currentGuestImage(config.guestImagesDir);
+    if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
+    const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
+    this.#sandbox = await Sandbox.create({
+      id,
+      image,
+      ...size,
+      hostname: typeof spec.hostname === 'string' ? spec.hostname : undefined,
+      runRoot: config.runRoot,
+      accel: config.accel,
+      bootTimeoutMs: config.bootTimeoutMs,
+    });
+    this.#sandboxContainerId = id;
+    this.#options.log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${this.#sandbox.vm.pid}`);
+  }
+
+  async start(req: { id: string; execId: string }) {
+    const container = this.#container(req.id);
+    const proc = this.#process(container, req.execId);
+    if (proc.status !== Status.CREATED) throw new HullError('failed_precondition', `Process "${req.execId || req.id}" was already started`);
+    const sandbox = this.#requireSandbox();
+    proc.io = await openFifos(proc.paths);
+    try {
+      proc.guestPid = req.execId
+        ? await sandbox.exec(req.id, req.execId, proc.spec ?? {}, stdioFlags(proc.paths, proc.terminal))
+        : await sandbox.startContainer(req.id);
+    } catch (e) {
+      proc.io.close();
+      throw e;
+    }
+    proc.status = Status.RUNNING;
+    const pid = this.vmPid;
+    if (req.execId) this.#options.events.publish('/tasks/exec-started', ev.TaskExecStartedSchema, { containerId: req.id, execId: req.execId, pid });
+    else this.#options.events.publish('/tasks/start', ev.TaskStartSchema, { containerId: req.id, pid });
+    void this.#monitor(container, proc);
+    return { pid };
+  }
+
+  // monitor carries the process's stdio and records its exit once its output has drained.
+  async #monitor(container: ContainerRecord, proc: ProcessRecord): Promise<void> {
+    const sandbox = this.#requireSandbox();
+    const io = proc.io!;
+    const output = sandbox.attach(container.id, proc.execId, io).catch((e: Error) => this.#options.log(`stdio of ${container.id}/${proc.execId}: ${e.message}`));
+    let status = 255;
+    let oom = false;
+    try {
+      const [exit] = await Promise.all([sandbox.wait(container.id, proc.execId), output]);
+      status = exit.exitStatus;
+      oom = exit.oomKilled;
+    } catch (e) {
+      this.#options.log(`wait for ${container.id}/${proc.execId}: ${(e as Error).message}`);
+    }
+    io.close();
+    proc.exit = { status, at: new Date() };
+    proc.status = Status.STOPPED;
+    if (oom) this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
+    this.#options.events.publish('/tasks/exit', ev.TaskExitSchema, {
+      containerId: container.id,
+      id: proc.execId || container.id,
+      pid: this.vmPid,
+      exitStatus: status,
+      exitedAt: timestampFromDate(proc.exit.at),
+    });
+    proc.markExited();
+  }
+
+  async delete(req: { id: string; execId: string }) {
+    const container = this.#container(req.id);
+    const proc = this.#process(container, req.execId);
+    if (proc.status === Status.RUNNING || proc.status === Status.PAUSED) {
+      throw new HullError('failed_precondition', `Process "${req.execId || req.id}" is running: kill it first`);
+    }
+    const pid = this.vmPid;
+    const exitStatus = proc.exit?.status ?? 0;
+    const exitedAt = timestampFromDate(proc.exit?.at ?? new Date());
+    if (req.execId) {
+      container.execs.delete(req.execId);
+      return { pid, exitStatus, exitedAt };
+    }
+    await this.#sandbox?.removeContainer(req.id).catch((e: Error) => this.#options.log(`remove ${req.id} in guest: ${e.message}`));
+    if (container.rootfsMounted) await unmountQuietly(join(container.bundle, 'rootfs'));
+    this.#containers.delete(req.id);
+    this.#options.events.publish('/tasks/delete', ev.TaskDeleteSchema, { containerId: req.id, pid, exitStatus, exitedAt, id: req.id });
+    if (req.id === this.#sandboxContainerId) await this.#destroySandbox();
+    return { pid, exitStatus, exitedAt };
+  }
+
+  async exec(req: { id: string; execId: string; terminal: boolean; stdin: string; stdout: string; stderr: string; spec?: { typeUrl: string; value: Uint8Array } }) {
+    const container = this.#container(req.id);
+    if (!req.execId) throw new HullError('invalid_argument', 'Exec needs an exec id');
+    if (container.execs.has(req.execId)) throw new HullError('already_exists', `Exec "${req.execId}" already exists in task "${req.id}"`);
+    if (container.init.status !== Status.RUNNING) throw new HullError('failed_precondition', `Task "${req.id}" is not running`);
+    if (req.spec && req.spec.typeUrl !== PROCESS_SPEC_TYPE && !req.spec.typeUrl.endsWith('/Process')) {
+      throw new HullError('invalid_argument', `Exec spec of type "${req.spec.typeUrl}" is not an OCI Process`);
+    }
+    let spec: OciProcess;
+    try {
+      spec = JSON.parse(Buffer.from(req.spec?.value ?? new Uint8Array()).toString('utf8')) as OciProcess;
+    } catch (e) {
+      throw new HullError('invalid_argument', `Malformed exec process spec: ${(e as Error).message}`);
+    }
+    container.execs.set(req.execId, newProcess(req.execId, { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal, spec));
+    this.#options.events.publish('/tasks/exec-added', ev.TaskExecAddedSchema, { containerId: req.id, execId: req.execId });
+    return {};
+  }
+
+  async resizePty(req: { id: string; execId: string; width: number; height: number }) {
+    const proc = this.#process(this.#container(req.id), req.execId);
+    if (proc.status !== Status.RUNNING) return {};
+    await this.#requireSandbox().resize(req.id, req.execId, req.height, req.width);
+    return {};
+  }
+
+  async state(req: { id: string; execId: string }) {
+    const container = this.#container(req.id);
+    const proc = this.#process(container, req.execId);
+    return {
+      id: req.execId || req.id,
+      bundle: container.bundle,
+      pid: this.vmPid,
+      status: proc.status,
+      stdin: proc.paths.stdin,
+      stdout: proc.paths.stdout,
+      stderr: proc.paths.stderr,
+      terminal: proc.terminal,
+      exitStatus: proc.exit?.status ?? 0,
+      exitedAt: proc.exit ? timestampFromDate(proc.exit.at) : undefined,
+      execId: req.execId,
+    };
+  }
+
+  async pids(req: { id: string }) {
+    this.#container(req.id);
+    const processes = await this.#requireSandbox().processes(req.id);
+    return {
+      processes: processes.map((p) => ({
+        pid: p.pid,
+        info: p.execId ? { typeUrl: 'containerd.runc.v1.ProcessDetails', value: new BinaryWriter().uint32((1 << 3) | 2).string(p.execId).finish() } : undefined,
+      })),
+    };
+  }
+
+  async pause(req: { id: string }) {
+    const container = this.#container(req.id);
+    await this.#requireSandbox().pauseContainer(req.id);
+    container.init.status = Status.PAUSED;
+    this.#options.events.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: req.id });
+    return {};
+  }
+
+  async resume(req: { id: string }) {
+    const container = this.#container(req.id);
+    await this.#requireSandbox().resumeContainer(req.id);
+    container.init.status = Status.RUNNING;
+    this.#options.events.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: req.id });
+    return {};
+  }
+
+  async checkpoint(): Promise<never> {
+    throw new HullError('unimplemented', 'hull does not checkpoint tasks');
+  }
+
+  async kill(req: { id: string; execId: string; signal: number; all: boolean }) {
+    const container = this.#container(req.id);
+    const proc = this.#process(container, req.execId);
+    if (proc.status === Status.STOPPED || (proc.status === Status.CREATED && req.execId)) {
+      throw new HullError('not_found', 'process already finished');
+    }
+    if (proc.status === Status.CREATED) {
+      // Never started: there is nothing in the guest to signal; it just ends.
+      proc.status = Status.STOPPED;
+      proc.exit = { status: 128 + req.signal, at: new Date() };
+      proc.markExited();
+      return {};
+    }
+    await this.#requireSandbox().signal(req.id, req.execId, req.signal, req.all);
+    return {};
+  }
+
+  async closeIO(req: { id: string; execId: string; stdin: boolean }) {
+    const proc = this.#process(this.#container(req.id), req.execId);
+    if (req.stdin && proc.status === Status.RUNNING) {
+      proc.io?.stdin?.destroy();
+      await this.#requireSandbox().closeStdin(req.id, req.execId).catch(() => {});
+    }
+    return {};
+  }
+
+  async update(req: { id: string; resources?: { typeUrl: string; value: Uint8Array } }) {
+    this.#container(req.id);
+    let resources: Record<string, unknown>;
+    try {
+      resources = JSON.parse(Buffer.from(req.resources?.value ?? new Uint8Array()).toString('utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new HullError('invalid_argument', `Malformed resources: ${(e as Error).message}`);
+    }
+    await this.#requireSandbox().update(req.id, resources);
+    return {};
+  }
+
+  async wait(req: { id: string; execId: string }) {
+    const proc = this.#process(this.#container(req.id), req.execId);
+    await proc.exited;
+    return { exitStatus: proc.exit?.status ?? 0, exitedAt: timestampFromDate(proc.exit?.at ?? new Date()) };
+  }
+
+  async stats(req: { id: string }) {
+    this.#container(req.id);
+    const stats = await this.#requireSandbox().stats(req.id);
+    return { stats: { typeUrl: METRICS_TYPE_URL, value: metricsV1(stats) } };
+  }
+
+  async connect(req: { id: string }) {
+    return { shimPid: process.pid, taskPid: this.#containers.has(req.id) ? this.vmPid : 0, version: SHIM_VERSION };
+  }
+
+  async shutdown() {
+    if (this.#containers.size === 0) setImmediate(this.#options.onIdle);
+    return {};
+  }
+
+  /** destroyAll ends everything (the shim is going away). */
+  async destroyAll(): Promise<void> {
+    for (const container of this.#containers.values()) {
+      if (container.rootfsMounted) await unmountQuietly(join(container.bundle, 'rootfs'));
+    }
+    this.#containers.clear();
+    await this.#destroySandbox();
+  }
+
+  async #destroySandbox(): Promise<void> {
+    const sandbox = this.#sandbox;
+    this.#sandbox = undefined;
+    this.#sandboxContainerId = undefined;
+    await sandbox?.destroy().catch((e: Error) => this.#options.log(`destroy sandbox: ${e.message}`));
+  }
+
+  #requireSandbox(): Sandbox {
+    if (!this.#sandbox) throw new HullError('failed_precondition', 'The pod VM is not running');
+    return this.#sandbox;
+  }
+
+  #container(id: string): ContainerRecord {
+    const container = this.#containers.get(id);
+    if (!container) throw new HullError('not_found', `Task "${id}" not found`);
+    return container;
+  }
+
+  #process(container: ContainerRecord, execId: string): ProcessRecord {
+    if (!execId) return container.init;
+    const proc = container.execs.get(execId);
+    if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in task "${container.id}"`);
+    return proc;
+  }
+}
+
+/** checkPodNetwork refuses hostNetwork pods: a VM cannot share the host's network namespace. */
+export function checkPodNetwork(spec: OciSpec): void {
+  if (spec.annotations?.[CRI_CONTAINER_TYPE] !== 'sandbox') return;
+  const hasNetns = (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'network');
+  if (!hasNetns) {
+    throw new HullError('invalid_argument', 'hull pods cannot use the host network (hostNetwork: true): each hull pod runs in its own VM with its own network');
+  }
+}
+
+function stdioFlags(paths: FifoPaths, terminal: boolean) {
+  return { stdin: paths.stdin !== '', stdout: paths.stdout !== '', stderr: paths.stderr !== '' && !terminal, terminal, rows: 24, cols: 80 };
+}
