@@ -1,0 +1,87 @@
+/**
+ * driver — the one small interface between a sandbox and the hypervisor that runs its VM.
+ *
+ * A VmDriver turns a VmSpec into a running VM process and hands back a VmHandle. QEMU (microvm) is
+ * the driver that runs on our machines (`qemu.ts`); Cloud Hypervisor or Firecracker would implement
+ * the same two types. The driver owns the VM *process* and the files it creates for it in
+ * `spec.stateDir`; it knows nothing about the guest agent: start() returns once the hypervisor is up
+ * and the guest has been let run, and the caller waits for the agent on `agentSocketPath`.
+ */
+
+/** Accel is the accelerator a VM actually runs with (see accel.ts for how it is chosen). */
+export type Accel = 'kvm' | 'tcg';
+
+/** VmNetSpec attaches one virtio-net device, backed by an existing tap device. */
+export interface VmNetSpec {
+  /** tapName is a tap device that already exists (made by src/net in the pod netns). */
+  tapName: string;
+  /** mac is the guest NIC's address, "aa:bb:cc:dd:ee:ff" (the pod veth's, so CNI's view holds). */
+  mac: string;
+}
+
+/** VmSpec is everything a driver needs to start one VM. Paths are absolute host paths. */
+export interface VmSpec {
+  /** id names the VM (the sandbox id); letters, digits, '.', '_', '-', at most 64 characters. */
+  id: string;
+  /** stateDir is /run/hull/<id>: it exists and is 0700; the driver puts its sockets and files here. */
+  stateDir: string;
+  vcpus: number;
+  memoryMiB: number;
+  kernel: string;
+  initrd: string;
+  /** rootDisk is attached read-only as the first virtio-blk disk. */
+  rootDisk: string;
+  /** sharedDir is exported to the guest over virtio-9p with mount tag "hull". */
+  sharedDir: string;
+  /** kernelArgs are appended after the driver's own kernel command line (later ones win). */
+  kernelArgs?: string[];
+  /** accel defaults to 'auto': kvm where hardware virtualization works, else tcg. */
+  accel?: 'auto' | Accel;
+  /**
+   * startTimeoutMs bounds start(): the hypervisor must be up (control socket answering, agent
+   * socket present) within it. Default 10 000. The guest's own boot is the caller's to wait for.
+   */
+  startTimeoutMs?: number;
+  /** net, when given, adds one virtio-net device (microvm has no hotplug: decide at start). */
+  net?: VmNetSpec;
+}
+
+/** VmExit is how the VM process ended: an exit code, or the signal that killed it. */
+export interface VmExit {
+  code: number | null;
+  signal: string | null;
+}
+
+/** VmHandle is one running VM. Every method may be called after the VM died on its own. */
+export interface VmHandle {
+  readonly id: string;
+  /** pid is the hypervisor process (also written to `<stateDir>/qemu.pid` for a memory-less cleanup). */
+  readonly pid: number;
+  /** agentSocketPath is the unix socket carrying the guest agent's byte stream (connect as client). */
+  readonly agentSocketPath: string;
+  readonly accel: Accel;
+  /** consoleTail returns the last bytes (default 16 KiB) the guest wrote to its serial console. */
+  consoleTail(maxBytes?: number): string;
+  /** pause stops the vCPUs; resume lets them run again. Both fail once the VM has exited. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /**
+   * shutdown ends the VM process (politely, then SIGKILL after `deadlineMs`, default 5000) and
+   * removes every file the driver made except the console log, which stays for post-mortems until
+   * the caller removes the state directory. Idempotent; safe after the VM died on its own, and
+   * still needed then (to remove the files).
+   */
+  shutdown(opts?: { deadlineMs?: number }): Promise<void>;
+  /** exited resolves once the process has exited and its console output has been captured. */
+  readonly exited: Promise<VmExit>;
+}
+
+/** VmDriver starts VMs of one hypervisor. */
+export interface VmDriver {
+  readonly name: string;
+  /**
+   * start runs a VM. On failure it rejects with a HullError (carrying the hypervisor's error output
+   * and the console tail) and leaves no process behind and no file but the console log.
+   */
+  start(spec: VmSpec): Promise<VmHandle>;
+}

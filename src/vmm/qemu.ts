@@ -1,0 +1,292 @@
+/**
+ * qemu — QemuDriver runs each VM as one `qemu-system-x86_64 -machine microvm` child process.
+ *
+ * start(): validate the spec, choose the accelerator, remove stale files, spawn QEMU paused (-S),
+ * connect QMP (retrying the connect with a short backoff until the socket answers, the process
+ * exits, or startTimeoutMs passes), attach the console capture so no boot output is lost, check the
+ * agent socket, then QMP `cont`. Any failure kills QEMU and removes its files, and the HullError
+ * carries QEMU's stderr and the console tail.
+ *
+ * Process ownership: QEMU is spawned as an ordinary child (not detached), so it stays in the shim's
+ * process group; containerd starts each shim as its own group leader, so killing that group ends the
+ * VM too. `<stateDir>/qemu.pid` lets a cleanup with nothing in memory (`shim delete`) find the process;
+ * its `-name hull-<id>` lets it check that the pid is really ours before signalling. QEMU gets an
+ * environment holding only PATH, stdin from /dev/null, and its stdout/stderr are read into a bounded
+ * tail. The seccomp `-sandbox` forbids it to spawn processes or change privileges.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, lstat, readFile, rm } from 'node:fs/promises';
+import { HullError, errorCode } from '../errors/index.js';
+import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
+import { ByteTail, printable } from './byte-tail.js';
+import { ConsoleCapture } from './console.js';
+import type { Accel, VmDriver, VmExit, VmHandle, VmSpec } from './driver.js';
+import { qemuArgs, qemuPaths, validateSpec, type QemuPaths } from './qemu-args.js';
+import { QmpClient } from './qmp.js';
+
+export interface QemuDriverOptions {
+  /** binary is the QEMU executable (default "qemu-system-x86_64", looked up on PATH). */
+  binary?: string;
+  /** consoleLogMaxBytes caps console.log + console.log.1 on disk (default 1 MiB). */
+  consoleLogMaxBytes?: number;
+}
+
+const DEFAULT_START_TIMEOUT_MS = 10_000;
+const DEFAULT_SHUTDOWN_DEADLINE_MS = 5_000;
+/** QMP commands other than quit get this long; QEMU answers them in milliseconds. */
+const COMMAND_TIMEOUT_MS = 5_000;
+/** KILL_WAIT_MS bounds the wait for a SIGKILLed QEMU to be reaped (only a D-state process is slower). */
+const KILL_WAIT_MS = 10_000;
+/** DRAIN_WAIT_MS bounds the wait for QEMU's pipes and console socket to drain after it exited. */
+const DRAIN_WAIT_MS = 2_000;
+/** EXIT_NOTICE_MS is how long a failed start waits for QEMU's exit to be noticed, to report it. */
+const EXIT_NOTICE_MS = 500;
+const DEFAULT_CONSOLE_TAIL_BYTES = 16 * 1024;
+
+export class QemuDriver implements VmDriver {
+  readonly name = 'qemu';
+
+  constructor(private readonly options: QemuDriverOptions = {}) {}
+
+  async start(spec: VmSpec): Promise<VmHandle> {
+    validateSpec(spec);
+    const facts = await readHostFacts();
+    const { accel } = decideAccel(facts, spec.accel ?? 'auto');
+    // Only TCG guests get tsc_early_khz: see hostTscKhz.
+    const tscKhz = accel === 'tcg' ? hostTscKhz(facts.cpuinfo) : undefined;
+    const paths = qemuPaths(spec.stateDir);
+    await refuseIfRunning(spec, paths);
+    await removeFiles(paths);
+    const args = qemuArgs(spec, accel, paths, { tscKhz, paused: true });
+    return QemuVm.launch(spec, accel, paths, args, this.options);
+  }
+}
+
+/** QemuVm is one QEMU process and what the driver attached to it. */
+class QemuVm implements VmHandle {
+  readonly pid: number;
+  readonly agentSocketPath: string;
+  readonly exited: Promise<VmExit>;
+  /** processExit resolves when the process has exited (reaped); exited also waits for its output. */
+  private readonly processExit: Promise<VmExit>;
+  private exitStatus: VmExit | undefined;
+  /** outputTail keeps the end of QEMU's stdout and stderr, for error messages. */
+  private readonly outputTail = new ByteTail(16 * 1024);
+  private qmp: QmpClient | undefined;
+  private console: ConsoleCapture | undefined;
+  /** stopping is set once shutdown() began; start() stops attaching things from then on. */
+  private stopping = false;
+  private shutdownOnce: Promise<void> | undefined;
+
+  static async launch(spec: VmSpec, accel: Accel, paths: QemuPaths, args: string[], options: QemuDriverOptions): Promise<QemuVm> {
+    const binary = options.binary ?? 'qemu-system-x86_64';
+    const child = spawn(binary, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' },
+    });
+    const spawnError = await new Promise<Error | undefined>((resolve) => {
+      child.once('spawn', () => resolve(undefined));
+      child.once('error', resolve);
+    });
+    if (spawnError !== undefined || child.pid === undefined) {
+      throw new HullError('failed_precondition', `Cannot start VM "${spec.id}": cannot run "${binary}": ${spawnError?.message}`, { cause: spawnError });
+    }
+    const vm = new QemuVm(spec, accel, paths, child, child.pid, options);
+    try {
+      await vm.attach(spec.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+      return vm;
+    } catch (error) {
+      await vm.shutdown({ deadlineMs: 0 });
+      throw vm.startFailure(error);
+    }
+  }
+
+  private constructor(
+    private readonly spec: VmSpec,
+    readonly accel: Accel,
+    private readonly paths: QemuPaths,
+    private readonly child: ChildProcess,
+    pid: number,
+    private readonly options: QemuDriverOptions,
+  ) {
+    this.pid = pid;
+    this.agentSocketPath = paths.agentSocket;
+    child.stdout?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
+    child.on('error', () => undefined); // a failed kill(); the exit is what we wait for
+    this.processExit = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exitStatus = { code, signal };
+        resolve(this.exitStatus);
+      });
+    });
+    const outputClosed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    this.exited = this.processExit.then(async (status) => {
+      await withTimeout(Promise.all([outputClosed, this.console?.done]), DRAIN_WAIT_MS);
+      return status;
+    });
+  }
+
+  get id(): string {
+    return this.spec.id;
+  }
+
+  consoleTail(maxBytes = DEFAULT_CONSOLE_TAIL_BYTES): string {
+    return printable(this.console?.tail(maxBytes) ?? '');
+  }
+
+  pause(): Promise<void> {
+    return this.command('stop');
+  }
+
+  resume(): Promise<void> {
+    return this.command('cont');
+  }
+
+  shutdown(opts: { deadlineMs?: number } = {}): Promise<void> {
+    this.shutdownOnce ??= this.stop(opts.deadlineMs ?? DEFAULT_SHUTDOWN_DEADLINE_MS);
+    return this.shutdownOnce;
+  }
+
+  /** attach connects QMP and the console, checks the agent socket and lets the vCPUs run. */
+  private async attach(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const steps = async () => {
+      this.qmp = await this.connectQmp(deadline);
+      this.checkStopping();
+      this.console = await ConsoleCapture.connect(this.paths.consoleSocket, this.paths.consoleLog, {
+        maxLogBytes: this.options.consoleLogMaxBytes,
+      });
+      this.checkStopping();
+      const agent = await lstat(this.paths.agentSocket).catch(() => undefined);
+      if (!agent?.isSocket()) throw new HullError('internal', `agent socket "${this.paths.agentSocket}" was not created`);
+      // The directory is 0700 already; this keeps the files private if it ever is not.
+      await Promise.all([this.paths.qmpSocket, this.paths.agentSocket, this.paths.consoleSocket, this.paths.ram].map((path) => chmod(path, 0o600)));
+      await this.qmp.execute('cont', undefined, { timeoutMs: Math.max(1, deadline - Date.now()) });
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HullError('deadline_exceeded', `QEMU was not ready within ${timeoutMs} ms`)), timeoutMs);
+    });
+    const exitError = (status: VmExit) => new HullError('internal', `QEMU exited (${describeExit(status)}) before it was ready`);
+    const exitedEarly = this.processExit.then((status) => {
+      throw exitError(status);
+    });
+    const attached = steps();
+    try {
+      await Promise.race([attached, timedOut, exitedEarly]);
+    } catch (error) {
+      // Let the steps notice and settle (each is bounded by the deadline), so that whatever they
+      // attached is in this.qmp / this.console for shutdown() to close.
+      this.stopping = true;
+      await attached.catch(() => undefined);
+      // A lost connection usually means QEMU died and is about to be reaped: say that instead.
+      if (errorCode(error) !== 'deadline_exceeded' && (await withTimeout(this.processExit, EXIT_NOTICE_MS))) {
+        throw exitError(this.exitStatus!);
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** connectQmp retries connecting while the socket is not there yet (ENOENT) or not listening yet. */
+  private async connectQmp(deadline: number): Promise<QmpClient> {
+    let backoffMs = 2;
+    for (;;) {
+      this.checkStopping();
+      try {
+        return await QmpClient.connect(this.paths.qmpSocket, { timeoutMs: Math.max(1, deadline - Date.now()) });
+      } catch (error) {
+        const cause = (error as { cause?: { code?: unknown } }).cause?.code;
+        // Retry until attach() gives up (it sets `stopping` at its deadline or on exit).
+        if (cause !== 'ENOENT' && cause !== 'ECONNREFUSED') throw error;
+      }
+      await Promise.race([delay(backoffMs), this.processExit]);
+      backoffMs = Math.min(backoffMs * 2, 50);
+    }
+  }
+
+  private checkStopping(): void {
+    if (this.stopping || this.exitStatus !== undefined) throw new HullError('cancelled', 'VM start was abandoned');
+  }
+
+  private async command(name: string): Promise<void> {
+    const qmp = this.qmp;
+    if (this.exitStatus !== undefined || this.stopping || qmp === undefined || qmp.isClosed) {
+      throw new HullError('failed_precondition', `Cannot run "${name}" on VM "${this.spec.id}": it is not running`);
+    }
+    await qmp.execute(name, undefined, { timeoutMs: COMMAND_TIMEOUT_MS });
+  }
+
+  /** stop ends the process (quit or SIGTERM, then SIGKILL after deadlineMs) and removes the files. */
+  private async stop(deadlineMs: number): Promise<void> {
+    this.stopping = true;
+    if (this.exitStatus === undefined && deadlineMs > 0) {
+      if (this.qmp !== undefined && !this.qmp.isClosed) {
+        // QEMU may close the socket before its answer arrives: the exit is what counts.
+        this.qmp.execute('quit', undefined, { timeoutMs: deadlineMs }).catch(() => undefined);
+      } else {
+        this.child.kill('SIGTERM');
+      }
+      await withTimeout(this.processExit, deadlineMs);
+    }
+    if (this.exitStatus === undefined) {
+      this.child.kill('SIGKILL'); // a no-op once Node has reaped the child, so never another process
+      if (!(await withTimeout(this.processExit, KILL_WAIT_MS))) {
+        throw new HullError('internal', `QEMU (pid ${this.pid}) of VM "${this.spec.id}" did not die within ${KILL_WAIT_MS} ms of SIGKILL`);
+      }
+    }
+    this.qmp?.close();
+    await this.exited;
+    await this.console?.close();
+    await removeFiles(this.paths);
+  }
+
+  /** startFailure wraps why start() failed with what QEMU and the guest said. */
+  startFailure(error: unknown): HullError {
+    const reason = error instanceof Error ? error.message : String(error);
+    const lines = [`Cannot start VM "${this.spec.id}": ${reason}`];
+    const output = printable(this.outputTail.text()).trim();
+    if (output !== '') lines.push(`QEMU output: ${output}`);
+    const console = this.consoleTail(4096).trim();
+    if (console !== '') lines.push(`console tail:\n${console}`);
+    const code = errorCode(error);
+    return new HullError(code === 'cancelled' || code === 'unknown' ? 'internal' : code, lines.join('\n'), { cause: error });
+  }
+}
+
+/** removeFiles removes what QEMU and the driver create, except the console log. */
+async function removeFiles(paths: QemuPaths): Promise<void> {
+  await Promise.all([paths.qmpSocket, paths.agentSocket, paths.consoleSocket, paths.pidFile, paths.ram].map((path) => rm(path, { force: true })));
+}
+
+/** refuseIfRunning fails when the pid file names a live QEMU of this very VM (a second start). */
+async function refuseIfRunning(spec: VmSpec, paths: QemuPaths): Promise<void> {
+  const pid = Number((await readFile(paths.pidFile, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (cmdline.split('\0').includes(`hull-${spec.id}`)) {
+    throw new HullError('already_exists', `Cannot start VM "${spec.id}": QEMU pid ${pid} is already running it`);
+  }
+}
+
+function describeExit(status: VmExit): string {
+  return status.signal !== null ? `signal ${status.signal}` : `code ${status.code}`;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** withTimeout resolves true when `promise` settles within `ms`, false otherwise. */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
