@@ -11,6 +11,10 @@ packages=(
   bsdutils          # util-linux `script`, copied into the guest for terminals
   e2fsprogs         # mkfs.ext4 -d builds the guest root disk
   util-linux        # mount/umount for sharing rootfs with the guest
+  containerd        # the private containerd of the test harness (1.6.20 in Debian 12; ctr too)
+  runc              # containerd's default runtime, the baseline in tests and benchmarks
+  containernetworking-plugins  # CNI bridge/host-local/loopback for the harness's CRI pods
+  iproute2          # `ip link` to remove the harness's CNI bridge
 )
 
 missing=()
