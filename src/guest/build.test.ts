@@ -14,7 +14,7 @@ test('currentGuestImage() follows the current link and validates what it finds',
   const image = await fakeImage(root, 'agent-1');
   await symlink(image.id, join(root, 'current'));
   assert.equal((await currentGuestImage(root))?.id, image.id);
-  assert.equal((await currentGuestImage(root))?.kernel, join(root, image.id, 'vmlinuz'));
+  assert.equal((await currentGuestImage(root))?.kernel, join(root, image.id, 'kernel'));
 
   await writeFile(join(image.dir, 'initrd.img'), 'truncated');
   assert.equal(await currentGuestImage(root), undefined, 'a damaged image is not current');

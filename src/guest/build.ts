@@ -142,7 +142,7 @@ async function buildInto(work: string, cache: string, deb: KernelDeb, plan: Plan
     return result;
   };
   const kernel = await step('kernel ready', () => prepareKernel(cache, deb, GUEST_KERNEL_MODULES, log));
-  await copyFile(kernel.vmlinuz, join(work, IMAGE_FILES.kernel));
+  await copyFile(kernel.kernel, join(work, IMAGE_FILES.kernel));
 
   const busybox = plan.hostFiles.find((f) => f.guestPath === BUSYBOX)!;
   await step('initramfs written', () => writeInitramfs(join(work, IMAGE_FILES.initrd), { busybox: busybox.hostPath, modules: kernel.modules }));

@@ -63,7 +63,7 @@ test('cachedKernelDeb() uses the cached .deb only when it matches apt\'s hash', 
   assert.deepEqual((await readdir(dir)).sort(), ['kernel-fedcba9876543210', 'linux-image-z_2_amd64.deb']);
 });
 
-test('prepareKernel() keeps vmlinuz and the module closure, in load order, and reuses its work', { skip: !haveDpkg && 'no dpkg-deb' }, async (t) => {
+test('prepareKernel() keeps the kernel and the module closure, in load order, and reuses its work', { skip: !haveDpkg && 'no dpkg-deb' }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'hull-kprep-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const cache = join(dir, 'cache');
@@ -77,7 +77,7 @@ test('prepareKernel() keeps vmlinuz and the module closure, in load order, and r
   assert.equal(k.release, '6.1.0-99-amd64');
   assert.equal(k.packageName, 'linux-image-6.1.0-99-amd64');
   assert.equal(k.packageVersion, '6.1.999-1');
-  assert.equal(await readFile(k.vmlinuz, 'utf8'), 'fake kernel 6.1.0-99-amd64\n');
+  assert.equal(await readFile(k.kernel, 'utf8'), 'fake kernel 6.1.0-99-amd64\n');
   assert.deepEqual(k.modules.map((m) => m.name), [...GUEST_KERNEL_MODULES]);
   assert.equal(k.modules.find((m) => m.name === 'virtio_rng')?.fileName, 'virtio_rng.ko');
   assert.equal(lines.filter((l) => l.includes('unpacked')).length, 1);

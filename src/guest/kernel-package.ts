@@ -18,6 +18,7 @@ import { hashFile, sha256Hex } from './content-hash.js';
 import { exec } from './exec.js';
 import { resolveModules } from './modules.js';
 import { makeTempDir } from './temp-dirs.js';
+import { extractVmlinux } from './vmlinux.js';
 
 /** KERNEL_METAPACKAGE is the Debian package that names the current generic amd64 kernel. */
 export const KERNEL_METAPACKAGE = 'linux-image-amd64';
@@ -44,7 +45,8 @@ export interface KernelDeb {
 /** PreparedKernel is what the guest keeps from a kernel .deb. */
 export interface PreparedKernel {
   dir: string;
-  vmlinuz: string;
+  /** kernel is what QEMU boots: an ELF vmlinux extracted from the bzImage, or the bzImage itself. */
+  kernel: string;
   release: string;
   packageName: string;
   packageVersion: string;
@@ -196,7 +198,7 @@ async function downloadKernelDeb(cacheDir: string, pkg: KernelPackage, log: Log)
  * `${cacheDir}/kernel-<key>/`, reusing that directory when an earlier build made it.
  */
 export async function prepareKernel(cacheDir: string, deb: KernelDeb, roots: readonly string[], log: Log): Promise<PreparedKernel> {
-  const key = sha256Hex(JSON.stringify({ deb: deb.sha256, roots, layout: 1 })).slice(0, 16);
+  const key = sha256Hex(JSON.stringify({ deb: deb.sha256, roots, layout: 2 })).slice(0, 16);
   const dir = join(cacheDir, `kernel-${key}`);
   const existing = await readPrepared(dir);
   if (existing !== undefined) return existing;
@@ -218,7 +220,10 @@ export async function prepareKernel(cacheDir: string, deb: KernelDeb, roots: rea
 
     const out = join(work, 'prepared');
     await mkdir(join(out, 'modules'), { recursive: true });
-    await copyFile(join(tree, 'boot', kernels[0]!), join(out, 'vmlinuz'));
+    // The kernel to boot: the extracted ELF where possible (PVH boot, no self-decompression), else the bzImage.
+    if (!(await extractVmlinux(join(tree, 'boot', kernels[0]!), join(out, 'kernel')))) {
+      await copyFile(join(tree, 'boot', kernels[0]!), join(out, 'kernel'));
+    }
     for (const m of modules) await writeFile(join(out, 'modules', m.fileName), m.data);
     const meta: PreparedMeta = {
       release,
@@ -251,9 +256,9 @@ async function readPrepared(dir: string): Promise<PreparedKernel | undefined> {
     const meta = JSON.parse(await readFile(join(dir, 'kernel.json'), 'utf8')) as PreparedMeta;
     const modules = meta.modules.map((m) => ({ ...m, path: join(dir, 'modules', m.fileName) }));
     for (const m of modules) if ((await stat(m.path)).size !== m.size) return undefined;
-    const vmlinuz = join(dir, 'vmlinuz');
-    await stat(vmlinuz);
-    return { dir, vmlinuz, release: meta.release, packageName: meta.packageName, packageVersion: meta.packageVersion, modules };
+    const kernel = join(dir, 'kernel');
+    await stat(kernel);
+    return { dir, kernel, release: meta.release, packageName: meta.packageName, packageVersion: meta.packageVersion, modules };
   } catch {
     return undefined;
   }

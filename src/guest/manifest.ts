@@ -11,13 +11,13 @@ import { basename, join } from 'node:path';
 import { hashFile, imageIdOf } from './content-hash.js';
 
 /** BUILDER_VERSION changes whenever the builder makes different images from the same inputs. */
-export const BUILDER_VERSION = 1;
+export const BUILDER_VERSION = 2;
 
 /** MANIFEST_SCHEMA is the version of manifest.json's layout. */
 export const MANIFEST_SCHEMA = 1;
 
 /** IMAGE_FILES are the names of an image directory's files. */
-export const IMAGE_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img', rootDisk: 'root.img', manifest: 'manifest.json' } as const;
+export const IMAGE_FILES = { kernel: 'kernel', initrd: 'initrd.img', rootDisk: 'root.img', manifest: 'manifest.json' } as const;
 
 /** GuestInputs is everything an image is made from; the image id is its hash. */
 export interface GuestInputs {
@@ -50,7 +50,7 @@ export interface GuestManifest {
   inputs: GuestInputs;
   /** hostFiles: where each copied file came from (informational; not part of the id). */
   hostFiles: Array<{ guestPath: string; hostPath: string; size: number }>;
-  files: { vmlinuz: ImageFileInfo; 'initrd.img': ImageFileInfo; 'root.img': ImageFileInfo };
+  files: { kernel: ImageFileInfo; 'initrd.img': ImageFileInfo; 'root.img': ImageFileInfo };
 }
 
 /** GuestImage is a built, validated image directory. */

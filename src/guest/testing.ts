@@ -103,7 +103,7 @@ export async function fakeImage(imagesRoot: string, agentTag: string): Promise<i
   const id = imageIdOf(inputs);
   const dir = join(imagesRoot, id);
   await mkdir(dir, { recursive: true });
-  const contents = { vmlinuz: 'KERNEL', 'initrd.img': 'INITRD', 'root.img': 'ROOT DISK' } as const;
+  const contents = { kernel: 'KERNEL', 'initrd.img': 'INITRD', 'root.img': 'ROOT DISK' } as const;
   const files = {} as Manifest['files'];
   for (const [name, text] of Object.entries(contents) as Array<[keyof typeof contents, string]>) {
     await writeFile(join(dir, name), text);
@@ -123,5 +123,5 @@ export async function fakeImage(imagesRoot: string, agentTag: string): Promise<i
     files,
   };
   await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2));
-  return { id, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), rootDisk: join(dir, 'root.img'), kernelRelease: manifest.kernelRelease, manifest };
+  return { id, dir, kernel: join(dir, 'kernel'), initrd: join(dir, 'initrd.img'), rootDisk: join(dir, 'root.img'), kernelRelease: manifest.kernelRelease, manifest };
 }

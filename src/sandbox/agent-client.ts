@@ -4,7 +4,6 @@
  * oversized list or a string too long is an error, not a value.
  */
 import { connect } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { HullError } from '../errors/index.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { Agent } from '../proto/gen/agent_pb.js';
@@ -39,28 +38,21 @@ export function connectAgent(socketPath: string): Promise<{ client: TtrpcClient;
 }
 
 /**
- * waitForAgent answers once the agent responds to Check, or fails at
- * `deadline` or when `abandoned` settles (the VM died). Calls made before the
- * guest opened its port sit in QEMU, so each try has a short timeout.
+ * waitForAgent answers once the agent responds to Check after the guest
+ * opened its port (`portOpened`), or fails at `deadline` or when `abandoned`
+ * settles (the VM died). Bytes sent before the port is open wait inside QEMU,
+ * so nothing is sent before it.
  */
-export async function waitForAgent(agent: AgentClient, deadline: number, abandoned: Promise<unknown>): Promise<string> {
-  let gone = false;
-  void abandoned.then(() => (gone = true), () => (gone = true));
-  for (;;) {
-    if (gone) throw new HullError('unavailable', 'VM exited before its agent answered');
-    const left = deadline - Date.now();
-    if (left <= 0) throw new HullError('deadline_exceeded', 'Guest agent did not answer in time');
-    try {
-      const { agentVersion } = await Promise.race([
-        agent.check({}, { timeoutMs: Math.min(1000, left) }),
-        abandoned.then(() => {
-          throw new HullError('unavailable', 'VM exited before its agent answered');
-        }),
-      ]);
-      return checkString('agent version', agentVersion);
-    } catch (e) {
-      if (gone) throw new HullError('unavailable', 'VM exited before its agent answered', { cause: e });
-      if ((e as HullError).code !== 'deadline_exceeded') await sleep(50);
-    }
-  }
+export async function waitForAgent(agent: AgentClient, deadline: number, portOpened: Promise<void>, abandoned: Promise<unknown>): Promise<string> {
+  const died = abandoned.then(() => {
+    throw new HullError('unavailable', 'VM exited before its agent answered');
+  });
+  const timedOut = new Promise<never>((_, reject) => {
+    const timer = setTimeout(() => reject(new HullError('deadline_exceeded', 'Guest agent did not answer in time')), Math.max(0, deadline - Date.now()));
+    void abandoned.finally(() => clearTimeout(timer));
+    void portOpened.then(() => clearTimeout(timer));
+  });
+  await Promise.race([portOpened, died, timedOut]);
+  const { agentVersion } = await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died]);
+  return checkString('agent version', agentVersion);
 }

@@ -132,7 +132,7 @@ export class Sandbox {
       client = connection.client;
       const bootedVm = vm;
       try {
-        await waitForAgent(connection.agent, deadline, vm.exited);
+        await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
       } catch (e) {
         const tail = bootedVm.consoleTail(4096).trim();
         throw new HullError((e as HullError).code ?? 'unavailable', `Sandbox "${options.id}" failed to boot: ${(e as Error).message}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: e });

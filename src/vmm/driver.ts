@@ -60,6 +60,12 @@ export interface VmHandle {
   /** agentSocketPath is the unix socket carrying the guest agent's byte stream (connect as client). */
   readonly agentSocketPath: string;
   readonly accel: Accel;
+  /**
+   * agentPortOpened resolves once the guest opened the agent port. Bytes sent
+   * before that wait inside the hypervisor, so a client should not talk to
+   * the agent earlier. Never rejects: race it with `exited`.
+   */
+  readonly agentPortOpened: Promise<void>;
   /** consoleTail returns the last bytes (default 16 KiB) the guest wrote to its serial console. */
   consoleTail(maxBytes?: number): string;
   /** pause stops the vCPUs; resume lets them run again. Both fail once the VM has exited. */

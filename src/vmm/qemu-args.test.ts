@@ -9,7 +9,7 @@ const spec: VmSpec = {
   stateDir: '/run/hull/abc123',
   vcpus: 2,
   memoryMiB: 1024,
-  kernel: '/var/lib/hull/guest/current/vmlinuz',
+  kernel: '/var/lib/hull/guest/current/kernel',
   initrd: '/var/lib/hull/guest/current/initrd.img',
   rootDisk: '/var/lib/hull/guest/current/root.img',
   sharedDir: '/run/hull/abc123/shared',
@@ -74,7 +74,7 @@ describe('qemuArgs()', () => {
     const args = qemuArgs(spec, 'tcg', paths);
     assert.deepEqual(valuesOf(args, '-device'), [
       'virtio-serial-device',
-      'virtserialport,chardev=agent,name=hull.agent',
+      'virtserialport,id=agent-port,chardev=agent,name=hull.agent',
       'virtio-rng-device',
       'virtio-blk-device,drive=root',
       'virtio-9p-device,fsdev=shared,mount_tag=hull',

@@ -41,6 +41,8 @@ export function qemuPaths(stateDir: string): QemuPaths {
 
 /** AGENT_PORT_NAME is the virtio-serial port name the guest agent opens (/dev/virtio-ports/hull.agent). */
 export const AGENT_PORT_NAME = 'hull.agent';
+/** AGENT_PORT_ID is the port's QEMU device id, named in its VSERPORT_CHANGE events. */
+export const AGENT_PORT_ID = 'agent-port';
 /** SHARE_MOUNT_TAG is the 9p mount tag of spec.sharedDir in the guest. */
 export const SHARE_MOUNT_TAG = 'hull';
 
@@ -119,7 +121,7 @@ function devices(spec: VmSpec, paths: QemuPaths): string[][] {
     [
       '-device', 'virtio-serial-device',
       '-chardev', `socket,id=agent,path=${opt(paths.agentSocket)},server=on,wait=off`,
-      '-device', `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+      '-device', `virtserialport,id=${AGENT_PORT_ID},chardev=agent,name=${AGENT_PORT_NAME}`,
     ],
     ['-device', 'virtio-rng-device'],
     [

@@ -22,7 +22,7 @@ import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import { ByteTail, printable } from './byte-tail.js';
 import { ConsoleCapture } from './console.js';
 import type { Accel, VmDriver, VmExit, VmHandle, VmSpec } from './driver.js';
-import { qemuArgs, qemuPaths, validateSpec, type QemuPaths } from './qemu-args.js';
+import { AGENT_PORT_ID, qemuArgs, qemuPaths, validateSpec, type QemuPaths } from './qemu-args.js';
 import { QmpClient } from './qmp.js';
 
 export interface QemuDriverOptions {
@@ -68,6 +68,8 @@ class QemuVm implements VmHandle {
   readonly pid: number;
   readonly agentSocketPath: string;
   readonly exited: Promise<VmExit>;
+  readonly agentPortOpened: Promise<void>;
+  private markAgentPortOpened!: () => void;
   /** processExit resolves when the process has exited (reaped); exited also waits for its output. */
   private readonly processExit: Promise<VmExit>;
   private exitStatus: VmExit | undefined;
@@ -112,6 +114,7 @@ class QemuVm implements VmHandle {
   ) {
     this.pid = pid;
     this.agentSocketPath = paths.agentSocket;
+    this.agentPortOpened = new Promise((resolve) => (this.markAgentPortOpened = resolve));
     child.stdout?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
     child.on('error', () => undefined); // a failed kill(); the exit is what we wait for
@@ -163,6 +166,10 @@ class QemuVm implements VmHandle {
       if (!agent?.isSocket()) throw new HullError('internal', `agent socket "${this.paths.agentSocket}" was not created`);
       // The directory is 0700 already; this keeps the files private if it ever is not.
       await Promise.all([this.paths.qmpSocket, this.paths.agentSocket, this.paths.consoleSocket, this.paths.ram].map((path) => chmod(path, 0o600)));
+      // Listen before the guest runs: the event cannot be missed.
+      this.qmp.on('event', (e) => {
+        if (e.event === 'VSERPORT_CHANGE' && e.data['id'] === AGENT_PORT_ID && e.data['open'] === true) this.markAgentPortOpened();
+      });
       await this.qmp.execute('cont', undefined, { timeoutMs: Math.max(1, deadline - Date.now()) });
     };
     let timer: NodeJS.Timeout | undefined;

@@ -19,7 +19,7 @@ import { errorCode } from '../../src/errors/index.js';
 import { QemuDriver, type VmHandle, type VmSpec } from '../../src/vmm/index.js';
 import { processAlive } from '../helpers/leaks.js';
 
-const KERNEL = [process.env.HULL_TEST_KERNEL, '/var/lib/hull/guest/current/vmlinuz'].find((path) => path && existsSync(path));
+const KERNEL = [process.env.HULL_TEST_KERNEL, '/var/lib/hull/guest/current/kernel'].find((path) => path && existsSync(path));
 const NO_KERNEL = KERNEL === undefined ? 'no guest kernel: set HULL_TEST_KERNEL or build /var/lib/hull/guest/current' : false;
 const READY_MARKER = 'HULL-VMM-TEST-READY';
 /** GUEST_BOUND_MS bounds waits on the guest; generous, because TCG on a busy host is slow. */
