@@ -3,7 +3,7 @@
  * the daemon's error paths share. Every step tolerates "already gone".
  */
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { removeStateDir } from '../sandbox/index.js';
@@ -38,4 +38,32 @@ export async function killVmFromPidFile(stateDir: string): Promise<void> {
 export async function destroySandboxState(stateDir: string): Promise<void> {
   await killVmFromPidFile(stateDir).catch(() => {});
   await removeStateDir(stateDir);
+}
+
+/**
+ * CleanupRecord is what `delete` must undo for a container, written into its
+ * bundle at Create: the daemon's config (ConfigPath) is not known to `delete`.
+ */
+export interface CleanupRecord {
+  /** stateDir is set for the container that booted the pod's VM. */
+  stateDir?: string;
+  sharedRootfs?: string;
+}
+
+const CLEANUP_RECORD = 'hull-cleanup.json';
+
+export async function writeCleanupRecord(bundle: string, record: CleanupRecord): Promise<void> {
+  const tmp = join(bundle, `.${CLEANUP_RECORD}`);
+  await writeFile(tmp, JSON.stringify(record));
+  await rename(tmp, join(bundle, CLEANUP_RECORD));
+}
+
+export async function readCleanupRecord(bundle: string): Promise<CleanupRecord> {
+  try {
+    const value = JSON.parse(await readFile(join(bundle, CLEANUP_RECORD), 'utf8')) as CleanupRecord;
+    const path = (p: unknown): string | undefined => (typeof p === 'string' && p.startsWith('/') ? p : undefined);
+    return { stateDir: path(value.stateDir), sharedRootfs: path(value.sharedRootfs) };
+  } catch {
+    return {};
+  }
 }

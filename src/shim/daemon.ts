@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../config/index.js';
 import { Task } from '../proto/gen/task_pb.js';
 import { serviceHandlers } from '../proto/rpc.js';
-import { TtrpcServer } from '../ttrpc/index.js';
+import { TtrpcServer, type ServiceMethods } from '../ttrpc/index.js';
 import { EventPublisher } from './events.js';
 import type { ShimFlags } from './flags.js';
 import { openShimLog } from './log.js';
@@ -29,6 +29,12 @@ function tellStarter(message: string): void {
 export async function serveDaemon(flags: ShimFlags): Promise<void> {
   const { log, close: closeLog } = openShimLog(join(flags.bundle || process.cwd(), 'log'), flags.id);
   process.chdir('/');
+  // The daemon has no stderr: a crash must at least reach containerd's log.
+  process.on('uncaughtException', (e) => {
+    log(`fatal: ${e.stack ?? e.message}`);
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
   let server: TtrpcServer | undefined;
   try {
     const config = await loadConfig(process.env['HULL_CONFIG'] || undefined);
@@ -47,7 +53,8 @@ export async function serveDaemon(flags: ShimFlags): Promise<void> {
     };
     const tasks: TaskService = new TaskService({ config, events, log, onIdle: () => void stop() });
     server = new TtrpcServer({ onError: (e) => log(`ttrpc: ${e.message}`) });
-    server.register(Task.typeName, serviceHandlers(Task, tasks));
+    const handlers = serviceHandlers(Task, tasks);
+    server.register(Task.typeName, flags.debug || process.env['HULL_SHIM_TRACE'] ? traced(handlers, log) : handlers);
     await server.listen(flags.socket);
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void stop());
     log(`serving on ${flags.socket}`);
@@ -58,4 +65,23 @@ export async function serveDaemon(flags: ShimFlags): Promise<void> {
     closeLog();
     process.exit(1);
   }
+}
+
+/** traced logs every Task call and its outcome (with -debug, or HULL_SHIM_TRACE set). */
+function traced(handlers: ServiceMethods, log: (line: string) => void): ServiceMethods {
+  const out: Record<string, ServiceMethods[string]> = {};
+  for (const [name, handler] of Object.entries(handlers)) {
+    out[name] = async (payload, ctx) => {
+      const started = Date.now();
+      try {
+        const result = await handler(payload, ctx);
+        log(`${name} ok (${Date.now() - started} ms)`);
+        return result;
+      } catch (e) {
+        log(`${name} failed (${Date.now() - started} ms): ${(e as Error).message}`);
+        throw e;
+      }
+    };
+  }
+  return out;
 }

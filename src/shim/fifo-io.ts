@@ -1,10 +1,12 @@
 /**
- * Opening the stdio FIFOs containerd's clients created (ctr, CRI). The client
- * already holds the read ends of stdout/stderr and the write end of stdin,
- * so opening ours does not block. FIFOs go on the event loop as pipes.
+ * Opening the stdio FIFOs containerd's clients created (ctr, CRI). They must
+ * be opened at Create/Exec, as runc's shim does, not at Start: clients read
+ * their ends non-blocking, and a FIFO without a writer reads as end-of-file,
+ * so output written by a writer that came later is lost. FIFOs go on the
+ * event loop as pipes.
  */
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open } from 'node:fs';
 import { Socket } from 'node:net';
 import type { HostStdio } from '../sandbox/index.js';
 
@@ -15,16 +17,38 @@ export interface FifoPaths {
 }
 
 export interface FifoIO extends HostStdio {
-  close(): void;
+  /** close ends the output FIFOs once what was written reached them, and drops stdin. */
+  close(): Promise<void>;
+}
+
+// A reader that stopped reading must not hold an exit back for ever.
+const FLUSH_TIMEOUT_MS = 5000;
+
+function flushed(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve();
+    }, FLUSH_TIMEOUT_MS);
+    socket.end(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+// A raw fd, not a FileHandle: a FileHandle closes its fd when garbage-collected,
+// which would pull the FIFO out from under the socket (and could close a reused fd).
+function openFd(path: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) => open(path, flags, (e, fd) => (e ? reject(e) : resolve(fd))));
 }
 
 async function openFifo(path: string, flags: number, readable: boolean): Promise<Socket> {
-  const handle = await open(path, flags);
-  return new Socket({ fd: handle.fd, readable, writable: !readable });
+  return new Socket({ fd: await openFd(path, flags), readable, writable: !readable });
 }
 
 export async function openFifos(paths: FifoPaths): Promise<FifoIO> {
-  const io: FifoIO = { close: () => {} };
+  const io: FifoIO = { close: async () => {} };
   const sockets: Socket[] = [];
   try {
     if (paths.stdin) sockets.push((io.stdin = await openFifo(paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK, true)));
@@ -35,9 +59,11 @@ export async function openFifos(paths: FifoPaths): Promise<FifoIO> {
     throw e;
   }
   for (const s of sockets) s.on('error', () => {}); // a client that went away is not the shim's failure
+  let closing: Promise<void> | undefined;
   io.close = () => {
-    for (const s of sockets) if (s.writable) s.end();
-    for (const s of sockets) if (!s.writable) s.destroy();
+    // Clients stop copying once the exit is reported: everything must be in the FIFO before that.
+    closing ??= Promise.all(sockets.map((s) => (s.writable ? flushed(s) : (s.destroy(), undefined)))).then(() => {});
+    return closing;
   };
   return io;
 }

@@ -11,12 +11,13 @@ import { join, resolve } from 'node:path';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { HullError } from '../errors/index.js';
-import type { HullConfig } from '../config/index.js';
+import { loadConfig, type HullConfig } from '../config/index.js';
+import { OptionsSchema } from '../proto/gen/runtimeoptions_pb.js';
 import { currentGuestImage } from '../guest/index.js';
 import type { Task } from '../proto/gen/task_pb.js';
 import { Status } from '../proto/gen/task_status_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
-import type { ServiceImpl } from '../proto/rpc.js';
+import { decode, type ServiceImpl } from '../proto/rpc.js';
 import { Sandbox, parseSpec, type OciProcess, type OciSpec } from '../sandbox/index.js';
 import { CRI_CONTAINER_TYPE } from './address.js';
 import type { EventPublisher } from './events.js';
@@ -24,7 +25,7 @@ import { openFifos, type FifoIO, type FifoPaths } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
 import { mountRootfs, type RootfsMount } from './rootfs.js';
 import { podVmSize } from './sizing.js';
-import { unmountQuietly } from './cleanup.js';
+import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
 
 export const SHIM_VERSION = 'hull 0.1.0';
 const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
@@ -68,6 +69,7 @@ function newProcess(execId: string, paths: FifoPaths, terminal: boolean, spec?: 
 }
 
 export class TaskService implements TaskImpl {
+  // config may be replaced by the pod's ConfigPath at the first Create.
   readonly #options: TaskServiceOptions;
   // container id -> container; changed by create() and delete().
   readonly #containers = new Map<string, ContainerRecord>();
@@ -83,14 +85,18 @@ export class TaskService implements TaskImpl {
     return this.#sandbox?.vm.pid ?? 0;
   }
 
-  async create(req: { id: string; bundle: string; rootfs: RootfsMount[]; terminal: boolean; stdin: string; stdout: string; stderr: string }) {
+  async create(req: { id: string; bundle: string; rootfs: RootfsMount[]; terminal: boolean; stdin: string; stdout: string; stderr: string; options?: { typeUrl: string; value: Uint8Array } }) {
     if (this.#containers.has(req.id)) throw new HullError('already_exists', `Task "${req.id}" already exists`);
     const specPath = join(req.bundle, 'config.json');
     const spec = parseSpec(await readFile(specPath, 'utf8').catch((e: Error) => {
       throw new HullError('invalid_argument', `Cannot read OCI spec "${specPath}": ${e.message}`);
     }), specPath);
     const isSandbox = !this.#sandbox;
-    if (isSandbox) checkPodNetwork(spec);
+    if (isSandbox) {
+      checkPodNetwork(spec);
+      const configPath = runtimeConfigPath(req.options);
+      if (configPath) this.#options.config = await loadConfig(configPath);
+    }
     const rootfsTarget = join(req.bundle, 'rootfs');
     const record: ContainerRecord = {
       id: req.id,
@@ -100,6 +106,7 @@ export class TaskService implements TaskImpl {
       execs: new Map(),
     };
     try {
+      record.init.io = await openFifos(record.init.paths);
       if (req.rootfs.length > 0) {
         await mkdir(rootfsTarget, { recursive: true });
         await mountRootfs(req.rootfs, rootfsTarget);
@@ -114,11 +121,16 @@ export class TaskService implements TaskImpl {
         stdio: stdioFlags(record.init.paths, req.terminal),
       });
     } catch (e) {
+      await record.init.io?.close();
       if (record.rootfsMounted) await unmountQuietly(rootfsTarget);
       if (isSandbox) await this.#destroySandbox();
       throw e;
     }
     this.#containers.set(req.id, record);
+    await writeCleanupRecord(req.bundle, {
+      stateDir: isSandbox ? this.#sandbox!.stateDir : undefined,
+      sharedRootfs: join(this.#sandbox!.sharedDir, req.id, 'rootfs'),
+    });
     const pid = this.vmPid;
     this.#options.events.publish('/tasks/create', ev.TaskCreateSchema, {
       containerId: req.id,
@@ -153,13 +165,12 @@ export class TaskService implements TaskImpl {
     const proc = this.#process(container, req.execId);
     if (proc.status !== Status.CREATED) throw new HullError('failed_precondition', `Process "${req.execId || req.id}" was already started`);
     const sandbox = this.#requireSandbox();
-    proc.io = await openFifos(proc.paths);
     try {
       proc.guestPid = req.execId
         ? await sandbox.exec(req.id, req.execId, proc.spec ?? {}, stdioFlags(proc.paths, proc.terminal))
         : await sandbox.startContainer(req.id);
     } catch (e) {
-      proc.io.close();
+      await proc.io?.close();
       throw e;
     }
     proc.status = Status.RUNNING;
@@ -184,7 +195,7 @@ export class TaskService implements TaskImpl {
     } catch (e) {
       this.#options.log(`wait for ${container.id}/${proc.execId}: ${(e as Error).message}`);
     }
-    io.close();
+    await io.close();
     proc.exit = { status, at: new Date() };
     proc.status = Status.STOPPED;
     if (oom) this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
@@ -204,6 +215,7 @@ export class TaskService implements TaskImpl {
     if (proc.status === Status.RUNNING || proc.status === Status.PAUSED) {
       throw new HullError('failed_precondition', `Process "${req.execId || req.id}" is running: kill it first`);
     }
+    await proc.io?.close(); // a process that never started still holds its FIFOs
     const pid = this.vmPid;
     const exitStatus = proc.exit?.status ?? 0;
     const exitedAt = timestampFromDate(proc.exit?.at ?? new Date());
@@ -233,7 +245,9 @@ export class TaskService implements TaskImpl {
     } catch (e) {
       throw new HullError('invalid_argument', `Malformed exec process spec: ${(e as Error).message}`);
     }
-    container.execs.set(req.execId, newProcess(req.execId, { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal, spec));
+    const proc = newProcess(req.execId, { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal, spec);
+    proc.io = await openFifos(proc.paths);
+    container.execs.set(req.execId, proc);
     this.#options.events.publish('/tasks/exec-added', ev.TaskExecAddedSchema, { containerId: req.id, execId: req.execId });
     return {};
   }
@@ -386,6 +400,12 @@ export class TaskService implements TaskImpl {
     if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in task "${container.id}"`);
     return proc;
   }
+}
+
+/** runtimeConfigPath is the ConfigPath of CRI's runtime options (runtimeoptions.v1.Options), if any. */
+export function runtimeConfigPath(options: { typeUrl: string; value: Uint8Array } | undefined): string | undefined {
+  if (!options || !options.typeUrl.endsWith('runtimeoptions.v1.Options')) return undefined;
+  return decode(OptionsSchema, options.value, 'runtime options').configPath || undefined;
 }
 
 /** checkPodNetwork refuses hostNetwork pods: a VM cannot share the host's network namespace. */

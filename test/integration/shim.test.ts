@@ -1,0 +1,189 @@
+/**
+ * containerd-shim-hull-v2 behind a real, private containerd 1.6: ctr and
+ * CRI drive it exactly as they drive runc or Kata. The shim is found on
+ * containerd's PATH through a symlink, as `hull install` will place it.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { currentGuestImage } from '../../src/guest/index.js';
+import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
+import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
+import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
+import { entriesIn, mountsUnder } from '../helpers/leaks.js';
+
+const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
+const HULL_RUNTIME = 'io.containerd.hull.v2';
+
+mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
+const work = mkdtempSync('/run/hull-test/shim-');
+// Sandbox ids from CRI are 64 hex digits: keep the run root short, socket paths have 107 bytes.
+const runRoot = mkdtempSync('/run/hull-test/r');
+const shimDir = join(work, 'bin');
+const configPath = join(work, 'config.toml');
+
+let ctrd: PrivateContainerd;
+let cri: CriClient;
+let guestKernel = '';
+
+function qemuPids(): number[] {
+  // Our VMs are the ones whose state lives under this test's run root.
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.startsWith('qemu-system') && cmdline.includes(runRoot)) pids.push(Number(entry));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+before(async () => {
+  const image = await currentGuestImage();
+  assert.ok(image, 'no guest image: run `make image` first');
+  guestKernel = image.kernelRelease;
+  mkdirSync(shimDir);
+  symlinkSync(SHIM, join(shimDir, 'containerd-shim-hull-v2'));
+  // Small VMs keep the suite light on a 2-core machine; the defaults are tested by the sandbox suite.
+  writeFileSync(configPath, `default_memory = 512\nrun_root = "${runRoot}"\n`);
+  ctrd = await startContainerd({
+    runtimes: { hull: { runtimeType: HULL_RUNTIME, configPath } },
+    extraPath: shimDir,
+  });
+  await ensureTestImages(ctrd);
+  cri = await CriClient.connect(ctrd.address);
+});
+
+after(async () => {
+  cri?.close();
+  const tasks = ctrd ? await ctrd.ctr(['tasks', 'ls', '-q']) : undefined;
+  const shims = ctrd ? findShims(ctrd.address).filter((s) => s.cmdline.includes('hull')) : [];
+  const report = await ctrd?.stop();
+  const leftVms = qemuPids();
+  const leftMounts = mountsUnder(work);
+  const leftState = entriesIn(runRoot);
+  rmSync(work, { recursive: true, force: true });
+  rmSync(runRoot, { recursive: true, force: true });
+  assert.equal(tasks?.stdout.trim() ?? '', '', 'ctr tasks ls is not empty');
+  assert.deepEqual(shims, [], 'hull shims still running');
+  assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
+  assert.deepEqual(leftVms, [], 'QEMU processes left');
+  assert.deepEqual(leftMounts, [], 'mounts left');
+  assert.deepEqual(leftState, [], 'sandbox state left under the run root');
+});
+
+function ctrRun(id: string, args: string[], extra: string[] = []) {
+  return ctrd.ctr(['run', '--rm', '--runtime', HULL_RUNTIME, '--runtime-config-path', configPath, ...extra, BUSYBOX_REF, id, ...args], { timeoutMs: 120_000 });
+}
+
+describe('ctr with the hull runtime', () => {
+  it('prints the guest kernel release', async () => {
+    const r = await ctrRun('uname', ['uname', '-r']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), guestKernel);
+    assert.notEqual(guestKernel, release());
+  });
+
+  it('returns exact exit codes and output streams', async () => {
+    const r = await ctrRun('exit7', ['sh', '-c', 'echo out; echo err >&2; exit 7']);
+    assert.equal(r.code, 7, `stderr: ${r.stderr}\n${ctrd.logTail(40)}`);
+    assert.equal(r.stdout, 'out\n', ctrd.logTail(40));
+    assert.equal(r.stderr, 'err\n');
+  });
+
+  it('runs task exec, ps, metrics and kill on a running task', async () => {
+    const start = await ctrd.ctr(['run', '-d', '--runtime', HULL_RUNTIME, '--runtime-config-path', configPath, BUSYBOX_REF, 'long', 'sleep', '1000'], { timeoutMs: 120_000 });
+    assert.equal(start.code, 0, start.stderr);
+    try {
+      const exec = await ctrd.ctr(['task', 'exec', '--exec-id', 'e1', 'long', 'sh', '-c', 'echo from-exec; exit 4'], { timeoutMs: 60_000 });
+      assert.equal(exec.stdout, 'from-exec\n', `code ${exec.code} stderr ${exec.stderr}\n${ctrd.logTail(30)}`);
+      assert.equal(exec.code, 4);
+      const ps = await ctrd.ctr(['task', 'ps', 'long']);
+      assert.equal(ps.code, 0, ps.stderr);
+      assert.match(ps.stdout, /^\d+/m);
+      const metrics = await ctrd.ctr(['task', 'metrics', 'long']);
+      assert.equal(metrics.code, 0, metrics.stderr);
+      assert.match(metrics.stdout, /memory\.usage_in_bytes\s+[1-9]\d*/);
+      const kill = await ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', 'long']);
+      assert.equal(kill.code, 0, kill.stderr);
+    } finally {
+      await ctrd.ctr(['task', 'delete', '--force', 'long'], { timeoutMs: 60_000 });
+      await ctrd.ctr(['container', 'delete', 'long']);
+    }
+  });
+});
+
+describe('CRI with runtime handler hull', () => {
+  it('runs a pod of two containers in one VM, next to a runc pod', async () => {
+    const pod = podConfig({ name: 'hull-pod', namespace: 'hull-test' });
+    const podId = await cri.runPodSandbox(pod, 'hull');
+    const runcPod = podConfig({ name: 'runc-pod', namespace: 'hull-test' });
+    const runcPodId = await cri.runPodSandbox(runcPod, '');
+    try {
+      const ids: string[] = [];
+      for (const name of ['app', 'sidecar']) {
+        const id = await cri.createContainer(podId, containerConfig({ name, image: BUSYBOX_REF, command: ['sh', '-c', 'trap "echo bye; exit 0" TERM; while :; do sleep 1; done'] }), pod);
+        await cri.startContainer(id);
+        ids.push(id);
+      }
+      const [app, sidecar] = ids as [string, string];
+      assert.equal(qemuPids().length, 1, 'one QEMU process for the pod');
+
+      const uname = await cri.execSync(app, ['uname', '-r']);
+      assert.equal(uname.exitCode, 0);
+      assert.equal(uname.stdout.toString().trim(), guestKernel);
+      assert.equal((await cri.execSync(sidecar, ['sh', '-c', 'echo err >&2; exit 5'])).exitCode, 5);
+
+      const runcId = await cri.createContainer(runcPodId, containerConfig({ name: 'runc', image: BUSYBOX_REF, command: ['sleep', 'inf'] }), runcPod);
+      await cri.startContainer(runcId);
+      assert.equal((await cri.execSync(runcId, ['uname', '-r'])).stdout.toString().trim(), release());
+
+      const tty = await cri.execStreaming(app, ['sh', '-c', 'tty; stty size'], { tty: true, resize: { width: 101, height: 33 } });
+      assert.match(tty.stdout.toString(), /\/dev\/pts\/\d+/);
+
+      assert.equal((await cri.containerStatus(app)).status.state, 'CONTAINER_RUNNING');
+      const listed = await cri.listContainers({ podSandboxId: podId });
+      assert.deepEqual(listed.map((c) => c.id).sort(), [...ids].sort());
+      const stats = await cri.containerStats(app);
+      assert.ok(Number(stats.memory?.workingSetBytes?.value ?? 0) > 0, JSON.stringify(stats.memory));
+
+      // The trap answers SIGTERM: the container exits 0 within the grace period.
+      await cri.stopContainer(app, 10);
+      const stopped = (await cri.containerStatus(app)).status;
+      assert.equal(stopped.state, 'CONTAINER_EXITED');
+      assert.equal(stopped.exitCode, 0);
+      // A process that ignores SIGTERM is killed when the grace period ends.
+      const stubborn = await cri.createContainer(podId, containerConfig({ name: 'stubborn', image: BUSYBOX_REF, command: ['sh', '-c', 'trap "" TERM; while :; do sleep 1; done'] }), pod);
+      await cri.startContainer(stubborn);
+      await cri.stopContainer(stubborn, 1);
+      assert.equal((await cri.containerStatus(stubborn)).status.exitCode, 137);
+      for (const id of [app, sidecar, stubborn]) {
+        await cri.stopContainer(id, 0);
+        await cri.removeContainer(id);
+      }
+      await cri.stopContainer(runcId, 0);
+      await cri.removeContainer(runcId);
+    } finally {
+      await cri.stopPodSandbox(podId);
+      await cri.removePodSandbox(podId);
+      await cri.stopPodSandbox(runcPodId);
+      await cri.removePodSandbox(runcPodId);
+    }
+    assert.deepEqual(qemuPids(), []);
+    assert.deepEqual(entriesIn(runRoot), []);
+  });
+
+  it('refuses a hostNetwork pod clearly and leaves nothing behind', async () => {
+    const pod = podConfig({ name: 'host-net', namespace: 'hull-test', hostNetwork: true });
+    await assert.rejects(cri.runPodSandbox(pod, 'hull'), /hull pods cannot use the host network/);
+    assert.deepEqual(qemuPids(), []);
+    assert.deepEqual(entriesIn(runRoot), []);
+    assert.deepEqual(await cri.listPodSandbox(), []);
+  });
+});
