@@ -82,6 +82,8 @@ export interface PrivateContainerd extends AsyncDisposable {
   readonly subnet: string;
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
   logTail(lines?: number): string;
+  /** restart stops containerd alone (its shims keep running) and starts it again on the same state. */
+  restart(): Promise<void>;
   /** stop kills containerd, then whatever it left; idempotent (later calls return the first report). */
   stop(): Promise<StopReport>;
 }
@@ -133,6 +135,7 @@ class Instance implements PrivateContainerd {
   readonly bridge: string;
   readonly subnet: string;
   #child: ChildProcess | undefined;
+  #extraPath: string | undefined;
   #stopping: Promise<StopReport> | undefined;
   readonly #killOnExit = (): void => {
     if (this.#child?.pid && this.#child.exitCode === null && this.#child.signalCode === null) this.#child.kill('SIGKILL');
@@ -213,6 +216,7 @@ class Instance implements PrivateContainerd {
   }
 
   spawn(extraPath: string | undefined): void {
+    this.#extraPath = extraPath;
     const log = openSync(this.logPath, 'a');
     try {
       const path = [extraPath, process.env['PATH'] ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'].filter(Boolean).join(':');
@@ -276,6 +280,12 @@ class Instance implements PrivateContainerd {
     } catch {
       return '(no log)';
     }
+  }
+
+  async restart(): Promise<void> {
+    await this.#killContainerd();
+    this.spawn(this.#extraPath);
+    await this.waitReady(20_000);
   }
 
   stop(): Promise<StopReport> {

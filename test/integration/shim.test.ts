@@ -110,6 +110,18 @@ describe('ctr with the hull runtime', () => {
       const metrics = await ctrd.ctr(['task', 'metrics', 'long']);
       assert.equal(metrics.code, 0, metrics.stderr);
       assert.match(metrics.stdout, /memory\.usage_in_bytes\s+[1-9]\d*/);
+      const pause = await ctrd.ctr(['task', 'pause', 'long']);
+      assert.equal(pause.code, 0, pause.stderr);
+      assert.match((await ctrd.ctr(['task', 'ls'])).stdout, /long\s+\d+\s+PAUSED/);
+      const resume = await ctrd.ctr(['task', 'resume', 'long']);
+      assert.equal(resume.code, 0, resume.stderr);
+
+      // containerd restarts; the shim keeps the VM and containerd finds it again through the address file.
+      await ctrd.restart();
+      assert.match((await ctrd.ctr(['task', 'ls'])).stdout, /long\s+\d+\s+RUNNING/);
+      const after = await ctrd.ctr(['task', 'exec', '--exec-id', 'e2', 'long', 'echo', 'still-here'], { timeoutMs: 60_000 });
+      assert.equal(after.stdout, 'still-here\n', after.stderr);
+
       const kill = await ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', 'long']);
       assert.equal(kill.code, 0, kill.stderr);
     } finally {
@@ -177,6 +189,44 @@ describe('CRI with runtime handler hull', () => {
     }
     assert.deepEqual(qemuPids(), []);
     assert.deepEqual(entriesIn(runRoot), []);
+  });
+
+  it('sizes the VM from the pod limits, updates limits, and reports OOM kills', async () => {
+    // 1 CPU and 256 MiB of limits on top of the configured 1 vCPU / 512 MiB.
+    const pod = podConfig({ name: 'sized', namespace: 'hull-test', cpuQuota: 100_000, cpuPeriod: 100_000, memoryLimitBytes: 256 * 1024 * 1024 });
+    const podId = await cri.runPodSandbox(pod, 'hull');
+    try {
+      const app = await cri.createContainer(podId, containerConfig({ name: 'app', image: BUSYBOX_REF, command: ['sleep', 'inf'], memoryLimitBytes: 200 * 1024 * 1024 }), pod);
+      await cri.startContainer(app);
+      const size = await cri.execSync(app, ['sh', '-c', 'nproc; grep MemTotal /proc/meminfo']);
+      const [nproc, memLine] = size.stdout.toString().trim().split('\n');
+      assert.equal(nproc, '2');
+      const memKiB = Number(/(\d+) kB/.exec(memLine ?? '')?.[1]);
+      assert.ok(memKiB > 600 * 1024 && memKiB <= 768 * 1024, `MemTotal ${memKiB} kB for a 768 MiB VM`);
+
+      // CRI reports available = limit - working set: the guest cgroup's new limit shows through.
+      await cri.updateContainerResources(app, { memoryLimitInBytes: 100 * 1024 * 1024 });
+      const mem = (await cri.containerStats(app)).memory;
+      assert.equal(Number(mem?.availableBytes?.value ?? 0) + Number(mem?.workingSetBytes?.value ?? 0), 100 * 1024 * 1024, JSON.stringify(mem));
+
+      const hog = await cri.createContainer(podId, containerConfig({ name: 'hog', image: BUSYBOX_REF, command: ['sh', '-c', 'x=0123456789; while :; do x="$x$x"; done'], memoryLimitBytes: 32 * 1024 * 1024 }), pod);
+      await cri.startContainer(hog);
+      let status = (await cri.containerStatus(hog)).status;
+      for (let i = 0; i < 100 && status.state !== 'CONTAINER_EXITED'; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        status = (await cri.containerStatus(hog)).status;
+      }
+      assert.equal(status.state, 'CONTAINER_EXITED');
+      assert.equal(status.exitCode, 137);
+      assert.equal(status.reason, 'OOMKilled');
+      for (const id of [app, hog]) {
+        await cri.stopContainer(id, 0);
+        await cri.removeContainer(id);
+      }
+    } finally {
+      await cri.stopPodSandbox(podId);
+      await cri.removePodSandbox(podId);
+    }
   });
 
   it('refuses a hostNetwork pod clearly and leaves nothing behind', async () => {
