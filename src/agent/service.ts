@@ -13,6 +13,7 @@ import { containerCgroup, readCgroupStats } from './cgroup.js';
 import { Container } from './container.js';
 import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
+import { setupNetwork, type GuestInterface, type GuestRoute } from './network.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -53,6 +54,11 @@ export class AgentService implements AgentImpl {
       await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=none,access=client', req.shareTag, SHARED_DIR]);
       this.#shareMounted = true;
     }
+    return {};
+  }
+
+  async setupNetwork(req: { interfaces: GuestInterface[]; routes: GuestRoute[] }) {
+    await setupNetwork(req.interfaces, req.routes);
     return {};
   }
 

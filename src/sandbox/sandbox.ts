@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
-import type { VmDriver, VmHandle } from '../vmm/index.js';
+import type { VmDriver, VmHandle, VmNetSpec } from '../vmm/index.js';
+import { connectTap, disconnectTap, readPodNetwork, type PodNetwork } from '../net/index.js';
 import { QemuDriver } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import { bindMount, mountsUnder, unmountAllUnder, unmount } from './mounts.js';
@@ -38,6 +39,8 @@ export interface SandboxOptions {
   accel?: 'auto' | 'kvm' | 'tcg';
   /** bootTimeoutMs bounds VM start to agent ready (default 60 s: TCG boots are slow on a busy host). */
   bootTimeoutMs?: number;
+  /** netns is the pod's network namespace, already plumbed by CNI; the VM takes over its interface. */
+  netns?: string;
 }
 
 export interface ContainerOptions {
@@ -84,8 +87,11 @@ export class Sandbox {
   // Aborts blocking agent calls (waits, output reads) when the sandbox is destroyed.
   readonly #lifetime = new AbortController();
   #destroyed: Promise<void> | undefined;
+  // The pod network the VM took over (its tap is removed on destroy).
+  readonly #network: PodNetwork | undefined;
 
-  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient) {
+  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient, network: PodNetwork | undefined) {
+    this.#network = network;
     this.id = id;
     this.stateDir = stateDir;
     this.sharedDir = join(stateDir, 'shared');
@@ -111,8 +117,16 @@ export class Sandbox {
     }
     let vm: VmHandle | undefined;
     let client: TtrpcClient | undefined;
+    let network: PodNetwork | undefined;
     try {
       await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
+      let net: VmNetSpec | undefined;
+      if (options.netns) {
+        const pod = await readPodNetwork(options.netns);
+        const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu);
+        network = pod;
+        net = { tapName, mac: pod.iface.mac, netns: options.netns };
+      }
       const driver = options.driver ?? new QemuDriver();
       const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
       const deadline = Date.now() + bootTimeoutMs;
@@ -127,6 +141,7 @@ export class Sandbox {
         sharedDir: join(stateDir, 'shared'),
         accel: options.accel ?? 'auto',
         startTimeoutMs: bootTimeoutMs,
+        net,
       });
       const connection = await connectAgent(vm.agentSocketPath);
       client = connection.client;
@@ -147,10 +162,12 @@ export class Sandbox {
         },
         { timeoutMs: AGENT_CALL_TIMEOUT_MS },
       );
-      return new Sandbox(options.id, stateDir, vm, connection.client, connection.agent);
+      if (network) await connection.agent.setupNetwork(guestNetwork(network), { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+      return new Sandbox(options.id, stateDir, vm, connection.client, connection.agent, network);
     } catch (e) {
       client?.close();
       await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});
+      if (network) await disconnectTap(network.netns, network.iface.name);
       await removeStateDir(stateDir);
       throw e;
     }
@@ -271,6 +288,7 @@ export class Sandbox {
     this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was destroyed`));
     this.#client.close();
     await this.vm.shutdown({ deadlineMs: 3000 });
+    if (this.#network) await disconnectTap(this.#network.netns, this.#network.iface.name);
     await removeStateDir(this.stateDir);
   }
 
@@ -293,4 +311,13 @@ export async function removeStateDir(stateDir: string): Promise<void> {
   const left = await mountsUnder(stateDir);
   if (left.length > 0) throw new HullError('internal', `Cannot remove ${stateDir}: still mounted: ${left.join(', ')}`);
   await rm(stateDir, { recursive: true, force: true });
+}
+
+/** guestNetwork is the SetupNetwork request giving the guest the pod's interface and routes. */
+function guestNetwork(network: PodNetwork) {
+  const { mac, mtu, addresses } = network.iface;
+  return {
+    interfaces: [{ mac, mtu, addresses: addresses.map((a) => a.cidr) }],
+    routes: network.routes.map((r) => ({ destination: r.destination, gateway: r.gateway ?? '', mac, family: r.family })),
+  };
 }

@@ -155,6 +155,8 @@ export class TaskService implements TaskImpl {
       runRoot: config.runRoot,
       accel: config.accel,
       bootTimeoutMs: config.bootTimeoutMs,
+      // CRI's pod netns, plumbed by CNI before Create; a container run alone (ctr) has none.
+      netns: spec.linux?.namespaces?.find((ns) => ns.type === 'network' && ns.path)?.path,
     });
     this.#sandboxContainerId = id;
     this.#options.log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${this.#sandbox.vm.pid}`);

@@ -17,6 +17,8 @@ export interface VmNetSpec {
   tapName: string;
   /** mac is the guest NIC's address, "aa:bb:cc:dd:ee:ff" (the pod veth's, so CNI's view holds). */
   mac: string;
+  /** netns is the network namespace (a bind-mounted path) the tap lives in; the VMM runs inside it. */
+  netns?: string;
 }
 
 /** VmSpec is everything a driver needs to start one VM. Paths are absolute host paths. */

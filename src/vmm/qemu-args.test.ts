@@ -80,7 +80,7 @@ describe('qemuArgs()', () => {
       'virtio-9p-device,fsdev=shared,mount_tag=hull',
     ]);
     assert.deepEqual(valuesOf(args, '-drive'), ['id=root,file=/var/lib/hull/guest/current/root.img,format=raw,if=none,readonly=on']);
-    assert.deepEqual(valuesOf(args, '-fsdev'), ['local,id=shared,path=/run/hull/abc123/shared,security_model=none']);
+    assert.deepEqual(valuesOf(args, '-fsdev'), ['local,id=shared,path=/run/hull/abc123/shared,security_model=none,multidevs=remap']);
     assert.deepEqual(valuesOf(args, '-kernel'), [spec.kernel]);
     assert.deepEqual(valuesOf(args, '-initrd'), [spec.initrd]);
   });

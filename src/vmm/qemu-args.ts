@@ -129,7 +129,7 @@ function devices(spec: VmSpec, paths: QemuPaths): string[][] {
       '-device', 'virtio-blk-device,drive=root',
     ],
     [
-      '-fsdev', `local,id=shared,path=${opt(spec.sharedDir)},security_model=none`,
+      '-fsdev', `local,id=shared,path=${opt(spec.sharedDir)},security_model=none,multidevs=remap`,
       '-device', `virtio-9p-device,fsdev=shared,mount_tag=${SHARE_MOUNT_TAG}`,
     ],
   ];

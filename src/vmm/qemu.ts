@@ -83,7 +83,10 @@ class QemuVm implements VmHandle {
 
   static async launch(spec: VmSpec, accel: Accel, paths: QemuPaths, args: string[], options: QemuDriverOptions): Promise<QemuVm> {
     const binary = options.binary ?? 'qemu-system-x86_64';
-    const child = spawn(binary, args, {
+    // A tap device can only be opened from its own network namespace: run the VMM there.
+    // nsenter execs QEMU after setns, so the pid stays QEMU's.
+    const [file, argv] = spec.net?.netns ? ['nsenter', [`--net=${spec.net.netns}`, '--', binary, ...args]] : [binary, args];
+    const child = spawn(file, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' },
     });

@@ -1,0 +1,120 @@
+/**
+ * Pod networking through a real containerd, CRI and Debian's CNI bridge:
+ * two hull pods and one runc pod on one bridge the harness made. All traffic
+ * stays between these pods (namespaces this test created).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { currentGuestImage } from '../../src/guest/index.js';
+import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
+import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
+import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
+import { entriesIn, mountsUnder } from '../helpers/leaks.js';
+
+const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
+
+mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
+const work = mkdtempSync('/run/hull-test/net-');
+const runRoot = mkdtempSync('/run/hull-test/r');
+const configPath = join(work, 'config.toml');
+
+let ctrd: PrivateContainerd;
+let cri: CriClient;
+
+function qemuPids(): number[] {
+  return readdirSync('/proc')
+    .filter((e) => /^\d+$/.test(e))
+    .filter((e) => {
+      try {
+        const cmdline = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+        return cmdline.startsWith('qemu-system') && cmdline.includes(runRoot);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+before(async () => {
+  assert.ok(await currentGuestImage(), 'no guest image: run `make image` first');
+  mkdirSync(join(work, 'bin'));
+  symlinkSync(SHIM, join(work, 'bin', 'containerd-shim-hull-v2'));
+  writeFileSync(configPath, `default_memory = 512\nrun_root = "${runRoot}"\n`);
+  ctrd = await startContainerd({ runtimes: { hull: { runtimeType: 'io.containerd.hull.v2', configPath } }, extraPath: join(work, 'bin') });
+  await ensureTestImages(ctrd);
+  cri = await CriClient.connect(ctrd.address);
+});
+
+after(async () => {
+  cri?.close();
+  const report = await ctrd?.stop();
+  const left = { vms: qemuPids(), mounts: mountsUnder(work), state: entriesIn(runRoot) };
+  rmSync(work, { recursive: true, force: true });
+  rmSync(runRoot, { recursive: true, force: true });
+  assert.deepEqual(report?.leakedShims ?? [], [], 'leaked shims');
+  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
+});
+
+interface RunningPod {
+  name: string;
+  podId: string;
+  containerId: string;
+  ip: string;
+  netns: string;
+}
+
+async function startWebPod(name: string, handler: string): Promise<RunningPod> {
+  const pod = podConfig({ name, namespace: 'hull-net', hostname: `${name}-host`, dnsServers: ['10.89.255.53'] });
+  const podId = await cri.runPodSandbox(pod, handler);
+  const serve = `mkdir -p /tmp/www && echo ${name} > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www`;
+  const containerId = await cri.createContainer(podId, containerConfig({ name: 'web', image: BUSYBOX_REF, command: ['sh', '-c', serve] }), pod);
+  await cri.startContainer(containerId);
+  const status = await cri.podSandboxStatus(podId, true);
+  const ip = status.status.network?.ip ?? '';
+  const info = JSON.parse((status.info as Record<string, string> | undefined)?.['info'] ?? '{}') as {
+    runtimeSpec?: { linux?: { namespaces?: Array<{ type: string; path?: string }> } };
+  };
+  const netns = info.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path ?? '';
+  return { name, podId, containerId, ip, netns };
+}
+
+// An HTTP GET with nc: a plain TCP client, answered by busybox httpd in the other pod.
+async function fetchFrom(from: RunningPod, to: RunningPod): Promise<string> {
+  const get = `printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${to.ip} 8080`;
+  const r = await cri.execSync(from.containerId, ['sh', '-c', get]);
+  return r.stdout.toString().trim().split('\n').pop()?.trim() ?? '';
+}
+
+describe('pod networking', () => {
+  it('connects hull and runc pods on one bridge, with the pod IPs CRI reports', async () => {
+    const pods = [await startWebPod('hull-a', 'hull'), await startWebPod('hull-b', 'hull'), await startWebPod('runc-c', '')];
+    const [hullA, hullB] = pods as [RunningPod, RunningPod, RunningPod];
+    try {
+      for (const pod of [hullA, hullB]) {
+        assert.match(pod.ip, /^\d+\.\d+\.\d+\.\d+$/);
+        const addr = await cri.execSync(pod.containerId, ['ip', '-4', 'addr', 'show', 'eth0']);
+        assert.match(addr.stdout.toString(), new RegExp(`inet ${pod.ip.replace(/\./g, '\\.')}/`));
+        assert.equal((await cri.execSync(pod.containerId, ['hostname'])).stdout.toString().trim(), `${pod.name}-host`);
+        // The tap and its redirect exist in the pod netns while the pod runs.
+        assert.ok(pod.netns, 'no netns path in the sandbox status');
+        execFileSync('nsenter', [`--net=${pod.netns}`, 'ip', 'link', 'show', 'tap0_hull']);
+      }
+      for (const from of pods) {
+        for (const to of pods) {
+          if (from !== to) assert.equal(await fetchFrom(from, to), to.name, `${from.name} -> ${to.name}`);
+        }
+      }
+    } finally {
+      for (const pod of pods) {
+        await cri.stopPodSandbox(pod.podId);
+        await cri.removePodSandbox(pod.podId);
+      }
+    }
+    for (const pod of pods) assert.equal(existsSync(pod.netns), false, `netns ${pod.netns} left`);
+    assert.deepEqual(qemuPids(), []);
+  });
+});
