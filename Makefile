@@ -28,8 +28,10 @@ test: image
 demo: image
 	scripts/demo.sh
 
+# Cold boot and `hull run` vs `runc run`; then `ctr run --rm IMG true` through hull vs runc on one containerd.
 bench: image
 	node dist/bench/run.js
+	node dist/bench/ctr-run.js
 
 clean:
 	rm -rf dist
