@@ -7,11 +7,26 @@
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
-import { access } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { DeleteResponseSchema } from '../proto/gen/task_pb.js';
 import { destroySandboxState, readCleanupRecord, unmountQuietly } from './cleanup.js';
 import type { ShimFlags } from './flags.js';
+import { SHIM_SOCKET_DIR } from './address.js';
+
+/** removeStaleSocket unlinks the pod shim's socket when no shim answers on it any more (it was killed). */
+async function removeStaleSocket(bundle: string): Promise<void> {
+  const address = await readFile(join(bundle, 'address'), 'utf8').catch(() => '');
+  const path = address.trim().replace(/^unix:\/\//, '');
+  if (!path.startsWith(`${SHIM_SOCKET_DIR}/`)) return;
+  const answers = await new Promise<boolean>((resolve) => {
+    const socket = connect(path);
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+  if (!answers) await rm(path, { force: true });
+}
 
 export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
@@ -19,5 +34,6 @@ export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   if (record.sharedRootfs) await unmountQuietly(record.sharedRootfs);
   await unmountQuietly(join(bundle, 'rootfs'));
   if (record.stateDir && (await access(record.stateDir).then(() => true, () => false))) await destroySandboxState(record.stateDir);
+  if (record.stateDir) await removeStaleSocket(bundle);
   return toBinary(DeleteResponseSchema, create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }));
 }

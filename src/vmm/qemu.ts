@@ -85,7 +85,10 @@ class QemuVm implements VmHandle {
     const binary = options.binary ?? 'qemu-system-x86_64';
     // A tap device can only be opened from its own network namespace: run the VMM there.
     // nsenter execs QEMU after setns, so the pid stays QEMU's.
-    const [file, argv] = spec.net?.netns ? ['nsenter', [`--net=${spec.net.netns}`, '--', binary, ...args]] : [binary, args];
+    const direct = spec.net?.netns ? ['nsenter', `--net=${spec.net.netns}`, '--', binary, ...args] : [binary, ...args];
+    // The VM must not outlive the process that owns it (a shim that crashed or was killed):
+    // setpriv sets the parent-death signal, which survives the exec of nsenter and QEMU.
+    const [file, argv] = ['setpriv', ['--pdeathsig', 'KILL', '--', ...direct]];
     const child = spawn(file, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' },
