@@ -16,7 +16,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, lstat, readFile, rm } from 'node:fs/promises';
+import { access, chmod, constants, lstat, readFile, rm } from 'node:fs/promises';
 import { HullError, errorCode } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import { ByteTail, printable } from './byte-tail.js';
@@ -85,6 +85,10 @@ class QemuVm implements VmHandle {
     const binary = options.binary ?? 'qemu-system-x86_64';
     // A tap device can only be opened from its own network namespace: run the VMM there.
     // nsenter execs QEMU after setns, so the pid stays QEMU's.
+    // setpriv/nsenter would start even when QEMU cannot: check the binary first, for a clear error.
+    if (!(await findExecutable(binary))) {
+      throw new HullError('failed_precondition', `Cannot start VM "${spec.id}": cannot run "${binary}": not found or not executable`);
+    }
     const direct = spec.net?.netns ? ['nsenter', `--net=${spec.net.netns}`, '--', binary, ...args] : [binary, ...args];
     // The VM must not outlive the process that owns it (a shim that crashed or was killed):
     // setpriv sets the parent-death signal, which survives the exec of nsenter and QEMU.
@@ -302,4 +306,13 @@ async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boole
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** findExecutable resolves a command as execvp would (a path, or a name on PATH). */
+async function findExecutable(command: string): Promise<string | undefined> {
+  const candidates = command.includes('/') ? [command] : (process.env.PATH ?? '/usr/bin:/bin').split(':').map((dir) => `${dir}/${command}`);
+  for (const candidate of candidates) {
+    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return candidate;
+  }
+  return undefined;
 }
