@@ -15,6 +15,10 @@ packages=(
   runc              # containerd's default runtime, the baseline in tests and benchmarks
   containernetworking-plugins  # CNI bridge/host-local/loopback for the harness's CRI pods
   iproute2          # `ip link` to remove the harness's CNI bridge
+  # kubectl parses deploy/*.yaml offline in test/integration/deploy.test.ts. Only when no kubectl is on
+  # PATH: another package's kubectl (e.g. Google Cloud's `kubectl`) owns /usr/bin/kubectl too, and
+  # dpkg refuses to overwrite it.
+  $(command -v kubectl >/dev/null || echo kubernetes-client)
 )
 
 missing=()

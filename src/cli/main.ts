@@ -1,5 +1,5 @@
 /**
- * The `hull` command. Subcommands: check, run, image build, version.
+ * The `hull` command. Subcommands: check, env, install, uninstall, run, image build, version.
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +7,8 @@ import { HullError } from '../errors/index.js';
 import { loadConfig } from '../config/index.js';
 import { buildGuestImage, currentGuestImage } from '../guest/index.js';
 import { checkHost } from './check.js';
+import { envReport, formatEnv } from './env.js';
+import { install, installOptions, uninstall } from './install.js';
 import { parsePositiveInt, runContainer } from './run.js';
 
 const VERSION = '0.1.0';
@@ -14,6 +16,17 @@ const AGENT_BUNDLE = fileURLToPath(new URL('../../agent/hull-agent.js', import.m
 
 const USAGE = `Usage:
   hull check                      Check that this host can run hull sandboxes
+  hull env [--json]               Print the effective configuration (and where each value comes from),
+                                  versions and paths
+  hull install [--containerd-config PATH] [--bin-dir DIR] [--restart-containerd auto|never]
+               [--runtime-name NAME]
+                                  Put hull on this node (idempotent): link containerd-shim-hull-v2 and
+                                  hull into DIR (default /usr/local/bin), write the config file if
+                                  absent, add runtime NAME (default hull) to containerd's config PATH
+                                  (default /etc/containerd/config.toml), restart containerd when that
+                                  is known to be safe (auto: systemd is PID 1 and the unit exists),
+                                  then run the checks of hull check
+  hull uninstall [same options]   Reverse hull install exactly (idempotent)
   hull image build [--force]      Build the guest image (kernel, initramfs, root disk)
   hull run --bundle DIR [--tty] [--cpus N] [--memory MiB] [--id ID] [-- CMD...]
                                   Run a container from an OCI bundle in a new VM
@@ -28,6 +41,31 @@ async function main(argv: string[]): Promise<number> {
       const lines = await checkHost(await loadConfig(values.config));
       for (const line of lines) console.log(`${line.ok ? 'ok  ' : 'FAIL'} ${line.what}: ${line.detail}`);
       return lines.some((l) => l.required && !l.ok) ? 1 : 0;
+    }
+    case 'env': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
+      const report = await envReport({ configPath: values.config, hullVersion: VERSION });
+      console.log(values.json ? JSON.stringify(report, null, 2) : formatEnv(report));
+      return 0;
+    }
+    case 'install':
+    case 'uninstall': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          config: { type: 'string' },
+          'containerd-config': { type: 'string' },
+          'bin-dir': { type: 'string' },
+          'restart-containerd': { type: 'string' },
+          'runtime-name': { type: 'string' },
+        },
+      });
+      const opts = installOptions(values);
+      if (command === 'uninstall') {
+        await uninstall(opts);
+        return 0;
+      }
+      return (await install(opts)).ready ? 0 : 1;
     }
     case 'image': {
       const [sub, ...imageArgs] = rest;

@@ -39,6 +39,8 @@ export interface StartOptions {
   startTimeoutMs?: number;
   /** logLevel of containerd; default 'debug' (the log is only read when something fails). */
   logLevel?: 'debug' | 'info' | 'warn';
+  /** configHook runs after config.toml is written and before containerd starts (e.g. `hull install` edits it). */
+  configHook?: (configPath: string) => Promise<void>;
 }
 
 export interface CtrOptions {
@@ -99,6 +101,7 @@ export async function startContainerd(opts: StartOptions = {}): Promise<PrivateC
   const ctrd = new Instance(id, dir);
   try {
     ctrd.writeConfig(opts);
+    await opts.configHook?.(ctrd.configPath);
     ctrd.spawn(opts.extraPath);
     await ctrd.waitReady(opts.startTimeoutMs ?? 20_000);
     return ctrd;

@@ -1,0 +1,136 @@
+/**
+ * `hull env`: what this hull would run with. The effective value of every config key and where it
+ * comes from (the built-in default or the config file), the versions of hull and of what it runs
+ * (node, QEMU, crun, containerd, the guest image and its kernel), and the paths it uses. For bug
+ * reports and for checking an install; `--json` for programs.
+ */
+import { execFile } from 'node:child_process';
+import { access, constants, readFile, realpath } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { parse } from 'smol-toml';
+import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
+import { HullError } from '../errors/index.js';
+import { currentGuestImage } from '../guest/index.js';
+import { CONFIG_KEYS, hullBinDir } from './install.js';
+
+export interface EnvKey {
+  key: string;
+  value: unknown;
+  source: 'default' | 'file';
+}
+
+export interface EnvReport {
+  config: {
+    path: string;
+    /** pathFrom says how the path was chosen. */
+    pathFrom: '--config' | 'HULL_CONFIG' | 'default';
+    exists: boolean;
+    keys: EnvKey[];
+  };
+  versions: {
+    hull: string;
+    node: string;
+    qemu: string | null;
+    crun: string | null;
+    containerd: string | null;
+    guestImage: { id: string; kernel: string } | null;
+  };
+  paths: {
+    configFile: string;
+    guestImagesDir: string;
+    guestImage: string | null;
+    runRoot: string;
+    /** shimOnPath is the first containerd-shim-hull-v2 on PATH (as containerd would find it with this PATH), with its real path. */
+    shimOnPath: { path: string; realPath: string } | null;
+    hullBin: string | null;
+  };
+}
+
+/** configSources reads config text: the effective config and, per key, whether the file set it. */
+export function configSources(text: string | undefined, where: string): { config: HullConfig; keys: EnvKey[] } {
+  const config = text === undefined ? { ...DEFAULT_CONFIG } : parseConfig(text, where);
+  const inFile = new Set(text === undefined ? [] : Object.keys(parse(text)));
+  const keys = CONFIG_KEYS.map((k) => ({ key: k.key, value: config[k.field], source: inFile.has(k.key) ? ('file' as const) : ('default' as const) }));
+  return { config, keys };
+}
+
+function firstLine(file: string, args: string[]): Promise<string | null> {
+  return new Promise((resolve) => execFile(file, args, { timeout: 10_000 }, (e, stdout) => resolve(e ? null : (String(stdout).split('\n')[0]?.trim() ?? null))));
+}
+
+/** findOnPath is the first executable `name` in the PATH string. */
+export async function findOnPath(name: string, path = process.env['PATH'] ?? ''): Promise<string | undefined> {
+  for (const dir of path.split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, name);
+    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return candidate;
+  }
+  return undefined;
+}
+
+export async function envReport(opts: { configPath?: string; hullVersion: string }): Promise<EnvReport> {
+  const fromEnv = process.env['HULL_CONFIG'] || undefined;
+  const path = opts.configPath ?? fromEnv ?? DEFAULT_CONFIG_PATH;
+  const pathFrom = opts.configPath !== undefined ? '--config' : fromEnv !== undefined ? 'HULL_CONFIG' : 'default';
+  let text: string | undefined;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    // As loadConfig: only the default path may be missing.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || pathFrom !== 'default') throw new HullError('invalid_argument', `Cannot read config "${path}": ${(e as Error).message}`);
+  }
+  const { config, keys } = configSources(text, path);
+
+  const image = await currentGuestImage(config.guestImagesDir).catch(() => undefined);
+  const shim = await findOnPath('containerd-shim-hull-v2');
+  const bin = await hullBinDir().catch(() => undefined);
+  const [qemu, crun, containerd] = await Promise.all([
+    firstLine('qemu-system-x86_64', ['--version']),
+    firstLine('crun', ['--version']),
+    firstLine('containerd', ['--version']),
+  ]);
+  return {
+    config: { path, pathFrom, exists: text !== undefined, keys },
+    versions: {
+      hull: opts.hullVersion,
+      node: process.version,
+      qemu,
+      crun,
+      containerd,
+      guestImage: image ? { id: image.id, kernel: image.kernelRelease } : null,
+    },
+    paths: {
+      configFile: path,
+      guestImagesDir: config.guestImagesDir,
+      guestImage: image?.dir ?? null,
+      runRoot: config.runRoot,
+      shimOnPath: shim ? { path: shim, realPath: await realpath(shim).catch(() => shim) } : null,
+      hullBin: bin ?? null,
+    },
+  };
+}
+
+/** formatEnv is the human form of the report. */
+export function formatEnv(r: EnvReport): string {
+  const out: string[] = [];
+  const fromText = r.config.pathFrom === 'default' ? 'default path' : r.config.pathFrom;
+  out.push(`config ${r.config.path} (${fromText}${r.config.exists ? '' : ', not present: defaults'})`);
+  const width = Math.max(...r.config.keys.map((k) => k.key.length));
+  for (const k of r.config.keys) out.push(`  ${k.key.padEnd(width)} = ${JSON.stringify(k.value)}  (${k.source})`);
+  const v = r.versions;
+  out.push('versions');
+  out.push(`  hull        ${v.hull}`);
+  out.push(`  node        ${v.node}`);
+  out.push(`  qemu        ${v.qemu ?? 'not found'}`);
+  out.push(`  crun        ${v.crun ?? 'not found'}`);
+  out.push(`  containerd  ${v.containerd ?? 'not found'}`);
+  out.push(`  guest image ${v.guestImage ? `${v.guestImage.id} (kernel ${v.guestImage.kernel})` : 'none (run: hull image build)'}`);
+  const p = r.paths;
+  out.push('paths');
+  out.push(`  config file       ${p.configFile}`);
+  out.push(`  guest images      ${p.guestImagesDir}${p.guestImage ? ` (current: ${p.guestImage})` : ''}`);
+  out.push(`  run root          ${p.runRoot}`);
+  out.push(`  shim on PATH      ${p.shimOnPath ? (p.shimOnPath.realPath === p.shimOnPath.path ? p.shimOnPath.path : `${p.shimOnPath.path} -> ${p.shimOnPath.realPath}`) : 'containerd-shim-hull-v2 not on PATH (run: hull install)'}`);
+  out.push(`  hull bin/         ${p.hullBin ?? 'unknown'}`);
+  return out.join('\n');
+}

@@ -1,0 +1,266 @@
+/**
+ * deploy/*.yaml checked offline. kubectl cannot validate without an API server (even `create
+ * --dry-run=client` asks the server for its resource list and OpenAPI schema), but `kubectl label
+ * --local` parses the files the way kubectl does and prints them as JSON without one. The schema
+ * check on that JSON is ours: kinds and apiVersions, the fields of the pod template (unknown field
+ * names are typos), references between the objects, and what hull depends on (the handler is the
+ * runtime `hull install` adds, the node label the RuntimeClass selects is the one the DaemonSet
+ * sets, every host path hull install writes is mounted at the same path).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { before, describe, it } from 'node:test';
+import { DEFAULT_CONFIG } from '../../src/config/index.js';
+import { DEFAULT_BIN_DIR, DEFAULT_CONTAINERD_CONFIG, DEFAULT_RUNTIME_NAME } from '../../src/cli/install.js';
+
+const DEPLOY = fileURLToPath(new URL('../../../deploy/', import.meta.url));
+const NAMESPACE = 'hull-system';
+const NODE_LABEL = 'hull.dev/enabled';
+
+type Obj = Record<string, any>;
+
+function kubectl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('kubectl', args, { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, KUBECONFIG: '/dev/null' } }, (e, stdout, stderr) => {
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, stdout: String(stdout), stderr: e && !stderr ? e.message : String(stderr) });
+    });
+  });
+}
+
+/** splitJson splits kubectl's stream of pretty-printed JSON objects. */
+function splitJson(text: string): Obj[] {
+  const out: Obj[] = [];
+  let depth = 0;
+  let start = -1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') {
+      inString = true;
+    } else if (c === '{') {
+      if (depth++ === 0) start = i;
+    } else if (c === '}' && --depth === 0) {
+      out.push(JSON.parse(text.slice(start, i + 1)) as Obj);
+    }
+  }
+  return out;
+}
+
+/** loadManifests reads deploy/ through kubectl, which parses every .yaml there (and nothing else). */
+async function loadManifests(): Promise<Obj[]> {
+  // Removing a label that is not there changes nothing but makes kubectl print every object.
+  const r = await kubectl(['label', '--local', '-f', DEPLOY, '-o', 'json', 'hull.dev/deploy-test-']);
+  assert.equal(r.code, 0, `kubectl cannot read deploy/: ${r.stderr}`);
+  return splitJson(r.stdout).map((o) => {
+    if (o['metadata']?.labels && Object.keys(o['metadata'].labels).length === 0) delete o['metadata'].labels;
+    return o;
+  });
+}
+
+const API_VERSION: Record<string, string> = {
+  Namespace: 'v1',
+  ServiceAccount: 'v1',
+  ClusterRole: 'rbac.authorization.k8s.io/v1',
+  ClusterRoleBinding: 'rbac.authorization.k8s.io/v1',
+  DaemonSet: 'apps/v1',
+  RuntimeClass: 'node.k8s.io/v1',
+};
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'RuntimeClass']);
+
+// Field names of the Kubernetes 1.29 API types the manifests use; anything else is a typo.
+const FIELDS = {
+  top: { Namespace: ['spec'], ServiceAccount: ['automountServiceAccountToken', 'imagePullSecrets', 'secrets'], ClusterRole: ['rules', 'aggregationRule'], ClusterRoleBinding: ['roleRef', 'subjects'], DaemonSet: ['spec'], RuntimeClass: ['handler', 'overhead', 'scheduling'] } as Record<string, string[]>,
+  meta: ['name', 'namespace', 'labels', 'annotations'],
+  daemonSetSpec: ['minReadySeconds', 'revisionHistoryLimit', 'selector', 'template', 'updateStrategy'],
+  podSpec: [
+    'activeDeadlineSeconds', 'affinity', 'automountServiceAccountToken', 'containers', 'dnsConfig', 'dnsPolicy', 'enableServiceLinks', 'ephemeralContainers',
+    'hostAliases', 'hostIPC', 'hostNetwork', 'hostPID', 'hostUsers', 'hostname', 'imagePullSecrets', 'initContainers', 'nodeName', 'nodeSelector', 'os',
+    'overhead', 'preemptionPolicy', 'priority', 'priorityClassName', 'readinessGates', 'resourceClaims', 'restartPolicy', 'runtimeClassName',
+    'schedulerName', 'schedulingGates', 'securityContext', 'serviceAccount', 'serviceAccountName', 'setHostnameAsFQDN', 'shareProcessNamespace',
+    'subdomain', 'terminationGracePeriodSeconds', 'tolerations', 'topologySpreadConstraints', 'volumes',
+  ],
+  container: [
+    'args', 'command', 'env', 'envFrom', 'image', 'imagePullPolicy', 'lifecycle', 'livenessProbe', 'name', 'ports', 'readinessProbe', 'resizePolicy',
+    'resources', 'restartPolicy', 'securityContext', 'startupProbe', 'stdin', 'stdinOnce', 'terminationMessagePath', 'terminationMessagePolicy', 'tty',
+    'volumeDevices', 'volumeMounts', 'workingDir',
+  ],
+  volumeMount: ['mountPath', 'mountPropagation', 'name', 'readOnly', 'subPath', 'subPathExpr'],
+  volume: ['name', 'hostPath'],
+  hostPath: ['path', 'type'],
+  env: ['name', 'value', 'valueFrom'],
+  runtimeClassOverhead: ['podFixed'],
+  runtimeClassScheduling: ['nodeSelector', 'tolerations'],
+  policyRule: ['apiGroups', 'resources', 'verbs', 'resourceNames', 'nonResourceURLs'],
+};
+const HOST_PATH_TYPES = ['', 'DirectoryOrCreate', 'Directory', 'FileOrCreate', 'File', 'Socket', 'CharDevice', 'BlockDevice'];
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+const QUANTITY = /^\d+(\.\d+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$/;
+
+/** problems lists what is wrong with the deploy objects; empty when they are fine. */
+function problems(objects: Obj[]): string[] {
+  const out: string[] = [];
+  const where = (o: Obj): string => `${o['kind']}/${o['metadata']?.name}`;
+  const fields = (what: string, value: unknown, allowed: string[], required: string[] = []): void => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      out.push(`${what}: not an object`);
+      return;
+    }
+    for (const k of Object.keys(value)) if (!allowed.includes(k)) out.push(`${what}: unknown field "${k}"`);
+    for (const k of required) if ((value as Obj)[k] === undefined) out.push(`${what}: missing "${k}"`);
+  };
+  const strings = (what: string, value: unknown): void => {
+    if (typeof value !== 'object' || value === null) return;
+    for (const [k, v] of Object.entries(value)) if (typeof v !== 'string') out.push(`${what}["${k}"] is ${typeof v}, not a string`);
+  };
+
+  for (const o of objects) {
+    const kind = String(o['kind']);
+    if (!(kind in API_VERSION)) {
+      out.push(`unexpected kind ${kind}`);
+      continue;
+    }
+    if (o['apiVersion'] !== API_VERSION[kind]) out.push(`${where(o)}: apiVersion ${o['apiVersion']}, expected ${API_VERSION[kind]}`);
+    fields(where(o), o, ['apiVersion', 'kind', 'metadata', ...FIELDS.top[kind]!], ['apiVersion', 'kind', 'metadata']);
+    fields(`${where(o)} metadata`, o['metadata'], FIELDS.meta, ['name']);
+    const name = o['metadata']?.name;
+    if (typeof name !== 'string' || !(kind === 'Namespace' ? DNS_LABEL : DNS_SUBDOMAIN).test(name)) out.push(`${where(o)}: invalid name`);
+    if (CLUSTER_SCOPED.has(kind) && o['metadata']?.namespace !== undefined) out.push(`${where(o)}: cluster-scoped but has a namespace`);
+    if (!CLUSTER_SCOPED.has(kind) && o['metadata']?.namespace !== NAMESPACE) out.push(`${where(o)}: namespace ${o['metadata']?.namespace}, expected ${NAMESPACE}`);
+    strings(`${where(o)} labels`, o['metadata']?.labels);
+  }
+
+  const find = (kind: string, name: string): Obj | undefined => objects.find((o) => o['kind'] === kind && o['metadata']?.name === name);
+  const expected = [['Namespace', NAMESPACE], ['ServiceAccount', 'hull-deploy'], ['ClusterRole', 'hull-deploy'], ['ClusterRoleBinding', 'hull-deploy'], ['DaemonSet', 'hull-deploy'], ['RuntimeClass', DEFAULT_RUNTIME_NAME]];
+  for (const [kind, name] of expected) if (!find(kind!, name!)) out.push(`missing ${kind}/${name}`);
+  if (objects.length !== expected.length) out.push(`${objects.length} objects, expected ${expected.length}`);
+
+  // RuntimeClass: the handler is the runtime hull install adds; it selects the nodes hull-deploy labels.
+  const rc = find('RuntimeClass', DEFAULT_RUNTIME_NAME);
+  if (rc) {
+    if (rc['handler'] !== DEFAULT_RUNTIME_NAME) out.push(`RuntimeClass handler ${rc['handler']}, expected ${DEFAULT_RUNTIME_NAME}`);
+    fields('RuntimeClass overhead', rc['overhead'], FIELDS.runtimeClassOverhead, ['podFixed']);
+    const fixed = rc['overhead']?.podFixed ?? {};
+    for (const r of ['cpu', 'memory']) if (typeof fixed[r] !== 'string' || !QUANTITY.test(fixed[r])) out.push(`RuntimeClass overhead.podFixed.${r} is not a quantity: ${JSON.stringify(fixed[r])}`);
+    fields('RuntimeClass scheduling', rc['scheduling'], FIELDS.runtimeClassScheduling, ['nodeSelector']);
+    strings('RuntimeClass scheduling.nodeSelector', rc['scheduling']?.nodeSelector);
+    if (rc['scheduling']?.nodeSelector?.[NODE_LABEL] !== 'true') out.push(`RuntimeClass does not select ${NODE_LABEL}="true"`);
+  }
+
+  // RBAC: the service account may get and patch nodes, nothing more.
+  const role = find('ClusterRole', 'hull-deploy');
+  if (role) {
+    for (const [i, rule] of (role['rules'] ?? []).entries()) fields(`ClusterRole rule ${i}`, rule, FIELDS.policyRule, ['verbs']);
+    const rules = JSON.stringify(role['rules']);
+    if (rules !== JSON.stringify([{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }])) out.push(`ClusterRole rules are ${rules}, expected get/patch on nodes only`);
+  }
+  const binding = find('ClusterRoleBinding', 'hull-deploy');
+  if (binding) {
+    const ref = binding['roleRef'] ?? {};
+    if (ref.apiGroup !== 'rbac.authorization.k8s.io' || ref.kind !== 'ClusterRole' || !find('ClusterRole', ref.name)) out.push(`ClusterRoleBinding roleRef ${JSON.stringify(ref)} names no ClusterRole here`);
+    const subjects = binding['subjects'] ?? [];
+    if (!subjects.some((s: Obj) => s['kind'] === 'ServiceAccount' && s['namespace'] === NAMESPACE && find('ServiceAccount', s['name']))) out.push('ClusterRoleBinding binds no ServiceAccount of this file');
+  }
+
+  const ds = find('DaemonSet', 'hull-deploy');
+  if (ds) {
+    fields('DaemonSet spec', ds['spec'], FIELDS.daemonSetSpec, ['selector', 'template']);
+    const selector: Obj = ds['spec']?.selector?.matchLabels ?? {};
+    const labels: Obj = ds['spec']?.template?.metadata?.labels ?? {};
+    if (Object.keys(selector).length === 0 || !Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push('DaemonSet selector does not match its template labels');
+    const pod: Obj = ds['spec']?.template?.spec ?? {};
+    fields('pod spec', pod, FIELDS.podSpec, ['containers']);
+    if (pod['serviceAccountName'] !== 'hull-deploy' || !find('ServiceAccount', pod['serviceAccountName'])) out.push('pod spec: serviceAccountName is not the ServiceAccount of this file');
+    if (pod['hostPID'] !== true) out.push('pod spec: hostPID must be true (hull install looks at the host PID 1 to restart containerd)');
+    const volumes = new Map<string, Obj>();
+    for (const v of pod['volumes'] ?? []) {
+      fields(`volume ${v.name}`, v, FIELDS.volume, ['name', 'hostPath']);
+      fields(`volume ${v.name} hostPath`, v.hostPath, FIELDS.hostPath, ['path']);
+      if (!HOST_PATH_TYPES.includes(v.hostPath?.type ?? '')) out.push(`volume ${v.name}: hostPath type ${v.hostPath?.type}`);
+      volumes.set(v.name, v);
+    }
+    const containers: Obj[] = pod['containers'] ?? [];
+    if (containers.length !== 1) out.push(`pod spec: ${containers.length} containers, expected 1`);
+    for (const c of containers) {
+      fields(`container ${c.name}`, c, FIELDS.container, ['name', 'image']);
+      if (c.securityContext?.privileged !== true) out.push(`container ${c.name}: not privileged`);
+      for (const e of c.env ?? []) fields(`env ${e.name}`, e, FIELDS.env, ['name']);
+      const nodeName = (c.env ?? []).find((e: Obj) => e.name === 'NODE_NAME');
+      if (nodeName?.valueFrom?.fieldRef?.fieldPath !== 'spec.nodeName') out.push('NODE_NAME does not come from the downward API (spec.nodeName)');
+      const mounted: string[] = [];
+      for (const m of c.volumeMounts ?? []) {
+        fields(`volumeMount ${m.name}`, m, FIELDS.volumeMount, ['name', 'mountPath']);
+        const v = volumes.get(m.name);
+        if (!v) out.push(`volumeMount ${m.name}: no such volume`);
+        // hull install writes host paths (links, ConfigPath): each host directory sits at its own path.
+        else if (v.hostPath?.path !== m.mountPath) out.push(`volumeMount ${m.name}: mounted at ${m.mountPath}, host path ${v.hostPath?.path}`);
+        mounted.push(m.mountPath);
+      }
+      const needed = [dirname(DEFAULT_CONTAINERD_CONFIG), DEFAULT_BIN_DIR, '/etc/hull', dirname(DEFAULT_CONFIG.guestImagesDir), '/opt/hull', '/run/systemd'];
+      for (const path of needed) if (!mounted.includes(path)) out.push(`container ${c.name}: host path ${path} is not mounted`);
+      const script = [...(c.command ?? []), ...(c.args ?? [])].join(' ');
+      if (!/\/opt\/hull\/bin\/hull install\b/.test(script)) out.push('the container does not run /opt/hull/bin/hull install');
+      if (!script.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}=true`)) out.push(`the container does not label its node ${NODE_LABEL}=true`);
+      const preStop = (c.lifecycle?.preStop?.exec?.command ?? []).join(' ');
+      if (!/\/opt\/hull\/bin\/hull uninstall\b/.test(preStop)) out.push('preStop does not run hull uninstall');
+      if (!preStop.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}-`)) out.push(`preStop does not remove the ${NODE_LABEL} label`);
+    }
+  }
+  return out;
+}
+
+describe('deploy/ manifests', () => {
+  let objects: Obj[] = [];
+
+  before(async () => {
+    const v = await kubectl(['version', '--client']);
+    assert.equal(v.code, 0, `kubectl not found (scripts/install-deps.sh installs Debian's kubernetes-client): ${v.stderr}`);
+    objects = await loadManifests();
+  });
+
+  it('parse with kubectl, without a cluster', () => {
+    assert.deepEqual(objects.map((o) => `${o['kind']}/${o['metadata']?.name}`).sort(), [
+      'ClusterRole/hull-deploy',
+      'ClusterRoleBinding/hull-deploy',
+      'DaemonSet/hull-deploy',
+      'Namespace/hull-system',
+      'RuntimeClass/hull',
+      'ServiceAccount/hull-deploy',
+    ]);
+  });
+
+  it('pass the schema and reference checks', () => {
+    assert.deepEqual(problems(objects), []);
+  });
+
+  it('the checks catch a typo, an unquoted "true" and a dangling reference', () => {
+    const broken = structuredClone(objects);
+    const ds = broken.find((o) => o['kind'] === 'DaemonSet')!;
+    ds['spec'].template.spec.hostPid = true;
+    ds['spec'].template.spec.containers[0].volumeMounts[0].name = 'nope';
+    broken.find((o) => o['kind'] === 'RuntimeClass')!['scheduling'].nodeSelector[NODE_LABEL] = true;
+    const found = problems(broken).join('\n');
+    assert.match(found, /pod spec: unknown field "hostPid"/);
+    assert.match(found, /volumeMount nope: no such volume/);
+    assert.match(found, /nodeSelector\["hull.dev\/enabled"\] is boolean/);
+  });
+
+  it('kubectl refuses YAML that does not parse', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hull-deploy-'));
+    try {
+      writeFileSync(join(dir, 'bad.yaml'), 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [unclosed\n');
+      const r = await kubectl(['label', '--local', '-f', dir, '-o', 'json', 'x-']);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /bad\.yaml/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
