@@ -9,8 +9,7 @@
  * of its own is left afterwards.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +17,7 @@ import { currentGuestImage } from '../src/guest/index.js';
 import { chooseAccel } from '../src/vmm/index.js';
 import { findShims, startContainerd, type PrivateContainerd } from '../test/harness/containerd.js';
 import { BUSYBOX_REF, ensureTestImages } from '../test/harness/oci-image.js';
-import { entriesIn, mountsUnder } from '../test/helpers/leaks.js';
+import { entriesIn, mountsUnder, qemuPidsUnder } from '../test/helpers/leaks.js';
 
 const runs = Number(process.env['HULL_BENCH_RUNS'] ?? 5);
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`HULL_BENCH_RUNS must be a positive integer, not "${process.env['HULL_BENCH_RUNS']}"`);
@@ -43,32 +42,7 @@ function stats(samples: number[]): Stats {
   return { minMs: round(sorted[0]!), medianMs: round(median), maxMs: round(sorted[sorted.length - 1]!), samplesMs: samples.map(round) };
 }
 
-function qemuPids(runRoot: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.startsWith('qemu-system') && cmdline.includes(`${runRoot}/`)) pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return pids;
-}
 
-/**
- * staleShimSockets names the sockets of shims that `stop()` had to kill: containerd names them
- * /run/containerd/s/sha256(<address>/<namespace>/<id>), and a killed shim cannot remove its own.
- */
-function staleShimSockets(address: string, shims: { cmdline: string }[]): string[] {
-  return shims.flatMap(({ cmdline }) => {
-    const argv = cmdline.split(' ');
-    const ns = argv[argv.indexOf('-namespace') + 1];
-    const id = argv[argv.indexOf('-id') + 1];
-    return ns && id ? [join('/run/containerd/s', createHash('sha256').update(`${address}/${ns}/${id}`).digest('hex'))] : [];
-  });
-}
 
 /** timeCtr times one `ctr` invocation from spawn to exit; it throws unless ctr exits 0. */
 function timeCtr(ctrd: PrivateContainerd, args: string[]): Promise<number> {
@@ -161,18 +135,17 @@ try {
     ...(report?.leakedShims ?? []).map((s) => `killed shim ${s.pid}`),
     ...(report?.leakedMounts ?? []).map((m) => `mount ${m}`),
     ...mountsUnder(runRoot).map((m) => `mount ${m}`),
-    ...qemuPids(runRoot).map((p) => `qemu ${p}`),
+    ...qemuPidsUnder(runRoot).map((p) => `qemu ${p}`),
     ...entriesIn(runRoot).map((e) => `state ${runRoot}/${e}`),
   ];
   // A VM that outlived its shim is still ours (its state is under our unique run root): end it by pid.
-  for (const pid of qemuPids(runRoot)) {
+  for (const pid of qemuPidsUnder(runRoot)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
       // Already gone.
     }
   }
-  if (ctrd && report) for (const socket of staleShimSockets(ctrd.address, report.leakedShims)) rmSync(socket, { force: true });
   // Mounts a killed shim left in its sandbox dir (container rootfs) are ours too: detach them first.
   for (const m of mountsUnder(runRoot).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
   rmSync(work, { recursive: true, force: true });

@@ -8,6 +8,7 @@
  * ctr) and `/run/containerd/runc/<namespace>` for `ctr run` (our namespace name is unique; CRI's runc
  * gets a root inside our directory). `stop()` removes only what carries our socket path, names or dir.
  */
+import { createHash } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -427,10 +428,25 @@ function descendants(root: number): number[] {
 }
 
 /** shimSocket reads the socket a shim announced in `<bundle>/address` (its cwd). */
+/**
+ * shimSocket is where a shim listens: containerd names it
+ * /run/containerd/s/sha256(<address>/<namespace>/<group id>), so it follows from the shim's
+ * own -address/-namespace/-id flags, or from the address file in its working directory.
+ */
 function shimSocket(pid: number): string | undefined {
   try {
     const bundle = readlinkSync(`/proc/${pid}/cwd`);
     return readFileSync(join(bundle, 'address'), 'utf8').trim().replace(/^unix:\/\//, '');
+  } catch {
+    // A shim that changed directory: derive it from the flags.
+  }
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const flag = (name: string): string | undefined => argv[argv.indexOf(name) + 1];
+    const [address, ns, id] = [flag('-address'), flag('-namespace'), flag('-id')];
+    const socket = flag('-socket');
+    if (socket) return socket;
+    return address && ns && id ? join(SHIM_SOCKET_DIR, createHash('sha256').update(`${address}/${ns}/${id}`).digest('hex')) : undefined;
   } catch {
     return undefined;
   }

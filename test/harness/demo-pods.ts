@@ -10,13 +10,12 @@
  * Ctrl-C). Needs root, containerd, runc and a built guest image (`make image`).
  */
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { currentGuestImage } from '../../src/guest/index.js';
-import { entriesIn, mountsUnder } from '../helpers/leaks.js';
+import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 import { findShims, startContainerd, type PrivateContainerd } from './containerd.js';
 import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from './cri.js';
 import { BUSYBOX_REF, ensureTestImages } from './oci-image.js';
@@ -27,33 +26,7 @@ const LABEL = 30;
 
 const line = (label: string, value: string): void => console.log(`${label.padEnd(LABEL)} ${value}`);
 
-/** qemuPids lists QEMU processes whose command line names `runRoot`: the VMs of this demo, no others. */
-function qemuPids(runRoot: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.startsWith('qemu-system') && cmdline.includes(`${runRoot}/`)) pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return pids;
-}
 
-/**
- * staleShimSockets names the sockets of shims that `stop()` had to kill: containerd names them
- * /run/containerd/s/sha256(<address>/<namespace>/<id>), and a killed shim cannot remove its own.
- */
-function staleShimSockets(address: string, shims: { cmdline: string }[]): string[] {
-  return shims.flatMap(({ cmdline }) => {
-    const argv = cmdline.split(' ');
-    const ns = argv[argv.indexOf('-namespace') + 1];
-    const id = argv[argv.indexOf('-id') + 1];
-    return ns && id ? [join('/run/containerd/s', createHash('sha256').update(`${address}/${ns}/${id}`).digest('hex'))] : [];
-  });
-}
 
 /** firstLine keeps error messages to one short line (grpc-js appends resolution notes). */
 const firstLine = (message: string): string => message.split('\n')[0]!.replace(/\. Last error: .*/, '').slice(0, 160);
@@ -114,7 +87,7 @@ async function main(): Promise<number> {
       kernels.push(r.stdout.toString().trim());
     }
     const [trusted, untrusted] = kernels as [string, string];
-    const vms = qemuPids(runRoot);
+    const vms = qemuPidsUnder(runRoot);
     line('host kernel (uname -r):', release());
     line('trusted pod (runc):', trusted);
     line('untrusted pod (hull):', untrusted);
@@ -156,11 +129,11 @@ async function main(): Promise<number> {
         await cri.removePodSandbox(p.id).catch(() => undefined);
       }
     }
-    const vmsAfterRemove = qemuPids(runRoot);
+    const vmsAfterRemove = qemuPidsUnder(runRoot);
     cri?.close();
     const shims = ctrd ? findShims(ctrd.address) : [];
     const report = await ctrd?.stop();
-    const leftVms = qemuPids(runRoot);
+    const leftVms = qemuPidsUnder(runRoot);
     const leftState = entriesIn(runRoot);
     const leftMounts = [...mountsUnder(work), ...mountsUnder(runRoot)];
     if (vmsAfterRemove.length > 0) failures.push(`QEMU still running after the pods were removed: ${vmsAfterRemove.join(', ')}`);
@@ -178,7 +151,6 @@ async function main(): Promise<number> {
         // Already gone.
       }
     }
-    if (ctrd && report) for (const socket of staleShimSockets(ctrd.address, report.leakedShims)) rmSync(socket, { force: true });
     // Mounts a killed shim left in its sandbox dir (container rootfs) are ours too: detach them first.
     for (const m of mountsUnder(runRoot).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
     rmSync(work, { recursive: true, force: true });

@@ -29,3 +29,21 @@ export function mountsUnder(dir: string): string[] {
 export function entriesIn(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
 }
+
+/**
+ * qemuPidsUnder lists the QEMU processes whose command line names `runRoot`:
+ * the VMs of one test or demo, never anyone else's.
+ */
+export function qemuPidsUnder(runRoot: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes('qemu-system') && cmdline.includes(`${runRoot}/`) && processAlive(Number(entry))) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}

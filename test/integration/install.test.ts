@@ -19,7 +19,7 @@ import { hullConfigTemplate } from '../../src/cli/install.js';
 import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
-import { entriesIn, mountsUnder } from '../helpers/leaks.js';
+import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
 const HULL = fileURLToPath(new URL('../../../bin/hull', import.meta.url));
 const CHECKOUT_BIN = realpathSync(fileURLToPath(new URL('../../../bin', import.meta.url)));
@@ -248,19 +248,6 @@ describe('a private containerd configured by hull install alone', () => {
   let p: Paths;
   let harnessConfig = '';
 
-  function qemuPids(): number[] {
-    const pids: number[] = [];
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-        if (cmdline.startsWith('qemu-system') && cmdline.includes(runRoot)) pids.push(Number(entry));
-      } catch {
-        // gone
-      }
-    }
-    return pids;
-  }
 
   before(async () => {
     mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
@@ -293,7 +280,7 @@ describe('a private containerd configured by hull install alone', () => {
       restored = readFileSync(ctrd.configPath, 'utf8');
     }
     const report = await ctrd?.stop();
-    const leftVms = qemuPids();
+    const leftVms = qemuPidsUnder(runRoot);
     const leftMounts = mountsUnder(work);
     const leftState = entriesIn(runRoot);
     const leftBin = entriesIn(p.bin);
@@ -321,7 +308,7 @@ describe('a private containerd configured by hull install alone', () => {
     try {
       const id = await cri.createContainer(podId, containerConfig({ name: 'app', image: BUSYBOX_REF, command: ['sleep', 'inf'] }), pod);
       await cri.startContainer(id);
-      assert.equal(qemuPids().length, 1, 'one QEMU process for the pod, under the run root of the installed config');
+      assert.equal(qemuPidsUnder(runRoot).length, 1, 'one QEMU process for the pod, under the run root of the installed config');
       const uname = await cri.execSync(id, ['uname', '-r']);
       assert.equal(uname.exitCode, 0, uname.stderr.toString());
       assert.equal(uname.stdout.toString().trim(), guestKernel);
@@ -332,7 +319,7 @@ describe('a private containerd configured by hull install alone', () => {
       await cri.stopPodSandbox(podId);
       await cri.removePodSandbox(podId);
     }
-    assert.deepEqual(qemuPids(), []);
+    assert.deepEqual(qemuPidsUnder(runRoot), []);
     assert.deepEqual(entriesIn(runRoot), []);
   });
 });

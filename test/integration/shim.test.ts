@@ -4,7 +4,7 @@
  * containerd's PATH through a symlink, as `hull install` will place it.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
-import { entriesIn, mountsUnder } from '../helpers/leaks.js';
+import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
 const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
 const HULL_RUNTIME = 'io.containerd.hull.v2';
@@ -29,20 +29,6 @@ let ctrd: PrivateContainerd;
 let cri: CriClient;
 let guestKernel = '';
 
-function qemuPids(): number[] {
-  // Our VMs are the ones whose state lives under this test's run root.
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.startsWith('qemu-system') && cmdline.includes(runRoot)) pids.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
-}
 
 before(async () => {
   const image = await currentGuestImage();
@@ -65,7 +51,7 @@ after(async () => {
   const tasks = ctrd ? await ctrd.ctr(['tasks', 'ls', '-q']) : undefined;
   const shims = ctrd ? findShims(ctrd.address).filter((s) => s.cmdline.includes('hull')) : [];
   const report = await ctrd?.stop();
-  const leftVms = qemuPids();
+  const leftVms = qemuPidsUnder(runRoot);
   const leftMounts = mountsUnder(work);
   const leftState = entriesIn(runRoot);
   rmSync(work, { recursive: true, force: true });
@@ -145,7 +131,7 @@ describe('CRI with runtime handler hull', () => {
         ids.push(id);
       }
       const [app, sidecar] = ids as [string, string];
-      assert.equal(qemuPids().length, 1, 'one QEMU process for the pod');
+      assert.equal(qemuPidsUnder(runRoot).length, 1, 'one QEMU process for the pod');
 
       const uname = await cri.execSync(app, ['uname', '-r']);
       assert.equal(uname.exitCode, 0);
@@ -187,7 +173,7 @@ describe('CRI with runtime handler hull', () => {
       await cri.stopPodSandbox(runcPodId);
       await cri.removePodSandbox(runcPodId);
     }
-    assert.deepEqual(qemuPids(), []);
+    assert.deepEqual(qemuPidsUnder(runRoot), []);
     assert.deepEqual(entriesIn(runRoot), []);
   });
 
@@ -232,7 +218,7 @@ describe('CRI with runtime handler hull', () => {
   it('refuses a hostNetwork pod clearly and leaves nothing behind', async () => {
     const pod = podConfig({ name: 'host-net', namespace: 'hull-test', hostNetwork: true });
     await assert.rejects(cri.runPodSandbox(pod, 'hull'), /hull pods cannot use the host network/);
-    assert.deepEqual(qemuPids(), []);
+    assert.deepEqual(qemuPidsUnder(runRoot), []);
     assert.deepEqual(entriesIn(runRoot), []);
     assert.deepEqual(await cri.listPodSandbox(), []);
   });
