@@ -9,10 +9,17 @@ import { posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 
 export const SHARED_DIR = '/run/hull/shared';
+/** GUEST_SHM_DIR is the guest's tmpfs /dev/shm, which every container of the pod may bind as its own. */
+export const GUEST_SHM_DIR = '/dev/shm';
 
-// Mount types that need nothing from the host; bind mounts of host paths are
-// only honoured when their source lies in the shared directory.
+// Mount types that need nothing from the host; bind mounts are only honoured
+// when their source lies in the shared directory (volumes the host shared,
+// see src/sandbox/volumes.ts) or is the guest's /dev/shm.
 const GUEST_MOUNT_TYPES = new Set(['proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup', 'cgroup2']);
+// Options of a bind that crun gets: rbind, ro, the restricting flags and
+// private/slave propagation. Shared propagation, idmaps, relabels and
+// anything else the host sent are dropped.
+const KEPT_BIND_OPTIONS = new Set(['nosuid', 'nodev', 'noexec', 'private', 'rprivate', 'slave', 'rslave']);
 
 export interface OciSpec {
   ociVersion?: string;
@@ -93,16 +100,21 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
     // host asked to join (paths) are the pod's own, which the guest already is.
     (ns) => ns.type !== 'network' && !ns.path,
   );
-  const mounts = (spec.mounts ?? []).filter((m) => {
+  const mounts = (spec.mounts ?? []).flatMap((m) => {
     if (typeof m?.destination !== 'string' || !m.destination.startsWith('/')) {
       throw new HullError('invalid_argument', `Invalid mount in spec of container "${id}": destination must be an absolute path`);
     }
-    return GUEST_MOUNT_TYPES.has(m.type ?? '') || (typeof m.source === 'string' && isInside(SHARED_DIR, m.source));
-  }).map((m) => ({
-    ...m,
+    if (m.options !== undefined && (!Array.isArray(m.options) || !m.options.every((o) => typeof o === 'string'))) {
+      throw new HullError('invalid_argument', `Invalid mount "${m.destination}" in spec of container "${id}": options must be a list of strings`);
+    }
+    if (isBind(m)) {
+      const source = guestBindSource(m.source);
+      return source ? [{ destination: m.destination, type: 'bind', source, options: guestBindOptions(m.options) }] : [];
+    }
+    if (!GUEST_MOUNT_TYPES.has(m.type ?? '')) return [];
     // containerd's default spec has "strict" on /dev (a runc no-op); crun hands it to the kernel, which refuses it.
-    ...(m.options ? { options: m.options.filter((o) => o !== 'strict') } : {}),
-  }));
+    return [{ ...m, ...(m.options ? { options: m.options.filter((o) => o !== 'strict') } : {}) }];
+  });
   // Device nodes cannot live on the 9p rootfs (QEMU refuses to open them), so
   // crun must create them in a tmpfs /dev.
   if (!mounts.some((m) => m.destination === '/dev')) {
@@ -117,6 +129,25 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
   };
   delete out.hooks;
   return out;
+}
+
+function isBind(m: { type?: string; options?: string[] }): boolean {
+  return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
+}
+
+/** guestBindSource is the normalised source of a bind the guest honours (below the shared directory, or /dev/shm), else undefined. */
+export function guestBindSource(source: unknown): string | undefined {
+  if (typeof source !== 'string' || !source.startsWith('/')) return undefined;
+  const normal = posix.normalize(source).replace(/(.)\/+$/, '$1');
+  if (normal === GUEST_SHM_DIR) return normal;
+  return normal !== SHARED_DIR && isInside(SHARED_DIR, normal) ? normal : undefined;
+}
+
+/** guestBindOptions are the options crun gets for a bind: read-only when "ro" or "rro" is anywhere. */
+export function guestBindOptions(options: string[] | undefined): string[] {
+  const readOnly = (options ?? []).some((o) => o === 'ro' || o === 'rro');
+  const kept = (options ?? []).filter((o) => KEPT_BIND_OPTIONS.has(o));
+  return ['rbind', ...(readOnly ? ['ro'] : []), ...new Set(kept)];
 }
 
 /** isInside tells whether `path` (absolute, normalised by the caller) is `dir` or below it. */

@@ -37,13 +37,15 @@ function checkCidr(value: string, what: string): string {
   return value;
 }
 
-function ip(args: string[]): Promise<void> {
+function run(file: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) =>
-    execFile('/bin/ip', args, (e, _stdout, stderr) =>
-      e ? reject(new HullError('internal', `ip ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
+    execFile(file, args, (e, _stdout, stderr) =>
+      e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
     ),
   );
 }
+
+const ip = (args: string[]): Promise<void> => run('/bin/ip', args);
 
 async function deviceByMac(): Promise<Map<string, string>> {
   const byMac = new Map<string, string>();
@@ -54,7 +56,13 @@ async function deviceByMac(): Promise<Map<string, string>> {
   return byMac;
 }
 
-export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRoute[]): Promise<void> {
+export interface GuestNeighbor {
+  ip: string;
+  lladdr: string;
+  mac: string;
+}
+
+export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRoute[], neighbors: GuestNeighbor[] = []): Promise<void> {
   const devices = await deviceByMac();
   const deviceOf = (mac: string): string => {
     const normal = mac.toLowerCase();
@@ -80,5 +88,11 @@ export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRo
     const destination = route.destination === 'default' ? 'default' : checkCidr(route.destination, 'route destination');
     const via = route.gateway ? ['via', checkAddress(route.gateway, 'gateway')] : [];
     await ip([family, 'route', 'add', destination, ...via, 'dev', device]);
+  }
+  for (const n of neighbors) {
+    if (!MAC.test(n.lladdr.toLowerCase())) throw new HullError('invalid_argument', `Invalid MAC "${n.lladdr}"`);
+    // busybox ip cannot add neighbours; its arp can (IPv4 only, permanent unless "temp").
+    if (!IPV4.test(n.ip)) throw new HullError('invalid_argument', `Invalid IPv4 neighbour "${n.ip}"`);
+    await run('/bin/arp', ['-i', deviceOf(n.mac), '-s', n.ip, n.lladdr.toLowerCase()]);
   }
 }

@@ -13,7 +13,7 @@ import { containerCgroup, readCgroupStats } from './cgroup.js';
 import { Container } from './container.js';
 import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
-import { setupNetwork, type GuestInterface, type GuestRoute } from './network.js';
+import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -57,8 +57,8 @@ export class AgentService implements AgentImpl {
     return {};
   }
 
-  async setupNetwork(req: { interfaces: GuestInterface[]; routes: GuestRoute[] }) {
-    await setupNetwork(req.interfaces, req.routes);
+  async setupNetwork(req: { interfaces: GuestInterface[]; routes: GuestRoute[]; neighbors: GuestNeighbor[] }) {
+    await setupNetwork(req.interfaces, req.routes, req.neighbors);
     return {};
   }
 

@@ -4,3 +4,4 @@
  */
 export { readPodNetwork, type PodNetwork, type PodInterface, type PodAddress, type PodRoute } from './pod-network.js';
 export { connectTap, disconnectTap, TAP_NAME } from './tap.js';
+export { enablePortForward, disablePortForward, LINK_ADDRESS, type PortForwardPlumbing } from './port-forward.js';

@@ -11,12 +11,13 @@ import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { VmDriver, VmHandle, VmNetSpec } from '../vmm/index.js';
-import { connectTap, disconnectTap, readPodNetwork, type PodNetwork } from '../net/index.js';
+import { LINK_ADDRESS, connectTap, disablePortForward, disconnectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
 import { QemuDriver } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import { bindMount, mountsUnder, unmountAllUnder, unmount } from './mounts.js';
 import { pumpOutput, pumpStdin, type HostStdio } from './stdio.js';
 import { readBundleSpec, guestContainerSpec, type OciProcess, type OciSpec } from './spec.js';
+import { guestMounts, planVolumes, releaseVolumes, shareVolumes } from './volumes.js';
 
 export const DEFAULT_RUN_ROOT = '/run/hull';
 export const DEFAULT_VCPUS = 1;
@@ -87,10 +88,10 @@ export class Sandbox {
   // Aborts blocking agent calls (waits, output reads) when the sandbox is destroyed.
   readonly #lifetime = new AbortController();
   #destroyed: Promise<void> | undefined;
-  // The pod network the VM took over (its tap is removed on destroy).
-  readonly #network: PodNetwork | undefined;
+  // The pod network the VM took over (its tap and port-forward plumbing are removed on destroy).
+  readonly #network: AttachedNetwork | undefined;
 
-  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient, network: PodNetwork | undefined) {
+  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient, network: AttachedNetwork | undefined) {
     this.#network = network;
     this.id = id;
     this.stateDir = stateDir;
@@ -117,14 +118,15 @@ export class Sandbox {
     }
     let vm: VmHandle | undefined;
     let client: TtrpcClient | undefined;
-    let network: PodNetwork | undefined;
+    let network: AttachedNetwork | undefined;
     try {
       await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
       let net: VmNetSpec | undefined;
       if (options.netns) {
         const pod = await readPodNetwork(options.netns);
         const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu);
-        network = pod;
+        network = { pod };
+        network.portForward = await enablePortForward(pod);
         net = { tapName, mac: pod.iface.mac, netns: options.netns };
       }
       const driver = options.driver ?? new QemuDriver();
@@ -167,7 +169,7 @@ export class Sandbox {
     } catch (e) {
       client?.close();
       await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});
-      if (network) await disconnectTap(network.netns, network.iface.name);
+      if (network) await detachNetwork(network);
       await removeStateDir(stateDir);
       throw e;
     }
@@ -181,7 +183,9 @@ export class Sandbox {
   /** createContainer shares the bundle's rootfs with the guest and creates (not starts) the container. */
   async createContainer(containerId: string, options: ContainerOptions): Promise<void> {
     const spec = options.spec ?? (await readBundleSpec(options.bundle));
-    const guestSpec = guestContainerSpec(spec, options.args);
+    // Volumes are checked before anything is made: a bad source leaves nothing behind.
+    const volumes = await planVolumes(containerId, spec.mounts ?? [], this.stateDir);
+    const guestSpec = guestContainerSpec(spec, options.args, guestMounts(volumes));
     const containerDir = join(this.sharedDir, containerId);
     const rootfsTarget = join(containerDir, 'rootfs');
     const rootfsSource = spec.root?.path?.startsWith('/') ? spec.root.path : join(options.bundle, spec.root?.path ?? 'rootfs');
@@ -197,6 +201,7 @@ export class Sandbox {
       await bindMount(rootfsSource, rootfsTarget).catch((e: Error) => {
         throw new HullError('invalid_argument', `Cannot share rootfs "${rootfsSource}": ${e.message}`);
       });
+      await shareVolumes(containerDir, volumes);
       await this.agent.createContainer(
         { containerId, specJson: Buffer.from(JSON.stringify(guestSpec)), rootfs: `${containerId}/rootfs`, stdio: options.stdio },
         { timeoutMs: AGENT_CALL_TIMEOUT_MS },
@@ -288,12 +293,14 @@ export class Sandbox {
     this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was destroyed`));
     this.#client.close();
     await this.vm.shutdown({ deadlineMs: 3000 });
-    if (this.#network) await disconnectTap(this.#network.netns, this.#network.iface.name);
+    if (this.#network) await detachNetwork(this.#network);
     await removeStateDir(this.stateDir);
   }
 
   async #releaseContainerDir(containerId: string): Promise<void> {
     const containerDir = join(this.sharedDir, containerId);
+    // The volumes a container shares are the mounts under its volumes/ folder (volumes.ts).
+    await releaseVolumes(containerDir);
     await unmount(join(containerDir, 'rootfs')).catch(() => {});
     await rmdir(join(containerDir, 'rootfs')).catch(() => {});
     await rmdir(containerDir).catch(() => {});
@@ -313,11 +320,25 @@ export async function removeStateDir(stateDir: string): Promise<void> {
   await rm(stateDir, { recursive: true, force: true });
 }
 
+interface AttachedNetwork {
+  pod: PodNetwork;
+  portForward?: PortForwardPlumbing;
+}
+
+async function detachNetwork(network: AttachedNetwork): Promise<void> {
+  if (network.portForward) await disablePortForward(network.pod, network.portForward);
+  await disconnectTap(network.pod.netns, network.pod.iface.name);
+}
+
 /** guestNetwork is the SetupNetwork request giving the guest the pod's interface and routes. */
-function guestNetwork(network: PodNetwork) {
-  const { mac, mtu, addresses } = network.iface;
-  return {
-    interfaces: [{ mac, mtu, addresses: addresses.map((a) => a.cidr) }],
-    routes: network.routes.map((r) => ({ destination: r.destination, gateway: r.gateway ?? '', mac, family: r.family })),
-  };
+function guestNetwork(network: AttachedNetwork) {
+  const { mac, mtu, addresses } = network.pod.iface;
+  const routes = network.pod.routes.map((r) => ({ destination: r.destination, gateway: r.gateway ?? '', mac, family: r.family }));
+  const neighbors = [];
+  if (network.portForward) {
+    // Port-forwarded connections come from the netns's link-local address, behind the tap.
+    routes.push({ destination: `${LINK_ADDRESS}/32`, gateway: '', mac, family: 4 });
+    neighbors.push({ ip: LINK_ADDRESS, lladdr: network.portForward.tapMac, mac });
+  }
+  return { interfaces: [{ mac, mtu, addresses: addresses.map((a) => a.cidr) }], routes, neighbors };
 }

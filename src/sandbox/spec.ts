@@ -2,7 +2,8 @@
  * Host-side OCI spec handling: reading a bundle's config.json with clear
  * errors, and translating it into the spec the guest runs. Host paths mean
  * nothing in the guest: the rootfs is replaced by the shared copy (the agent
- * points root.path at it), and host bind mounts are not carried over yet.
+ * points root.path at it), and each host bind mount is replaced by what
+ * volumes.ts made of it (a bind from the 9p share, or guest memory).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,12 +18,19 @@ export interface OciProcess {
   [key: string]: unknown;
 }
 
+export interface OciMount {
+  destination: string;
+  type?: string;
+  source?: string;
+  options?: string[];
+}
+
 export interface OciSpec {
   ociVersion?: string;
   process?: OciProcess;
   root?: { path?: string; readonly?: boolean };
   hostname?: string;
-  mounts?: Array<{ destination: string; type?: string; source?: string; options?: string[] }>;
+  mounts?: OciMount[];
   annotations?: Record<string, string>;
   linux?: { namespaces?: Array<{ type: string; path?: string }>; resources?: Record<string, unknown>; [key: string]: unknown };
   [key: string]: unknown;
@@ -62,11 +70,25 @@ export function parseSpec(text: string, where: string): OciSpec {
   return s;
 }
 
-/** guestContainerSpec is the spec sent to the agent; `args` replaces process.args when given. */
-export function guestContainerSpec(spec: OciSpec, args?: string[]): OciSpec {
+/** isBindMount tells whether a spec mount binds a host path (type "bind", or a bind/rbind option). */
+export function isBindMount(m: OciMount): boolean {
+  return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
+}
+
+/**
+ * guestContainerSpec is the spec sent to the agent; `args` replaces
+ * process.args when given. `volumes` maps spec.mounts indexes to the mounts
+ * the guest gets instead (see guestMounts in volumes.ts); a bind mount
+ * without one is dropped, as host paths mean nothing in the guest.
+ */
+export function guestContainerSpec(spec: OciSpec, args?: string[], volumes?: ReadonlyMap<number, OciMount>): OciSpec {
   const process: OciProcess = { ...spec.process };
   if (args && args.length > 0) process.args = args;
   if (!process.args || process.args.length === 0) throw new HullError('invalid_argument', 'OCI spec has no process.args and no command was given');
-  const mounts = (spec.mounts ?? []).filter((m) => m.type !== 'bind' && !(m.options ?? []).includes('bind') && !(m.options ?? []).includes('rbind'));
+  const mounts = (spec.mounts ?? []).flatMap((m, index) => {
+    const replacement = volumes?.get(index);
+    if (replacement) return [replacement];
+    return isBindMount(m) ? [] : [m];
+  });
   return { ...spec, process, mounts, root: { readonly: spec.root?.readonly ?? false } };
 }

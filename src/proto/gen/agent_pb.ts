@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent.proto.
  */
 export const file_agent: GenFile = /*@__PURE__*/
-  fileDesc("CgthZ2VudC5wcm90bxINaHVsbC5hZ2VudC52MSIOCgxDaGVja1JlcXVlc3QiJgoNQ2hlY2tSZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJIhUKE0d1ZXN0RGV0YWlsc1JlcXVlc3QicwoUR3Vlc3REZXRhaWxzUmVzcG9uc2USFgoOa2VybmVsX3JlbGVhc2UYASABKAkSEwoLb25saW5lX2NwdXMYAiABKA0SFwoPbWVtX3RvdGFsX2J5dGVzGAMgASgEEhUKDWFnZW50X3ZlcnNpb24YBCABKAkijAEKE1NldHVwU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIPCgdlbnRyb3B5GAMgASgMEhYKDnRpbWVfdW5peF9uYW5vGAQgASgDEhEKCXNoYXJlX3RhZxgFIAEoCRITCgtyZXNvbHZfY29uZhgGIAEoCSIWChRTZXR1cFNhbmRib3hSZXNwb25zZSJ3ChNTZXR1cE5ldHdvcmtSZXF1ZXN0EjMKCmludGVyZmFjZXMYASADKAsyHy5odWxsLmFnZW50LnYxLk5ldHdvcmtJbnRlcmZhY2USKwoGcm91dGVzGAIgAygLMhsuaHVsbC5hZ2VudC52MS5OZXR3b3JrUm91dGUiPwoQTmV0d29ya0ludGVyZmFjZRILCgNtYWMYASABKAkSCwoDbXR1GAIgASgNEhEKCWFkZHJlc3NlcxgDIAMoCSJRCgxOZXR3b3JrUm91dGUSEwoLZGVzdGluYXRpb24YASABKAkSDwoHZ2F0ZXdheRgCIAEoCRILCgNtYWMYAyABKAkSDgoGZmFtaWx5GAQgASgNIhYKFFNldHVwTmV0d29ya1Jlc3BvbnNlIhcKFURlc3Ryb3lTYW5kYm94UmVxdWVzdCIYChZEZXN0cm95U2FuZGJveFJlc3BvbnNlInYKFkNyZWF0ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEhEKCXNwZWNfanNvbhgCIAEoDBIOCgZyb290ZnMYAyABKAkSIwoFc3RkaW8YBCABKAsyFC5odWxsLmFnZW50LnYxLlN0ZGlvIhkKF0NyZWF0ZUNvbnRhaW5lclJlc3BvbnNlImQKBVN0ZGlvEg0KBXN0ZGluGAEgASgIEg4KBnN0ZG91dBgCIAEoCBIOCgZzdGRlcnIYAyABKAgSEAoIdGVybWluYWwYBCABKAgSDAoEcm93cxgFIAEoDRIMCgRjb2xzGAYgASgNIi0KFVN0YXJ0Q29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiJQoWU3RhcnRDb250YWluZXJSZXNwb25zZRILCgNwaWQYASABKA0iLgoWUmVtb3ZlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiGQoXUmVtb3ZlQ29udGFpbmVyUmVzcG9uc2UidgoSRXhlY1Byb2Nlc3NSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEhQKDHByb2Nlc3NfanNvbhgDIAEoDBIjCgVzdGRpbxgEIAEoCzIULmh1bGwuYWdlbnQudjEuU3RkaW8iIgoTRXhlY1Byb2Nlc3NSZXNwb25zZRILCgNwaWQYASABKA0iWgoUU2lnbmFsUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGc2lnbmFsGAMgASgNEgsKA2FsbBgEIAEoCCIXChVTaWduYWxQcm9jZXNzUmVzcG9uc2UiOwoSV2FpdFByb2Nlc3NSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIlsKE1dhaXRQcm9jZXNzUmVzcG9uc2USEwoLZXhpdF9zdGF0dXMYASABKA0SGwoTZXhpdGVkX2F0X3VuaXhfbmFubxgCIAEoAxISCgpvb21fa2lsbGVkGAMgASgIIiwKFExpc3RQcm9jZXNzZXNSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSJHChVMaXN0UHJvY2Vzc2VzUmVzcG9uc2USLgoJcHJvY2Vzc2VzGAEgAygLMhsuaHVsbC5hZ2VudC52MS5Qcm9jZXNzRW50cnkiPQoMUHJvY2Vzc0VudHJ5EgsKA3BpZBgBIAEoDRIPCgdleGVjX2lkGAIgASgJEg8KB2NvbW1hbmQYAyABKAkiLQoVU3RhdHNDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSK2AQoWU3RhdHNDb250YWluZXJSZXNwb25zZRIkCgNjcHUYASABKAsyFy5odWxsLmFnZW50LnYxLkNwdVN0YXRzEioKBm1lbW9yeRgCIAEoCzIaLmh1bGwuYWdlbnQudjEuTWVtb3J5U3RhdHMSJgoEcGlkcxgDIAEoCzIYLmh1bGwuYWdlbnQudjEuUGlkc1N0YXRzEiIKAmlvGAQgASgLMhYuaHVsbC5hZ2VudC52MS5Jb1N0YXRzIogBCghDcHVTdGF0cxISCgp1c2FnZV91c2VjGAEgASgEEhEKCXVzZXJfdXNlYxgCIAEoBBITCgtzeXN0ZW1fdXNlYxgDIAEoBBISCgpucl9wZXJpb2RzGAQgASgEEhQKDG5yX3Rocm90dGxlZBgFIAEoBBIWCg50aHJvdHRsZWRfdXNlYxgGIAEoBCLYAgoLTWVtb3J5U3RhdHMSEwoLdXNhZ2VfYnl0ZXMYASABKAQSEwoLbGltaXRfYnl0ZXMYAiABKAQSFwoPbWF4X3VzYWdlX2J5dGVzGAMgASgEEgwKBGFub24YBCABKAQSDAoEZmlsZRgFIAEoBBIVCg1pbmFjdGl2ZV9maWxlGAYgASgEEhMKC2FjdGl2ZV9maWxlGAcgASgEEhUKDWluYWN0aXZlX2Fub24YCCABKAQSEwoLYWN0aXZlX2Fub24YCSABKAQSDwoHcGdmYXVsdBgKIAEoBBISCgpwZ21hamZhdWx0GAsgASgEEhAKCG9vbV9raWxsGAwgASgEEgsKA29vbRgNIAEoBBITCgtmaWxlX21hcHBlZBgOIAEoBBISCgpmaWxlX2RpcnR5GA8gASgEEhYKDmZpbGVfd3JpdGViYWNrGBAgASgEEg0KBXNobWVtGBEgASgEIisKCVBpZHNTdGF0cxIPCgdjdXJyZW50GAEgASgEEg0KBWxpbWl0GAIgASgEIlcKB0lvU3RhdHMSEgoKcmVhZF9ieXRlcxgBIAEoBBITCgt3cml0ZV9ieXRlcxgCIAEoBBIQCghyZWFkX2lvcxgDIAEoBBIRCgl3cml0ZV9pb3MYBCABKAQiRgoWVXBkYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSFgoOcmVzb3VyY2VzX2pzb24YAiABKAwiGQoXVXBkYXRlQ29udGFpbmVyUmVzcG9uc2UiLQoVUGF1c2VDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIYChZQYXVzZUNvbnRhaW5lclJlc3BvbnNlIi4KFlJlc3VtZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIhkKF1Jlc3VtZUNvbnRhaW5lclJlc3BvbnNlIkgKEVdyaXRlU3RkaW5SZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEgwKBGRhdGEYAyABKAwiJQoSV3JpdGVTdGRpblJlc3BvbnNlEg8KB3dyaXR0ZW4YASABKA0iOgoRQ2xvc2VTdGRpblJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiFAoSQ2xvc2VTdGRpblJlc3BvbnNlInoKEVJlYWRPdXRwdXRSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEisKBnN0cmVhbRgDIAEoDjIbLmh1bGwuYWdlbnQudjEuT3V0cHV0U3RyZWFtEhEKCW1heF9ieXRlcxgEIAEoDSIvChJSZWFkT3V0cHV0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBILCgNlb2YYAiABKAgiWgoVUmVzaXplVGVybWluYWxSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDSIYChZSZXNpemVUZXJtaW5hbFJlc3BvbnNlKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACMpYOCgVBZ2VudBJCCgVDaGVjaxIbLmh1bGwuYWdlbnQudjEuQ2hlY2tSZXF1ZXN0GhwuaHVsbC5hZ2VudC52MS5DaGVja1Jlc3BvbnNlElcKDEd1ZXN0RGV0YWlscxIiLmh1bGwuYWdlbnQudjEuR3Vlc3REZXRhaWxzUmVxdWVzdBojLmh1bGwuYWdlbnQudjEuR3Vlc3REZXRhaWxzUmVzcG9uc2USVwoMU2V0dXBTYW5kYm94EiIuaHVsbC5hZ2VudC52MS5TZXR1cFNhbmRib3hSZXF1ZXN0GiMuaHVsbC5hZ2VudC52MS5TZXR1cFNhbmRib3hSZXNwb25zZRJXCgxTZXR1cE5ldHdvcmsSIi5odWxsLmFnZW50LnYxLlNldHVwTmV0d29ya1JlcXVlc3QaIy5odWxsLmFnZW50LnYxLlNldHVwTmV0d29ya1Jlc3BvbnNlEl0KDkRlc3Ryb3lTYW5kYm94EiQuaHVsbC5hZ2VudC52MS5EZXN0cm95U2FuZGJveFJlcXVlc3QaJS5odWxsLmFnZW50LnYxLkRlc3Ryb3lTYW5kYm94UmVzcG9uc2USYAoPQ3JlYXRlQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5DcmVhdGVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5DcmVhdGVDb250YWluZXJSZXNwb25zZRJdCg5TdGFydENvbnRhaW5lchIkLmh1bGwuYWdlbnQudjEuU3RhcnRDb250YWluZXJSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5TdGFydENvbnRhaW5lclJlc3BvbnNlEmAKD1JlbW92ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuUmVtb3ZlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuUmVtb3ZlQ29udGFpbmVyUmVzcG9uc2USVAoLRXhlY1Byb2Nlc3MSIS5odWxsLmFnZW50LnYxLkV4ZWNQcm9jZXNzUmVxdWVzdBoiLmh1bGwuYWdlbnQudjEuRXhlY1Byb2Nlc3NSZXNwb25zZRJaCg1TaWduYWxQcm9jZXNzEiMuaHVsbC5hZ2VudC52MS5TaWduYWxQcm9jZXNzUmVxdWVzdBokLmh1bGwuYWdlbnQudjEuU2lnbmFsUHJvY2Vzc1Jlc3BvbnNlElQKC1dhaXRQcm9jZXNzEiEuaHVsbC5hZ2VudC52MS5XYWl0UHJvY2Vzc1JlcXVlc3QaIi5odWxsLmFnZW50LnYxLldhaXRQcm9jZXNzUmVzcG9uc2USWgoNTGlzdFByb2Nlc3NlcxIjLmh1bGwuYWdlbnQudjEuTGlzdFByb2Nlc3Nlc1JlcXVlc3QaJC5odWxsLmFnZW50LnYxLkxpc3RQcm9jZXNzZXNSZXNwb25zZRJdCg5TdGF0c0NvbnRhaW5lchIkLmh1bGwuYWdlbnQudjEuU3RhdHNDb250YWluZXJSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5TdGF0c0NvbnRhaW5lclJlc3BvbnNlEmAKD1VwZGF0ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuVXBkYXRlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuVXBkYXRlQ29udGFpbmVyUmVzcG9uc2USXQoOUGF1c2VDb250YWluZXISJC5odWxsLmFnZW50LnYxLlBhdXNlQ29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuUGF1c2VDb250YWluZXJSZXNwb25zZRJgCg9SZXN1bWVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlJlc3VtZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlJlc3VtZUNvbnRhaW5lclJlc3BvbnNlElEKCldyaXRlU3RkaW4SIC5odWxsLmFnZW50LnYxLldyaXRlU3RkaW5SZXF1ZXN0GiEuaHVsbC5hZ2VudC52MS5Xcml0ZVN0ZGluUmVzcG9uc2USUQoKQ2xvc2VTdGRpbhIgLmh1bGwuYWdlbnQudjEuQ2xvc2VTdGRpblJlcXVlc3QaIS5odWxsLmFnZW50LnYxLkNsb3NlU3RkaW5SZXNwb25zZRJRCgpSZWFkT3V0cHV0EiAuaHVsbC5hZ2VudC52MS5SZWFkT3V0cHV0UmVxdWVzdBohLmh1bGwuYWdlbnQudjEuUmVhZE91dHB1dFJlc3BvbnNlEl0KDlJlc2l6ZVRlcm1pbmFsEiQuaHVsbC5hZ2VudC52MS5SZXNpemVUZXJtaW5hbFJlcXVlc3QaJS5odWxsLmFnZW50LnYxLlJlc2l6ZVRlcm1pbmFsUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("CgthZ2VudC5wcm90bxINaHVsbC5hZ2VudC52MSIOCgxDaGVja1JlcXVlc3QiJgoNQ2hlY2tSZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJIhUKE0d1ZXN0RGV0YWlsc1JlcXVlc3QicwoUR3Vlc3REZXRhaWxzUmVzcG9uc2USFgoOa2VybmVsX3JlbGVhc2UYASABKAkSEwoLb25saW5lX2NwdXMYAiABKA0SFwoPbWVtX3RvdGFsX2J5dGVzGAMgASgEEhUKDWFnZW50X3ZlcnNpb24YBCABKAkijAEKE1NldHVwU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIPCgdlbnRyb3B5GAMgASgMEhYKDnRpbWVfdW5peF9uYW5vGAQgASgDEhEKCXNoYXJlX3RhZxgFIAEoCRITCgtyZXNvbHZfY29uZhgGIAEoCSIWChRTZXR1cFNhbmRib3hSZXNwb25zZSKqAQoTU2V0dXBOZXR3b3JrUmVxdWVzdBIzCgppbnRlcmZhY2VzGAEgAygLMh8uaHVsbC5hZ2VudC52MS5OZXR3b3JrSW50ZXJmYWNlEisKBnJvdXRlcxgCIAMoCzIbLmh1bGwuYWdlbnQudjEuTmV0d29ya1JvdXRlEjEKCW5laWdoYm9ycxgDIAMoCzIeLmh1bGwuYWdlbnQudjEuTmV0d29ya05laWdoYm9yIjoKD05ldHdvcmtOZWlnaGJvchIKCgJpcBgBIAEoCRIOCgZsbGFkZHIYAiABKAkSCwoDbWFjGAMgASgJIj8KEE5ldHdvcmtJbnRlcmZhY2USCwoDbWFjGAEgASgJEgsKA210dRgCIAEoDRIRCglhZGRyZXNzZXMYAyADKAkiUQoMTmV0d29ya1JvdXRlEhMKC2Rlc3RpbmF0aW9uGAEgASgJEg8KB2dhdGV3YXkYAiABKAkSCwoDbWFjGAMgASgJEg4KBmZhbWlseRgEIAEoDSIWChRTZXR1cE5ldHdvcmtSZXNwb25zZSIXChVEZXN0cm95U2FuZGJveFJlcXVlc3QiGAoWRGVzdHJveVNhbmRib3hSZXNwb25zZSJ2ChZDcmVhdGVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIRCglzcGVjX2pzb24YAiABKAwSDgoGcm9vdGZzGAMgASgJEiMKBXN0ZGlvGAQgASgLMhQuaHVsbC5hZ2VudC52MS5TdGRpbyIZChdDcmVhdGVDb250YWluZXJSZXNwb25zZSJkCgVTdGRpbxINCgVzdGRpbhgBIAEoCBIOCgZzdGRvdXQYAiABKAgSDgoGc3RkZXJyGAMgASgIEhAKCHRlcm1pbmFsGAQgASgIEgwKBHJvd3MYBSABKA0SDAoEY29scxgGIAEoDSItChVTdGFydENvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIiUKFlN0YXJ0Q29udGFpbmVyUmVzcG9uc2USCwoDcGlkGAEgASgNIi4KFlJlbW92ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIhkKF1JlbW92ZUNvbnRhaW5lclJlc3BvbnNlInYKEkV4ZWNQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIUCgxwcm9jZXNzX2pzb24YAyABKAwSIwoFc3RkaW8YBCABKAsyFC5odWxsLmFnZW50LnYxLlN0ZGlvIiIKE0V4ZWNQcm9jZXNzUmVzcG9uc2USCwoDcGlkGAEgASgNIloKFFNpZ25hbFByb2Nlc3NSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBnNpZ25hbBgDIAEoDRILCgNhbGwYBCABKAgiFwoVU2lnbmFsUHJvY2Vzc1Jlc3BvbnNlIjsKEldhaXRQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSJbChNXYWl0UHJvY2Vzc1Jlc3BvbnNlEhMKC2V4aXRfc3RhdHVzGAEgASgNEhsKE2V4aXRlZF9hdF91bml4X25hbm8YAiABKAMSEgoKb29tX2tpbGxlZBgDIAEoCCIsChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiRwoVTGlzdFByb2Nlc3Nlc1Jlc3BvbnNlEi4KCXByb2Nlc3NlcxgBIAMoCzIbLmh1bGwuYWdlbnQudjEuUHJvY2Vzc0VudHJ5Ij0KDFByb2Nlc3NFbnRyeRILCgNwaWQYASABKA0SDwoHZXhlY19pZBgCIAEoCRIPCgdjb21tYW5kGAMgASgJIi0KFVN0YXRzQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkitgEKFlN0YXRzQ29udGFpbmVyUmVzcG9uc2USJAoDY3B1GAEgASgLMhcuaHVsbC5hZ2VudC52MS5DcHVTdGF0cxIqCgZtZW1vcnkYAiABKAsyGi5odWxsLmFnZW50LnYxLk1lbW9yeVN0YXRzEiYKBHBpZHMYAyABKAsyGC5odWxsLmFnZW50LnYxLlBpZHNTdGF0cxIiCgJpbxgEIAEoCzIWLmh1bGwuYWdlbnQudjEuSW9TdGF0cyKIAQoIQ3B1U3RhdHMSEgoKdXNhZ2VfdXNlYxgBIAEoBBIRCgl1c2VyX3VzZWMYAiABKAQSEwoLc3lzdGVtX3VzZWMYAyABKAQSEgoKbnJfcGVyaW9kcxgEIAEoBBIUCgxucl90aHJvdHRsZWQYBSABKAQSFgoOdGhyb3R0bGVkX3VzZWMYBiABKAQi2AIKC01lbW9yeVN0YXRzEhMKC3VzYWdlX2J5dGVzGAEgASgEEhMKC2xpbWl0X2J5dGVzGAIgASgEEhcKD21heF91c2FnZV9ieXRlcxgDIAEoBBIMCgRhbm9uGAQgASgEEgwKBGZpbGUYBSABKAQSFQoNaW5hY3RpdmVfZmlsZRgGIAEoBBITCgthY3RpdmVfZmlsZRgHIAEoBBIVCg1pbmFjdGl2ZV9hbm9uGAggASgEEhMKC2FjdGl2ZV9hbm9uGAkgASgEEg8KB3BnZmF1bHQYCiABKAQSEgoKcGdtYWpmYXVsdBgLIAEoBBIQCghvb21fa2lsbBgMIAEoBBILCgNvb20YDSABKAQSEwoLZmlsZV9tYXBwZWQYDiABKAQSEgoKZmlsZV9kaXJ0eRgPIAEoBBIWCg5maWxlX3dyaXRlYmFjaxgQIAEoBBINCgVzaG1lbRgRIAEoBCIrCglQaWRzU3RhdHMSDwoHY3VycmVudBgBIAEoBBINCgVsaW1pdBgCIAEoBCJXCgdJb1N0YXRzEhIKCnJlYWRfYnl0ZXMYASABKAQSEwoLd3JpdGVfYnl0ZXMYAiABKAQSEAoIcmVhZF9pb3MYAyABKAQSEQoJd3JpdGVfaW9zGAQgASgEIkYKFlVwZGF0ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDnJlc291cmNlc19qc29uGAIgASgMIhkKF1VwZGF0ZUNvbnRhaW5lclJlc3BvbnNlIi0KFVBhdXNlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiGAoWUGF1c2VDb250YWluZXJSZXNwb25zZSIuChZSZXN1bWVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIZChdSZXN1bWVDb250YWluZXJSZXNwb25zZSJIChFXcml0ZVN0ZGluUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIMCgRkYXRhGAMgASgMIiUKEldyaXRlU3RkaW5SZXNwb25zZRIPCgd3cml0dGVuGAEgASgNIjoKEUNsb3NlU3RkaW5SZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIhQKEkNsb3NlU3RkaW5SZXNwb25zZSJ6ChFSZWFkT3V0cHV0UmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIrCgZzdHJlYW0YAyABKA4yGy5odWxsLmFnZW50LnYxLk91dHB1dFN0cmVhbRIRCgltYXhfYnl0ZXMYBCABKA0iLwoSUmVhZE91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSCwoDZW9mGAIgASgIIloKFVJlc2l6ZVRlcm1pbmFsUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIMCgRyb3dzGAMgASgNEgwKBGNvbHMYBCABKA0iGAoWUmVzaXplVGVybWluYWxSZXNwb25zZSphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAjKWDgoFQWdlbnQSQgoFQ2hlY2sSGy5odWxsLmFnZW50LnYxLkNoZWNrUmVxdWVzdBocLmh1bGwuYWdlbnQudjEuQ2hlY2tSZXNwb25zZRJXCgxHdWVzdERldGFpbHMSIi5odWxsLmFnZW50LnYxLkd1ZXN0RGV0YWlsc1JlcXVlc3QaIy5odWxsLmFnZW50LnYxLkd1ZXN0RGV0YWlsc1Jlc3BvbnNlElcKDFNldHVwU2FuZGJveBIiLmh1bGwuYWdlbnQudjEuU2V0dXBTYW5kYm94UmVxdWVzdBojLmh1bGwuYWdlbnQudjEuU2V0dXBTYW5kYm94UmVzcG9uc2USVwoMU2V0dXBOZXR3b3JrEiIuaHVsbC5hZ2VudC52MS5TZXR1cE5ldHdvcmtSZXF1ZXN0GiMuaHVsbC5hZ2VudC52MS5TZXR1cE5ldHdvcmtSZXNwb25zZRJdCg5EZXN0cm95U2FuZGJveBIkLmh1bGwuYWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5EZXN0cm95U2FuZGJveFJlc3BvbnNlEmAKD0NyZWF0ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USXQoOU3RhcnRDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXJ0Q29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhcnRDb250YWluZXJSZXNwb25zZRJgCg9SZW1vdmVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlc3BvbnNlElQKC0V4ZWNQcm9jZXNzEiEuaHVsbC5hZ2VudC52MS5FeGVjUHJvY2Vzc1JlcXVlc3QaIi5odWxsLmFnZW50LnYxLkV4ZWNQcm9jZXNzUmVzcG9uc2USWgoNU2lnbmFsUHJvY2VzcxIjLmh1bGwuYWdlbnQudjEuU2lnbmFsUHJvY2Vzc1JlcXVlc3QaJC5odWxsLmFnZW50LnYxLlNpZ25hbFByb2Nlc3NSZXNwb25zZRJUCgtXYWl0UHJvY2VzcxIhLmh1bGwuYWdlbnQudjEuV2FpdFByb2Nlc3NSZXF1ZXN0GiIuaHVsbC5hZ2VudC52MS5XYWl0UHJvY2Vzc1Jlc3BvbnNlEloKDUxpc3RQcm9jZXNzZXMSIy5odWxsLmFnZW50LnYxLkxpc3RQcm9jZXNzZXNSZXF1ZXN0GiQuaHVsbC5hZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USXQoOU3RhdHNDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXRzQ29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhdHNDb250YWluZXJSZXNwb25zZRJgCg9VcGRhdGVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlc3BvbnNlEl0KDlBhdXNlQ29udGFpbmVyEiQuaHVsbC5hZ2VudC52MS5QYXVzZUNvbnRhaW5lclJlcXVlc3QaJS5odWxsLmFnZW50LnYxLlBhdXNlQ29udGFpbmVyUmVzcG9uc2USYAoPUmVzdW1lQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXNwb25zZRJRCgpXcml0ZVN0ZGluEiAuaHVsbC5hZ2VudC52MS5Xcml0ZVN0ZGluUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuV3JpdGVTdGRpblJlc3BvbnNlElEKCkNsb3NlU3RkaW4SIC5odWxsLmFnZW50LnYxLkNsb3NlU3RkaW5SZXF1ZXN0GiEuaHVsbC5hZ2VudC52MS5DbG9zZVN0ZGluUmVzcG9uc2USUQoKUmVhZE91dHB1dBIgLmh1bGwuYWdlbnQudjEuUmVhZE91dHB1dFJlcXVlc3QaIS5odWxsLmFnZW50LnYxLlJlYWRPdXRwdXRSZXNwb25zZRJdCg5SZXNpemVUZXJtaW5hbBIkLmh1bGwuYWdlbnQudjEuUmVzaXplVGVybWluYWxSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5SZXNpemVUZXJtaW5hbFJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message hull.agent.v1.CheckRequest
@@ -167,6 +167,11 @@ export type SetupNetworkRequest = Message<"hull.agent.v1.SetupNetworkRequest"> &
    * @generated from field: repeated hull.agent.v1.NetworkRoute routes = 2;
    */
   routes: NetworkRoute[];
+
+  /**
+   * @generated from field: repeated hull.agent.v1.NetworkNeighbor neighbors = 3;
+   */
+  neighbors: NetworkNeighbor[];
 };
 
 /**
@@ -175,6 +180,37 @@ export type SetupNetworkRequest = Message<"hull.agent.v1.SetupNetworkRequest"> &
  */
 export const SetupNetworkRequestSchema: GenMessage<SetupNetworkRequest> = /*@__PURE__*/
   messageDesc(file_agent, 6);
+
+/**
+ * NetworkNeighbor is a permanent neighbour (ARP/NDP) entry.
+ *
+ * @generated from message hull.agent.v1.NetworkNeighbor
+ */
+export type NetworkNeighbor = Message<"hull.agent.v1.NetworkNeighbor"> & {
+  /**
+   * @generated from field: string ip = 1;
+   */
+  ip: string;
+
+  /**
+   * @generated from field: string lladdr = 2;
+   */
+  lladdr: string;
+
+  /**
+   * MAC of the interface the entry is for.
+   *
+   * @generated from field: string mac = 3;
+   */
+  mac: string;
+};
+
+/**
+ * Describes the message hull.agent.v1.NetworkNeighbor.
+ * Use `create(NetworkNeighborSchema)` to create a new message.
+ */
+export const NetworkNeighborSchema: GenMessage<NetworkNeighbor> = /*@__PURE__*/
+  messageDesc(file_agent, 7);
 
 /**
  * NetworkInterface is found in the guest by its MAC address.
@@ -205,7 +241,7 @@ export type NetworkInterface = Message<"hull.agent.v1.NetworkInterface"> & {
  * Use `create(NetworkInterfaceSchema)` to create a new message.
  */
 export const NetworkInterfaceSchema: GenMessage<NetworkInterface> = /*@__PURE__*/
-  messageDesc(file_agent, 7);
+  messageDesc(file_agent, 8);
 
 /**
  * @generated from message hull.agent.v1.NetworkRoute
@@ -245,7 +281,7 @@ export type NetworkRoute = Message<"hull.agent.v1.NetworkRoute"> & {
  * Use `create(NetworkRouteSchema)` to create a new message.
  */
 export const NetworkRouteSchema: GenMessage<NetworkRoute> = /*@__PURE__*/
-  messageDesc(file_agent, 8);
+  messageDesc(file_agent, 9);
 
 /**
  * @generated from message hull.agent.v1.SetupNetworkResponse
@@ -258,7 +294,7 @@ export type SetupNetworkResponse = Message<"hull.agent.v1.SetupNetworkResponse">
  * Use `create(SetupNetworkResponseSchema)` to create a new message.
  */
 export const SetupNetworkResponseSchema: GenMessage<SetupNetworkResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 9);
+  messageDesc(file_agent, 10);
 
 /**
  * @generated from message hull.agent.v1.DestroySandboxRequest
@@ -271,7 +307,7 @@ export type DestroySandboxRequest = Message<"hull.agent.v1.DestroySandboxRequest
  * Use `create(DestroySandboxRequestSchema)` to create a new message.
  */
 export const DestroySandboxRequestSchema: GenMessage<DestroySandboxRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 10);
+  messageDesc(file_agent, 11);
 
 /**
  * @generated from message hull.agent.v1.DestroySandboxResponse
@@ -284,7 +320,7 @@ export type DestroySandboxResponse = Message<"hull.agent.v1.DestroySandboxRespon
  * Use `create(DestroySandboxResponseSchema)` to create a new message.
  */
 export const DestroySandboxResponseSchema: GenMessage<DestroySandboxResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 11);
+  messageDesc(file_agent, 12);
 
 /**
  * @generated from message hull.agent.v1.CreateContainerRequest
@@ -320,7 +356,7 @@ export type CreateContainerRequest = Message<"hull.agent.v1.CreateContainerReque
  * Use `create(CreateContainerRequestSchema)` to create a new message.
  */
 export const CreateContainerRequestSchema: GenMessage<CreateContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 12);
+  messageDesc(file_agent, 13);
 
 /**
  * @generated from message hull.agent.v1.CreateContainerResponse
@@ -333,7 +369,7 @@ export type CreateContainerResponse = Message<"hull.agent.v1.CreateContainerResp
  * Use `create(CreateContainerResponseSchema)` to create a new message.
  */
 export const CreateContainerResponseSchema: GenMessage<CreateContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 13);
+  messageDesc(file_agent, 14);
 
 /**
  * Stdio says which streams the host will attach to a process.
@@ -377,7 +413,7 @@ export type Stdio = Message<"hull.agent.v1.Stdio"> & {
  * Use `create(StdioSchema)` to create a new message.
  */
 export const StdioSchema: GenMessage<Stdio> = /*@__PURE__*/
-  messageDesc(file_agent, 14);
+  messageDesc(file_agent, 15);
 
 /**
  * @generated from message hull.agent.v1.StartContainerRequest
@@ -394,7 +430,7 @@ export type StartContainerRequest = Message<"hull.agent.v1.StartContainerRequest
  * Use `create(StartContainerRequestSchema)` to create a new message.
  */
 export const StartContainerRequestSchema: GenMessage<StartContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 15);
+  messageDesc(file_agent, 16);
 
 /**
  * @generated from message hull.agent.v1.StartContainerResponse
@@ -411,7 +447,7 @@ export type StartContainerResponse = Message<"hull.agent.v1.StartContainerRespon
  * Use `create(StartContainerResponseSchema)` to create a new message.
  */
 export const StartContainerResponseSchema: GenMessage<StartContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 16);
+  messageDesc(file_agent, 17);
 
 /**
  * @generated from message hull.agent.v1.RemoveContainerRequest
@@ -428,7 +464,7 @@ export type RemoveContainerRequest = Message<"hull.agent.v1.RemoveContainerReque
  * Use `create(RemoveContainerRequestSchema)` to create a new message.
  */
 export const RemoveContainerRequestSchema: GenMessage<RemoveContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 17);
+  messageDesc(file_agent, 18);
 
 /**
  * @generated from message hull.agent.v1.RemoveContainerResponse
@@ -441,7 +477,7 @@ export type RemoveContainerResponse = Message<"hull.agent.v1.RemoveContainerResp
  * Use `create(RemoveContainerResponseSchema)` to create a new message.
  */
 export const RemoveContainerResponseSchema: GenMessage<RemoveContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 18);
+  messageDesc(file_agent, 19);
 
 /**
  * @generated from message hull.agent.v1.ExecProcessRequest
@@ -475,7 +511,7 @@ export type ExecProcessRequest = Message<"hull.agent.v1.ExecProcessRequest"> & {
  * Use `create(ExecProcessRequestSchema)` to create a new message.
  */
 export const ExecProcessRequestSchema: GenMessage<ExecProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 19);
+  messageDesc(file_agent, 20);
 
 /**
  * @generated from message hull.agent.v1.ExecProcessResponse
@@ -492,7 +528,7 @@ export type ExecProcessResponse = Message<"hull.agent.v1.ExecProcessResponse"> &
  * Use `create(ExecProcessResponseSchema)` to create a new message.
  */
 export const ExecProcessResponseSchema: GenMessage<ExecProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 20);
+  messageDesc(file_agent, 21);
 
 /**
  * @generated from message hull.agent.v1.SignalProcessRequest
@@ -526,7 +562,7 @@ export type SignalProcessRequest = Message<"hull.agent.v1.SignalProcessRequest">
  * Use `create(SignalProcessRequestSchema)` to create a new message.
  */
 export const SignalProcessRequestSchema: GenMessage<SignalProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 21);
+  messageDesc(file_agent, 22);
 
 /**
  * @generated from message hull.agent.v1.SignalProcessResponse
@@ -539,7 +575,7 @@ export type SignalProcessResponse = Message<"hull.agent.v1.SignalProcessResponse
  * Use `create(SignalProcessResponseSchema)` to create a new message.
  */
 export const SignalProcessResponseSchema: GenMessage<SignalProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 22);
+  messageDesc(file_agent, 23);
 
 /**
  * @generated from message hull.agent.v1.WaitProcessRequest
@@ -561,7 +597,7 @@ export type WaitProcessRequest = Message<"hull.agent.v1.WaitProcessRequest"> & {
  * Use `create(WaitProcessRequestSchema)` to create a new message.
  */
 export const WaitProcessRequestSchema: GenMessage<WaitProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 23);
+  messageDesc(file_agent, 24);
 
 /**
  * @generated from message hull.agent.v1.WaitProcessResponse
@@ -590,7 +626,7 @@ export type WaitProcessResponse = Message<"hull.agent.v1.WaitProcessResponse"> &
  * Use `create(WaitProcessResponseSchema)` to create a new message.
  */
 export const WaitProcessResponseSchema: GenMessage<WaitProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 24);
+  messageDesc(file_agent, 25);
 
 /**
  * @generated from message hull.agent.v1.ListProcessesRequest
@@ -607,7 +643,7 @@ export type ListProcessesRequest = Message<"hull.agent.v1.ListProcessesRequest">
  * Use `create(ListProcessesRequestSchema)` to create a new message.
  */
 export const ListProcessesRequestSchema: GenMessage<ListProcessesRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 25);
+  messageDesc(file_agent, 26);
 
 /**
  * @generated from message hull.agent.v1.ListProcessesResponse
@@ -624,7 +660,7 @@ export type ListProcessesResponse = Message<"hull.agent.v1.ListProcessesResponse
  * Use `create(ListProcessesResponseSchema)` to create a new message.
  */
 export const ListProcessesResponseSchema: GenMessage<ListProcessesResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 26);
+  messageDesc(file_agent, 27);
 
 /**
  * @generated from message hull.agent.v1.ProcessEntry
@@ -651,7 +687,7 @@ export type ProcessEntry = Message<"hull.agent.v1.ProcessEntry"> & {
  * Use `create(ProcessEntrySchema)` to create a new message.
  */
 export const ProcessEntrySchema: GenMessage<ProcessEntry> = /*@__PURE__*/
-  messageDesc(file_agent, 27);
+  messageDesc(file_agent, 28);
 
 /**
  * @generated from message hull.agent.v1.StatsContainerRequest
@@ -668,7 +704,7 @@ export type StatsContainerRequest = Message<"hull.agent.v1.StatsContainerRequest
  * Use `create(StatsContainerRequestSchema)` to create a new message.
  */
 export const StatsContainerRequestSchema: GenMessage<StatsContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 28);
+  messageDesc(file_agent, 29);
 
 /**
  * Cgroup v2 counters of the container's guest cgroup.
@@ -702,7 +738,7 @@ export type StatsContainerResponse = Message<"hull.agent.v1.StatsContainerRespon
  * Use `create(StatsContainerResponseSchema)` to create a new message.
  */
 export const StatsContainerResponseSchema: GenMessage<StatsContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 29);
+  messageDesc(file_agent, 30);
 
 /**
  * @generated from message hull.agent.v1.CpuStats
@@ -744,7 +780,7 @@ export type CpuStats = Message<"hull.agent.v1.CpuStats"> & {
  * Use `create(CpuStatsSchema)` to create a new message.
  */
 export const CpuStatsSchema: GenMessage<CpuStats> = /*@__PURE__*/
-  messageDesc(file_agent, 30);
+  messageDesc(file_agent, 31);
 
 /**
  * @generated from message hull.agent.v1.MemoryStats
@@ -841,7 +877,7 @@ export type MemoryStats = Message<"hull.agent.v1.MemoryStats"> & {
  * Use `create(MemoryStatsSchema)` to create a new message.
  */
 export const MemoryStatsSchema: GenMessage<MemoryStats> = /*@__PURE__*/
-  messageDesc(file_agent, 31);
+  messageDesc(file_agent, 32);
 
 /**
  * @generated from message hull.agent.v1.PidsStats
@@ -863,7 +899,7 @@ export type PidsStats = Message<"hull.agent.v1.PidsStats"> & {
  * Use `create(PidsStatsSchema)` to create a new message.
  */
 export const PidsStatsSchema: GenMessage<PidsStats> = /*@__PURE__*/
-  messageDesc(file_agent, 32);
+  messageDesc(file_agent, 33);
 
 /**
  * @generated from message hull.agent.v1.IoStats
@@ -895,7 +931,7 @@ export type IoStats = Message<"hull.agent.v1.IoStats"> & {
  * Use `create(IoStatsSchema)` to create a new message.
  */
 export const IoStatsSchema: GenMessage<IoStats> = /*@__PURE__*/
-  messageDesc(file_agent, 33);
+  messageDesc(file_agent, 34);
 
 /**
  * @generated from message hull.agent.v1.UpdateContainerRequest
@@ -919,7 +955,7 @@ export type UpdateContainerRequest = Message<"hull.agent.v1.UpdateContainerReque
  * Use `create(UpdateContainerRequestSchema)` to create a new message.
  */
 export const UpdateContainerRequestSchema: GenMessage<UpdateContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 34);
+  messageDesc(file_agent, 35);
 
 /**
  * @generated from message hull.agent.v1.UpdateContainerResponse
@@ -932,7 +968,7 @@ export type UpdateContainerResponse = Message<"hull.agent.v1.UpdateContainerResp
  * Use `create(UpdateContainerResponseSchema)` to create a new message.
  */
 export const UpdateContainerResponseSchema: GenMessage<UpdateContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 35);
+  messageDesc(file_agent, 36);
 
 /**
  * @generated from message hull.agent.v1.PauseContainerRequest
@@ -949,7 +985,7 @@ export type PauseContainerRequest = Message<"hull.agent.v1.PauseContainerRequest
  * Use `create(PauseContainerRequestSchema)` to create a new message.
  */
 export const PauseContainerRequestSchema: GenMessage<PauseContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 36);
+  messageDesc(file_agent, 37);
 
 /**
  * @generated from message hull.agent.v1.PauseContainerResponse
@@ -962,7 +998,7 @@ export type PauseContainerResponse = Message<"hull.agent.v1.PauseContainerRespon
  * Use `create(PauseContainerResponseSchema)` to create a new message.
  */
 export const PauseContainerResponseSchema: GenMessage<PauseContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 37);
+  messageDesc(file_agent, 38);
 
 /**
  * @generated from message hull.agent.v1.ResumeContainerRequest
@@ -979,7 +1015,7 @@ export type ResumeContainerRequest = Message<"hull.agent.v1.ResumeContainerReque
  * Use `create(ResumeContainerRequestSchema)` to create a new message.
  */
 export const ResumeContainerRequestSchema: GenMessage<ResumeContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 38);
+  messageDesc(file_agent, 39);
 
 /**
  * @generated from message hull.agent.v1.ResumeContainerResponse
@@ -992,7 +1028,7 @@ export type ResumeContainerResponse = Message<"hull.agent.v1.ResumeContainerResp
  * Use `create(ResumeContainerResponseSchema)` to create a new message.
  */
 export const ResumeContainerResponseSchema: GenMessage<ResumeContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 39);
+  messageDesc(file_agent, 40);
 
 /**
  * @generated from message hull.agent.v1.WriteStdinRequest
@@ -1019,7 +1055,7 @@ export type WriteStdinRequest = Message<"hull.agent.v1.WriteStdinRequest"> & {
  * Use `create(WriteStdinRequestSchema)` to create a new message.
  */
 export const WriteStdinRequestSchema: GenMessage<WriteStdinRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 40);
+  messageDesc(file_agent, 41);
 
 /**
  * @generated from message hull.agent.v1.WriteStdinResponse
@@ -1036,7 +1072,7 @@ export type WriteStdinResponse = Message<"hull.agent.v1.WriteStdinResponse"> & {
  * Use `create(WriteStdinResponseSchema)` to create a new message.
  */
 export const WriteStdinResponseSchema: GenMessage<WriteStdinResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 41);
+  messageDesc(file_agent, 42);
 
 /**
  * @generated from message hull.agent.v1.CloseStdinRequest
@@ -1058,7 +1094,7 @@ export type CloseStdinRequest = Message<"hull.agent.v1.CloseStdinRequest"> & {
  * Use `create(CloseStdinRequestSchema)` to create a new message.
  */
 export const CloseStdinRequestSchema: GenMessage<CloseStdinRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 42);
+  messageDesc(file_agent, 43);
 
 /**
  * @generated from message hull.agent.v1.CloseStdinResponse
@@ -1071,7 +1107,7 @@ export type CloseStdinResponse = Message<"hull.agent.v1.CloseStdinResponse"> & {
  * Use `create(CloseStdinResponseSchema)` to create a new message.
  */
 export const CloseStdinResponseSchema: GenMessage<CloseStdinResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 43);
+  messageDesc(file_agent, 44);
 
 /**
  * @generated from message hull.agent.v1.ReadOutputRequest
@@ -1103,7 +1139,7 @@ export type ReadOutputRequest = Message<"hull.agent.v1.ReadOutputRequest"> & {
  * Use `create(ReadOutputRequestSchema)` to create a new message.
  */
 export const ReadOutputRequestSchema: GenMessage<ReadOutputRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 44);
+  messageDesc(file_agent, 45);
 
 /**
  * @generated from message hull.agent.v1.ReadOutputResponse
@@ -1127,7 +1163,7 @@ export type ReadOutputResponse = Message<"hull.agent.v1.ReadOutputResponse"> & {
  * Use `create(ReadOutputResponseSchema)` to create a new message.
  */
 export const ReadOutputResponseSchema: GenMessage<ReadOutputResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 45);
+  messageDesc(file_agent, 46);
 
 /**
  * @generated from message hull.agent.v1.ResizeTerminalRequest
@@ -1159,7 +1195,7 @@ export type ResizeTerminalRequest = Message<"hull.agent.v1.ResizeTerminalRequest
  * Use `create(ResizeTerminalRequestSchema)` to create a new message.
  */
 export const ResizeTerminalRequestSchema: GenMessage<ResizeTerminalRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 46);
+  messageDesc(file_agent, 47);
 
 /**
  * @generated from message hull.agent.v1.ResizeTerminalResponse
@@ -1172,7 +1208,7 @@ export type ResizeTerminalResponse = Message<"hull.agent.v1.ResizeTerminalRespon
  * Use `create(ResizeTerminalResponseSchema)` to create a new message.
  */
 export const ResizeTerminalResponseSchema: GenMessage<ResizeTerminalResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 47);
+  messageDesc(file_agent, 48);
 
 /**
  * @generated from enum hull.agent.v1.OutputStream

@@ -1,0 +1,379 @@
+/**
+ * Volumes: the bind mounts of a container's spec carried into its VM. That is
+ * every kubelet volume (hostPath, emptyDir, configMap, secret, projected
+ * service-account tokens) and CRI's files (/etc/hosts, /etc/hostname,
+ * /etc/resolv.conf, /dev/termination-log, /dev/shm).
+ *
+ * A host path reaches the guest through the sandbox's virtio-9p share: the
+ * source of spec mount N is bind-mounted (private, non-recursive, nosuid,
+ * nodev, read-only when the spec says so) at `<shared>/<cid>/volumes/<N>` —
+ * a directory, or an empty file for a single-file source — and the guest spec
+ * binds `/run/hull/shared/<cid>/volumes/<N>` at the destination. Nothing else
+ * of the host is exposed:
+ *  - the source is resolved (realpath) on the host before binding, must be a
+ *    directory or a regular file (sockets, FIFOs and devices cannot cross 9p
+ *    and are refused), must not lie in the sandbox's own state directory
+ *    (whose contents the guest writes), and the bind is checked to show the
+ *    very inode that was checked;
+ *  - the bind is not recursive (as Kata does): mounts below the source stay
+ *    on the host, and the host-side `ro` then covers all of the volume, so
+ *    even a hostile guest kernel cannot write through QEMU;
+ *  - paths are walked by QEMU's 9p `local` backend relative to the export
+ *    root with O_NOFOLLOW (since the CVE-2016-9602 fixes), and symlinks are
+ *    followed by the guest kernel in the guest's namespace: a link to
+ *    `/etc/shadow` or `../../..` in a volume resolves inside the container.
+ * 9p with cache=none reads live files, so configMap, secret and token updates
+ * (kubelet swaps a `..data` symlink inside the directory it gives) show up in
+ * the guest at once; that is why directories are shared, not files.
+ *
+ * Two sources become guest memory instead of a share, because 9p with
+ * cache=none refuses writable shared mmap (EINVAL, measured) and because
+ * their memory belongs to the pod, i.e. to the VM:
+ *  - an emptyDir with `medium: Memory`: kubelet mounts a tmpfs (with `size=`
+ *    when the pod has a sizeLimit) at `…/volumes/kubernetes.io~empty-dir/<name>`.
+ *    The container gets its own tmpfs at the destination with the same size,
+ *    mode and owner; the host tmpfs stays unused and the memory is accounted
+ *    in the VM (Kata's users ask for exactly this). NOTE: each container gets
+ *    its own tmpfs, so two containers of one pod do not share a memory
+ *    emptyDir; that needs a pod-wide tmpfs made by the agent.
+ *  - /dev/shm from the CRI sandbox (a bind of a host tmpfs): the container
+ *    binds the guest's own /dev/shm, a tmpfs every container of the VM (the
+ *    pod) shares, so POSIX shared memory works and is shared pod-wide as
+ *    with runc. Its size is the guest's default (half the VM's memory), not
+ *    CRI's 64 MiB.
+ */
+import { execFile } from 'node:child_process';
+import { lstat, mkdir, readFile, readdir, realpath, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { HullError } from '../errors/index.js';
+import { bindMount, mountsUnder, unmount } from './mounts.js';
+import { isBindMount, type OciMount } from './spec.js';
+
+/** GUEST_SHARED_DIR is where the agent mounts the 9p share (the agent's SHARED_DIR). */
+export const GUEST_SHARED_DIR = '/run/hull/shared';
+/** GUEST_SHM_DIR is the guest's own /dev/shm tmpfs, shared by every container of the VM. */
+export const GUEST_SHM_DIR = '/dev/shm';
+/** VOLUMES_DIR is the folder of a container's shared volumes in its `<shared>/<cid>/`. */
+export const VOLUMES_DIR = 'volumes';
+// A spec with more bind mounts than this is not one anyone meant.
+export const MAX_VOLUMES = 1024;
+
+const EMPTY_DIR_MARKER = '/volumes/kubernetes.io~empty-dir/';
+// Options of a host bind that still mean something on the guest's bind; the
+// rest (rw, bind/rbind, shared propagation, SELinux relabels…) is dropped.
+const KEPT_BIND_OPTIONS = new Set(['nosuid', 'nodev', 'noexec', 'private', 'rprivate', 'slave', 'rslave']);
+
+/** VolumePlan says what one bind mount of the spec becomes. */
+export interface VolumePlan {
+  /** index is the mount's position in spec.mounts. */
+  index: number;
+  /** guest replaces the host bind in the guest spec. */
+  guest: OciMount;
+  /** share is set when a host path is bind-mounted into the shared directory. */
+  share?: HostShare;
+}
+
+/** HostShare is a host path to bind at `<shared>/<cid>/volumes/<name>`. */
+export interface HostShare {
+  name: string;
+  /** source and destination as the spec gave them (for messages). */
+  source: string;
+  destination: string;
+  /** realSource is the resolved path that is bound. */
+  realSource: string;
+  file: boolean;
+  readOnly: boolean;
+  /** dev and ino identify what was checked; the bind must show the same. */
+  dev: number;
+  ino: number;
+}
+
+/** MountInfo is one line of /proc/<pid>/mountinfo. */
+export interface MountInfo {
+  mountId: number;
+  parentId: number;
+  /** root is the path inside the file system that is mounted ("/" for a whole one). */
+  root: string;
+  mountPoint: string;
+  mountOptions: string[];
+  fsType: string;
+  source: string;
+  superOptions: string[];
+}
+
+/** parseMountinfo reads /proc/<pid>/mountinfo text (proc(5)); malformed lines are skipped. */
+export function parseMountinfo(text: string): MountInfo[] {
+  const entries: MountInfo[] = [];
+  for (const line of text.split('\n')) {
+    const dash = line.indexOf(' - ');
+    if (dash < 0) continue;
+    const left = line.slice(0, dash).split(' ');
+    const right = line.slice(dash + 3).split(' ');
+    const [mountId, parentId, , root, mountPoint, mountOptions] = left;
+    const [fsType, source, superOptions] = right;
+    if (mountId === undefined || parentId === undefined || root === undefined || mountPoint === undefined || mountOptions === undefined || fsType === undefined) continue;
+    if (!/^\d+$/.test(mountId) || !/^\d+$/.test(parentId)) continue;
+    entries.push({
+      mountId: Number(mountId),
+      parentId: Number(parentId),
+      root: unescapeMountinfo(root),
+      mountPoint: unescapeMountinfo(mountPoint),
+      mountOptions: mountOptions.split(','),
+      fsType: unescapeMountinfo(fsType),
+      source: unescapeMountinfo(source ?? ''),
+      superOptions: (superOptions ?? '').split(',').filter(Boolean),
+    });
+  }
+  return entries;
+}
+
+/** unescapeMountinfo undoes the kernel's octal escapes (space, tab, newline, backslash). */
+export function unescapeMountinfo(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+}
+
+/** mountAt is the mount on top at `path` (the last one listed there), if any. */
+export function mountAt(entries: readonly MountInfo[], path: string): MountInfo | undefined {
+  let found: MountInfo | undefined;
+  for (const entry of entries) if (entry.mountPoint === path) found = entry;
+  return found;
+}
+
+/**
+ * memoryEmptyDir tells whether `path` (resolved) is a kubelet emptyDir with
+ * medium Memory: a whole tmpfs mounted there, under `volumes/kubernetes.io~empty-dir/`.
+ */
+export function memoryEmptyDir(entries: readonly MountInfo[], path: string): MountInfo | undefined {
+  if (!path.includes(EMPTY_DIR_MARKER)) return undefined;
+  const top = mountAt(entries, path);
+  return top?.fsType === 'tmpfs' && top.root === '/' ? top : undefined;
+}
+
+/** parseSize reads a tmpfs `size=` value (bytes, or k/m/g/t/p/e as the kernel's memparse) into bytes. */
+export function parseSize(value: string): number {
+  const match = /^(\d+)([kmgtpe]?)$/i.exec(value);
+  if (!match) throw new HullError('invalid_argument', `Cannot read tmpfs size "${value}": expected a number of bytes with an optional k, m, g, t, p or e`);
+  const suffix = (match[2] ?? '').toLowerCase();
+  const shift = suffix === '' ? 0 : 'kmgtpe'.indexOf(suffix) + 1;
+  const bytes = Number(match[1]) * 1024 ** shift;
+  if (!Number.isSafeInteger(bytes)) throw new HullError('invalid_argument', `Cannot read tmpfs size "${value}": too large`);
+  return bytes;
+}
+
+/** tmpfsSize is the `size=` option of a tmpfs's super options as written there, checked; undefined when it has none. */
+export function tmpfsSize(superOptions: readonly string[]): string | undefined {
+  let size: string | undefined;
+  for (const option of superOptions) if (option.startsWith('size=')) size = option.slice('size='.length);
+  if (size !== undefined) parseSize(size);
+  return size;
+}
+
+/** isReadOnly tells whether bind options ask for a read-only mount ("ro" or "rro" anywhere wins). */
+export function isReadOnly(options: readonly string[] | undefined): boolean {
+  return (options ?? []).some((o) => o === 'ro' || o === 'rro');
+}
+
+/** guestBindOptions are the guest bind's options: rbind, ro when asked, the restricting flags and private/slave propagation. */
+export function guestBindOptions(options: readonly string[] | undefined): string[] {
+  const kept = (options ?? []).filter((o) => KEPT_BIND_OPTIONS.has(o));
+  return ['rbind', ...(isReadOnly(options) ? ['ro'] : []), ...new Set(kept)];
+}
+
+/** guestShareMount is the guest's bind of volume `index` of container `containerId` from the share. */
+export function guestShareMount(containerId: string, index: number, mount: OciMount): OciMount {
+  return {
+    destination: mount.destination,
+    type: 'bind',
+    source: posix.join(GUEST_SHARED_DIR, containerId, VOLUMES_DIR, String(index)),
+    options: guestBindOptions(mount.options),
+  };
+}
+
+/** guestTmpfsMount is a guest tmpfs standing in for a memory emptyDir. */
+export function guestTmpfsMount(destination: string, t: { size?: string; mode: number; uid: number; gid: number; readOnly: boolean }): OciMount {
+  return {
+    destination,
+    type: 'tmpfs',
+    source: 'tmpfs',
+    options: [
+      'nosuid',
+      'nodev',
+      `mode=${(t.mode & 0o7777).toString(8).padStart(4, '0')}`,
+      `uid=${t.uid}`,
+      `gid=${t.gid}`,
+      ...(t.size !== undefined ? [`size=${t.size}`] : []),
+      ...(t.readOnly ? ['ro'] : []),
+    ],
+  };
+}
+
+/** guestShmMount binds the guest's pod-wide /dev/shm at the destination. */
+export function guestShmMount(mount: OciMount): OciMount {
+  const options = guestBindOptions(mount.options);
+  for (const flag of ['nosuid', 'nodev', 'noexec']) if (!options.includes(flag)) options.push(flag);
+  return { destination: mount.destination, type: 'bind', source: GUEST_SHM_DIR, options };
+}
+
+/** guestMounts maps spec.mounts indexes to the mounts the guest gets instead (for guestContainerSpec). */
+export function guestMounts(plans: readonly VolumePlan[]): Map<number, OciMount> {
+  return new Map(plans.map((p) => [p.index, p.guest]));
+}
+
+/**
+ * planVolumes checks every bind mount of a spec and says what each becomes.
+ * It changes nothing: a missing or unshareable source fails here, before
+ * anything is mounted. `stateDir` is the sandbox's state directory.
+ */
+export async function planVolumes(containerId: string, mounts: readonly OciMount[], stateDir: string): Promise<VolumePlan[]> {
+  const binds = mounts.flatMap((m, index) => (isBindMount(m) ? [{ m, index }] : []));
+  if (binds.length === 0) return [];
+  if (binds.length > MAX_VOLUMES) throw new HullError('invalid_argument', `Cannot share ${binds.length} volumes with the VM: at most ${MAX_VOLUMES}`);
+  const entries = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
+  // The state directory as given and as resolved: a run root reached through a symlink must not hide it.
+  const stateDirs = [...new Set([posix.normalize(stateDir), await realpath(stateDir).catch(() => posix.normalize(stateDir))])];
+  const plans: VolumePlan[] = [];
+  for (const { m, index } of binds) plans.push(await planVolume(containerId, m, index, entries, stateDirs));
+  return plans;
+}
+
+async function planVolume(containerId: string, m: OciMount, index: number, entries: readonly MountInfo[], stateDirs: readonly string[]): Promise<VolumePlan> {
+  const destination = m.destination;
+  if (typeof destination !== 'string' || !destination.startsWith('/')) {
+    throw new HullError('invalid_argument', `Invalid mount ${index} in the OCI spec: destination must be an absolute path`);
+  }
+  const source = m.source;
+  const fail = (reason: string): never => {
+    throw new HullError('invalid_argument', `Cannot share volume "${source ?? ''}" for "${destination}": ${reason}`);
+  };
+  if (typeof source !== 'string' || !source.startsWith('/')) return fail('the source must be an absolute path');
+  const inState = (path: string): boolean => stateDirs.some((dir) => isInside(dir, path));
+  if (inState(posix.normalize(source))) return fail("it lies in the sandbox's own state directory");
+  let real: string;
+  let st: Awaited<ReturnType<typeof stat>>;
+  try {
+    real = await realpath(source);
+    st = await stat(real);
+  } catch (e) {
+    return fail(errnoReason(e));
+  }
+  if (inState(real)) return fail(`it resolves to "${real}", in the sandbox's own state directory`);
+  if (!st.isDirectory() && !st.isFile()) return fail(`${fileKind(st)}: only directories and regular files can be shared with the VM`);
+  const readOnly = isReadOnly(m.options);
+  if (st.isDirectory()) {
+    const memory = memoryEmptyDir(entries, real);
+    if (memory) {
+      let size: string | undefined;
+      try {
+        size = tmpfsSize(memory.superOptions);
+      } catch (e) {
+        return fail((e as Error).message);
+      }
+      return { index, guest: guestTmpfsMount(destination, { size, mode: st.mode, uid: st.uid, gid: st.gid, readOnly }) };
+    }
+    const top = mountAt(entries, real);
+    if (posix.normalize(destination).replace(/(.)\/+$/, '$1') === GUEST_SHM_DIR && top?.fsType === 'tmpfs' && top.root === '/') return { index, guest: guestShmMount(m) };
+  }
+  return {
+    index,
+    guest: guestShareMount(containerId, index, m),
+    share: { name: String(index), source, destination, realSource: real, file: st.isFile(), readOnly, dev: st.dev, ino: st.ino },
+  };
+}
+
+/**
+ * shareVolumes bind-mounts the planned host paths into `<containerDir>/volumes/`.
+ * On failure it undoes what it did and throws.
+ */
+export async function shareVolumes(containerDir: string, plans: readonly VolumePlan[]): Promise<void> {
+  const shares = plans.flatMap((p) => (p.share ? [p.share] : []));
+  if (shares.length === 0) return;
+  const dir = join(containerDir, VOLUMES_DIR);
+  await mkdir(dir, { mode: 0o700 });
+  try {
+    for (const share of shares) await shareOne(dir, share);
+  } catch (e) {
+    await releaseVolumes(containerDir);
+    throw e;
+  }
+}
+
+async function shareOne(dir: string, share: HostShare): Promise<void> {
+  const target = join(dir, share.name);
+  const what = `volume "${share.source}" for "${share.destination}"`;
+  if (share.file) await writeFile(target, '', { flag: 'wx', mode: 0o600 });
+  else await mkdir(target, { mode: 0o700 });
+  try {
+    await bindMount(share.realSource, target);
+    await mountCommand(['-o', `remount,bind,nosuid,nodev${share.readOnly ? ',ro' : ''}`, target]);
+  } catch (e) {
+    throw new HullError('invalid_argument', `Cannot share ${what}: ${(e as Error).message}`, { cause: e });
+  }
+  const shown = await stat(target);
+  if (shown.dev !== share.dev || shown.ino !== share.ino) {
+    throw new HullError('failed_precondition', `Cannot share ${what}: "${share.realSource}" changed while it was being shared`);
+  }
+}
+
+/**
+ * releaseVolumes unmounts everything under `<containerDir>/volumes/` and
+ * removes the mount targets. It never deletes recursively: what is still
+ * mounted stays (removeStateDir refuses to delete it too). Best effort.
+ */
+export async function releaseVolumes(containerDir: string): Promise<void> {
+  const dir = join(containerDir, VOLUMES_DIR);
+  // A target may carry more than one mount if something stacked on it: unmount until none is left.
+  for (let round = 0; round < 4; round++) {
+    const points = await mountsUnder(dir).catch(() => []);
+    if (points.length === 0) break;
+    for (const point of points) await unmount(point).catch(() => {});
+  }
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  const mounted = new Set(await mountsUnder(dir).catch(() => []));
+  for (const name of names) {
+    const path = join(dir, name);
+    if (mounted.has(path)) continue;
+    try {
+      if ((await lstat(path)).isDirectory()) await rmdir(path);
+      else await unlink(path);
+    } catch {
+      // left for removeStateDir
+    }
+  }
+  await rmdir(dir).catch(() => {});
+}
+
+function mountCommand(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile('mount', args, (e, _stdout, stderr) => (e ? reject(new Error(`mount ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve())),
+  );
+}
+
+function isInside(dir: string, path: string): boolean {
+  return path === dir || path.startsWith(dir.endsWith('/') ? dir : dir + '/');
+}
+
+function errnoReason(e: unknown): string {
+  switch ((e as NodeJS.ErrnoException).code) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return 'no such file';
+    case 'EACCES':
+      return 'permission denied';
+    case 'ELOOP':
+      return 'too many levels of symbolic links';
+    default:
+      return (e as Error).message;
+  }
+}
+
+function fileKind(st: { isSocket(): boolean; isFIFO(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): string {
+  if (st.isSocket()) return 'it is a socket';
+  if (st.isFIFO()) return 'it is a FIFO';
+  if (st.isBlockDevice() || st.isCharacterDevice()) return 'it is a device';
+  return 'it is not a file or directory';
+}
