@@ -51,7 +51,8 @@ export class AgentService implements AgentImpl {
     if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
     if (req.shareTag && !this.#shareMounted) {
       await mkdir(SHARED_DIR, { recursive: true });
-      await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=none,access=client', req.shareTag, SHARED_DIR]);
+      // cache=mmap: reads stay uncached (host updates show at once) but shared writable mmap works.
+      await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, SHARED_DIR]);
       this.#shareMounted = true;
     }
     return {};

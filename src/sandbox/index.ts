@@ -6,3 +6,4 @@ export { Sandbox, removeStateDir, DEFAULT_RUN_ROOT, DEFAULT_VCPUS, DEFAULT_MEMOR
 export { readBundleSpec, parseSpec, guestContainerSpec, type OciSpec, type OciProcess } from './spec.js';
 export type { HostStdio } from './stdio.js';
 export type { AgentClient } from './agent-client.js';
+export { releaseVolumes } from './volumes.js';

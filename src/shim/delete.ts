@@ -9,7 +9,8 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
 import { access, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { releaseVolumes } from '../sandbox/index.js';
 import { DeleteResponseSchema } from '../proto/gen/task_pb.js';
 import { destroySandboxState, readCleanupRecord, unmountQuietly } from './cleanup.js';
 import type { ShimFlags } from './flags.js';
@@ -31,7 +32,11 @@ async function removeStaleSocket(bundle: string): Promise<void> {
 export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   const record = await readCleanupRecord(bundle);
-  if (record.sharedRootfs) await unmountQuietly(record.sharedRootfs);
+  if (record.sharedRootfs) {
+    // The container's volumes and rootfs in the pod's share (left mounted if its shim crashed).
+    await releaseVolumes(dirname(record.sharedRootfs)).catch(() => {});
+    await unmountQuietly(record.sharedRootfs);
+  }
   await unmountQuietly(join(bundle, 'rootfs'));
   if (record.stateDir && (await access(record.stateDir).then(() => true, () => false))) await destroySandboxState(record.stateDir);
   if (record.stateDir) await removeStaleSocket(bundle);
