@@ -51,7 +51,8 @@ export class AgentService implements AgentImpl {
     if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
     if (req.shareTag && !this.#shareMounted) {
       await mkdir(SHARED_DIR, { recursive: true });
-      // cache=mmap: reads stay uncached (host updates show at once) but shared writable mmap works.
+      // cache=mmap is 9p's mode that allows shared writable mmap (cache=none refuses it); reads stay
+      // uncached, so host updates (configMaps) show at once.
       await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, SHARED_DIR]);
       this.#shareMounted = true;
     }
