@@ -86,6 +86,7 @@ describe('pod networking', () => {
         const addr = await cri.execSync(pod.containerId, ['ip', '-4', 'addr', 'show', 'eth0']);
         assert.match(addr.stdout.toString(), new RegExp(`inet ${pod.ip.replace(/\./g, '\\.')}/`));
         assert.equal((await cri.execSync(pod.containerId, ['hostname'])).stdout.toString().trim(), `${pod.name}-host`);
+        assert.match((await cri.execSync(pod.containerId, ['cat', '/etc/resolv.conf'])).stdout.toString(), /^nameserver 10\.89\.255\.53$/m);
         // The tap and its redirect exist in the pod netns while the pod runs.
         assert.ok(pod.netns, 'no netns path in the sandbox status');
         execFileSync('nsenter', [`--net=${pod.netns}`, 'ip', 'link', 'show', 'tap0_hull']);
@@ -103,6 +104,11 @@ describe('pod networking', () => {
     } finally {
       for (const pod of pods) {
         await cri.stopPodSandbox(pod.podId);
+        // If CRI still keeps the netns, nothing of hull's may be left in it.
+        if (pod.netns && existsSync(pod.netns)) {
+          const links = execFileSync('nsenter', [`--net=${pod.netns}`, 'ip', '-o', 'link'], { encoding: 'utf8' });
+          assert.doesNotMatch(links, /tap0_hull/, `tap left in ${pod.netns}`);
+        }
         await cri.removePodSandbox(pod.podId);
       }
     }
