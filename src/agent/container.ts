@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { cgroupPids, containerCgroup } from './cgroup.js';
-import { guestSpec, isInside, checkId, checkProcess, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
+import { guestSpec, isInside, checkId, checkProcess, podTmpfsMounts, POD_TMPFS_DIR, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
 
 export const CONTAINERS_DIR = '/run/hull/containers';
@@ -43,6 +43,7 @@ export class Container {
     const rootfsPath = await resolveRootfs(rootfs);
     const bundleDir = join(CONTAINERS_DIR, id);
     const config = guestSpec(id, spec, rootfsPath, stdio.terminal);
+    for (const { key, options } of podTmpfsMounts(spec)) await ensurePodTmpfs(key, options);
     await mkdir(CONTAINERS_DIR, { recursive: true, mode: 0o700 });
     try {
       await mkdir(bundleDir, { mode: 0o700 });
@@ -209,4 +210,17 @@ async function resolveRootfs(rootfs: string): Promise<string> {
   }
   if (!isInside(SHARED_DIR, real)) throw new HullError('invalid_argument', `Rootfs "${rootfs}" resolves outside the shared directory`);
   return real;
+}
+
+/** ensurePodTmpfs mounts the pod tmpfs `key` once; later containers bind the same one. */
+async function ensurePodTmpfs(key: string, options: string[]): Promise<void> {
+  const dir = join(POD_TMPFS_DIR, key);
+  const mounts = await readFile('/proc/self/mounts', 'utf8');
+  if (mounts.split('\n').some((line) => line.split(' ')[1] === dir)) return;
+  await mkdir(dir, { recursive: true });
+  await new Promise<void>((resolve, reject) =>
+    execFile('/bin/mount', ['-t', 'tmpfs', '-o', ['nosuid', 'nodev', ...options].join(','), 'tmpfs', dir], (e, _o, stderr) =>
+      e ? reject(new HullError('internal', `Cannot mount the pod tmpfs ${key}: ${stderr.trim() || e.message}`)) : resolve(),
+    ),
+  );
 }

@@ -91,6 +91,31 @@ export function checkProcess(process: OciProcess | undefined, what: string): Oci
   return cleaned;
 }
 
+/**
+ * Pod-wide tmpfs (a memory emptyDir): the host marks such a tmpfs mount with a
+ * source of POD_TMPFS_PREFIX + key; the agent mounts one tmpfs per key under
+ * POD_TMPFS_DIR and binds it into every container naming it, so the pod's
+ * containers share it as they share an emptyDir on any node.
+ */
+export const POD_TMPFS_PREFIX = 'hull-pod-tmpfs:';
+export const POD_TMPFS_DIR = '/run/hull/pod-tmpfs';
+
+function podTmpfsKey(m: { type?: string; source?: string }): string | undefined {
+  if (m.type !== 'tmpfs' || typeof m.source !== 'string' || !m.source.startsWith(POD_TMPFS_PREFIX)) return undefined;
+  const key = m.source.slice(POD_TMPFS_PREFIX.length);
+  if (!/^[0-9a-f]{16}$/.test(key)) throw new HullError('invalid_argument', `Invalid pod tmpfs "${m.source}"`);
+  return key;
+}
+
+/** podTmpfsMounts lists the pod tmpfs a spec needs: key and the tmpfs options (size, mode, owner). */
+export function podTmpfsMounts(spec: OciSpec): Array<{ key: string; options: string[] }> {
+  return (spec.mounts ?? []).flatMap((m) => {
+    const key = podTmpfsKey(m);
+    const options = (m.options ?? []).filter((o) => /^(size|mode|uid|gid)=[0-9a-zA-Z]+$/.test(o));
+    return key ? [{ key, options }] : [];
+  });
+}
+
 /** guestSpec returns the spec crun will run for container `id`. */
 export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, terminal: boolean): OciSpec {
   const process = checkProcess(spec.process, `spec of container "${id}"`);
@@ -112,6 +137,11 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
       return source ? [{ destination: m.destination, type: 'bind', source, options: guestBindOptions(m.options) }] : [];
     }
     if (!GUEST_MOUNT_TYPES.has(m.type ?? '')) return [];
+    const podTmpfs = podTmpfsKey(m);
+    if (podTmpfs) {
+      const readOnly = (m.options ?? []).some((o) => o === 'ro');
+      return [{ destination: m.destination, type: 'bind', source: `${POD_TMPFS_DIR}/${podTmpfs}`, options: ['rbind', ...(readOnly ? ['ro'] : []), 'nosuid', 'nodev'] }];
+    }
     // containerd's default spec has "strict" on /dev (a runc no-op); crun hands it to the kernel, which refuses it.
     return [{ ...m, ...(m.options ? { options: m.options.filter((o) => o !== 'strict') } : {}) }];
   });
@@ -140,6 +170,7 @@ export function guestBindSource(source: unknown): string | undefined {
   if (typeof source !== 'string' || !source.startsWith('/')) return undefined;
   const normal = posix.normalize(source).replace(/(.)\/+$/, '$1');
   if (normal === GUEST_SHM_DIR) return normal;
+  if (/^\/run\/hull\/pod-tmpfs\/[0-9a-f]{16}$/.test(normal)) return normal;
   return normal !== SHARED_DIR && isInside(SHARED_DIR, normal) ? normal : undefined;
 }
 

@@ -42,6 +42,7 @@
  *    with runc. Its size is the guest's default (half the VM's memory), not
  *    CRI's 64 MiB.
  */
+import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { lstat, mkdir, readFile, readdir, realpath, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
@@ -51,6 +52,9 @@ import { isBindMount, type OciMount } from './spec.js';
 
 /** GUEST_SHARED_DIR is where the agent mounts the 9p share (the agent's SHARED_DIR). */
 export const GUEST_SHARED_DIR = '/run/hull/shared';
+/** POD_TMPFS_PREFIX marks a tmpfs source the agent shares across the pod (same value in src/agent/guest-spec.ts). */
+export const POD_TMPFS_PREFIX = 'hull-pod-tmpfs:';
+
 /** GUEST_SHM_DIR is the guest's own /dev/shm tmpfs, shared by every container of the VM. */
 export const GUEST_SHM_DIR = '/dev/shm';
 /** VOLUMES_DIR is the folder of a container's shared volumes in its `<shared>/<cid>/`. */
@@ -189,12 +193,16 @@ export function guestShareMount(containerId: string, index: number, mount: OciMo
   };
 }
 
-/** guestTmpfsMount is a guest tmpfs standing in for a memory emptyDir. */
-export function guestTmpfsMount(destination: string, t: { size?: string; mode: number; uid: number; gid: number; readOnly: boolean }): OciMount {
+/**
+ * guestTmpfsMount is a guest tmpfs standing in for a memory emptyDir. With a
+ * `podKey` the agent makes one tmpfs per key and binds it into every
+ * container that names it (see POD_TMPFS_PREFIX in src/agent/guest-spec.ts).
+ */
+export function guestTmpfsMount(destination: string, t: { size?: string; mode: number; uid: number; gid: number; readOnly: boolean; podKey?: string }): OciMount {
   return {
     destination,
     type: 'tmpfs',
-    source: 'tmpfs',
+    source: t.podKey ? `${POD_TMPFS_PREFIX}${t.podKey}` : 'tmpfs',
     options: [
       'nosuid',
       'nodev',
@@ -268,7 +276,9 @@ async function planVolume(containerId: string, m: OciMount, index: number, entri
       } catch (e) {
         return fail((e as Error).message);
       }
-      return { index, guest: guestTmpfsMount(destination, { size, mode: st.mode, uid: st.uid, gid: st.gid, readOnly }) };
+      // Keyed by the host path: every container of the pod that mounts this emptyDir gets the same guest tmpfs.
+      const podKey = createHash('sha256').update(real).digest('hex').slice(0, 16);
+      return { index, guest: guestTmpfsMount(destination, { size, mode: st.mode, uid: st.uid, gid: st.gid, readOnly, podKey }) };
     }
     const top = mountAt(entries, real);
     if (posix.normalize(destination).replace(/(.)\/+$/, '$1') === GUEST_SHM_DIR && top?.fsType === 'tmpfs' && top.root === '/') return { index, guest: guestShmMount(m) };

@@ -189,7 +189,7 @@ describe('volumes of a sandbox', () => {
     }
   });
 
-  it('gives a memory emptyDir its own guest tmpfs of the same size', async () => {
+  it('gives a memory emptyDir a pod-wide guest tmpfs of the same size', async () => {
     const emptyDirs = join(hostDir, 'pods', randomUUID(), 'volumes', 'kubernetes.io~empty-dir');
     mountTmpfs(join(emptyDirs, 'cache'), 'size=16m');
     mountTmpfs(join(emptyDirs, 'scratch'), 'mode=0777');
@@ -208,6 +208,9 @@ describe('volumes of a sandbox', () => {
     assert.equal(lines.at(-1), '777', 'the guest tmpfs has the mode of the host one');
     // The memory is the VM's: the host tmpfs stays unused.
     assert.deepEqual(entriesIn(join(emptyDirs, 'cache')), []);
+    // Another container of the pod mounting the same emptyDir sees the same tmpfs.
+    const other = await run('memory-2', 'cat /cache/file', [bind(join(emptyDirs, 'cache'), '/cache')]);
+    assert.equal(other.stdout, 'in-guest\n', other.stderr);
   });
 
   it("shares the sandbox's /dev/shm pod-wide as the guest's own tmpfs", async () => {
