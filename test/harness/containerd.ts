@@ -42,6 +42,8 @@ export interface StartOptions {
   logLevel?: 'debug' | 'info' | 'warn';
   /** configHook runs after config.toml is written and before containerd starts (e.g. `hull install` edits it). */
   configHook?: (configPath: string) => Promise<void>;
+  /** ipv6 gives pods an IPv6 address too (a unique-local /64 on the test's own bridge). */
+  ipv6?: boolean;
 }
 
 export interface CtrOptions {
@@ -177,7 +179,11 @@ class Instance implements PrivateContainerd {
         isGateway: false,
         ipMasq: false,
         hairpinMode: false,
-        ipam: { type: 'host-local', ranges: [[{ subnet: this.subnet }]], dataDir: d('cni/ipam') },
+        ipam: {
+          type: 'host-local',
+          ranges: [[{ subnet: this.subnet }], ...(opts.ipv6 ? [[{ subnet: `fd89:${this.subnet.split('.')[2]}::/64` }]] : [])],
+          dataDir: d('cni/ipam'),
+        },
       }],
     }, null, 2));
 

@@ -31,7 +31,7 @@ before(async () => {
   mkdirSync(join(work, 'bin'));
   symlinkSync(SHIM, join(work, 'bin', 'containerd-shim-hull-v2'));
   writeFileSync(configPath, `default_memory = 512\nrun_root = "${runRoot}"\n`);
-  ctrd = await startContainerd({ runtimes: { hull: { runtimeType: 'io.containerd.hull.v2', configPath } }, extraPath: join(work, 'bin') });
+  ctrd = await startContainerd({ runtimes: { hull: { runtimeType: 'io.containerd.hull.v2', configPath } }, extraPath: join(work, 'bin'), ipv6: true });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address);
 });
@@ -51,6 +51,7 @@ interface RunningPod {
   podId: string;
   containerId: string;
   ip: string;
+  ip6: string;
   netns: string;
 }
 
@@ -62,16 +63,17 @@ async function startWebPod(name: string, handler: string): Promise<RunningPod> {
   await cri.startContainer(containerId);
   const status = await cri.podSandboxStatus(podId, true);
   const ip = status.status.network?.ip ?? '';
+  const ip6 = status.status.network?.additionalIps?.find((a) => a.ip?.includes(':'))?.ip ?? '';
   const info = JSON.parse((status.info as Record<string, string> | undefined)?.['info'] ?? '{}') as {
     runtimeSpec?: { linux?: { namespaces?: Array<{ type: string; path?: string }> } };
   };
   const netns = info.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path ?? '';
-  return { name, podId, containerId, ip, netns };
+  return { name, podId, containerId, ip, ip6, netns };
 }
 
 // An HTTP GET with nc: a plain TCP client, answered by busybox httpd in the other pod.
-async function fetchFrom(from: RunningPod, to: RunningPod): Promise<string> {
-  const get = `printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${to.ip} 8080`;
+async function fetchFrom(from: RunningPod, to: RunningPod, address = to.ip): Promise<string> {
+  const get = `printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 10 ${address} 8080`;
   const r = await cri.execSync(from.containerId, ['sh', '-c', get]);
   return r.stdout.toString().trim().split('\n').pop()?.trim() ?? '';
 }
@@ -85,6 +87,10 @@ describe('pod networking', () => {
         assert.match(pod.ip, /^\d+\.\d+\.\d+\.\d+$/);
         const addr = await cri.execSync(pod.containerId, ['ip', '-4', 'addr', 'show', 'eth0']);
         assert.match(addr.stdout.toString(), new RegExp(`inet ${pod.ip.replace(/\./g, '\\.')}/`));
+        // Dual stack: the IPv6 address CNI gave the pod is on the guest's eth0 too.
+        assert.match(pod.ip6, /^fd89:/);
+        const addr6 = await cri.execSync(pod.containerId, ['ip', '-6', 'addr', 'show', 'eth0']);
+        assert.match(addr6.stdout.toString(), new RegExp(`inet6 ${pod.ip6}/`));
         assert.equal((await cri.execSync(pod.containerId, ['hostname'])).stdout.toString().trim(), `${pod.name}-host`);
         assert.match((await cri.execSync(pod.containerId, ['cat', '/etc/resolv.conf'])).stdout.toString(), /^nameserver 10\.89\.255\.53$/m);
         // The tap and its redirect exist in the pod netns while the pod runs.
@@ -95,6 +101,9 @@ describe('pod networking', () => {
         for (const to of pods) {
           if (from !== to) assert.equal(await fetchFrom(from, to), to.name, `${from.name} -> ${to.name}`);
         }
+      }
+      for (const [from, to] of [[pods[2]!, hullA], [hullA, hullB]] as const) {
+        assert.equal(await fetchFrom(from, to, to.ip6), to.name, `${from.name} -> ${to.name} over IPv6`);
       }
       // kubectl port-forward: CRI dials localhost:8080 inside the pod netns, which must reach the VM.
       const url = await cri.portForward(hullA.podId, [8080]);
