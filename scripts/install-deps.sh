@@ -10,11 +10,12 @@ packages=(
   crun              # the OCI runtime copied into the guest
   bsdutils          # util-linux `script`, copied into the guest for terminals
   e2fsprogs         # mkfs.ext4 -d builds the guest root disk
-  util-linux        # mount/umount for sharing rootfs with the guest
+  util-linux        # mount/umount (sharing with the guest), nsenter (pod netns), setpriv (VMs die with their shim)
   containerd        # the private containerd of the test harness (1.6.20 in Debian 12; ctr too)
   runc              # containerd's default runtime, the baseline in tests and benchmarks
   containernetworking-plugins  # CNI bridge/host-local/loopback for the harness's CRI pods
-  iproute2          # `ip link` to remove the harness's CNI bridge
+  iproute2          # ip and tc: the tap and its tc redirect in the pod netns (and the harness's bridge)
+  iptables          # port-forward into VM pods: the pod netns hands loopback TCP to the guest
   # kubectl parses deploy/*.yaml offline in test/integration/deploy.test.ts. Only when no kubectl is on
   # PATH: another package's kubectl (e.g. Google Cloud's `kubectl`) owns /usr/bin/kubectl too, and
   # dpkg refuses to overwrite it.

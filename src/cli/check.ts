@@ -43,6 +43,17 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
   lines.push({ ok: mountBinary !== undefined, what: 'mount', detail: mountBinary ?? 'util-linux mount not found', required: true });
   const filesystems = await readFile('/proc/filesystems', 'utf8').catch(() => '');
   lines.push({ ok: /\btmpfs\b/.test(filesystems), what: 'tmpfs', detail: 'needed for /run/hull', required: true });
+  const tun = await access('/dev/net/tun', constants.R_OK | constants.W_OK).then(() => true, () => false);
+  lines.push({ ok: tun, what: '/dev/net/tun', detail: tun ? 'taps for pod networking can be made' : 'missing: pod networking needs the tun device (modprobe tun)', required: true });
+  for (const [tool, flag, pkg, why] of [
+    ['nsenter', '--version', 'util-linux', 'runs QEMU and network setup inside the pod netns'],
+    ['setpriv', '--version', 'util-linux', 'makes a VM die with its shim'],
+    ['tc', '-V', 'iproute2', 'redirects the pod veth to the VM tap'],
+    ['iptables', '--version', 'iptables', 'port-forward into VM pods'],
+  ] as const) {
+    const found = await version(tool, [flag]);
+    lines.push({ ok: found !== undefined, what: tool, detail: found !== undefined ? why : `not found (apt-get install ${pkg}): ${why}`, required: true });
+  }
   const vhostVsock = await access('/dev/vhost-vsock', constants.R_OK | constants.W_OK).then(() => true, () => false);
   lines.push({ ok: true, what: 'agent transport', detail: vhostVsock ? 'virtio-serial (vhost-vsock present, not used yet)' : 'virtio-serial (no /dev/vhost-vsock)', required: false });
   return lines;
