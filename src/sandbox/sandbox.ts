@@ -103,6 +103,8 @@ export class Sandbox {
 
   /** create boots the VM and prepares the guest; on failure nothing is left behind. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
+    // The id names a directory: check it before anything is made (containerd's identifier rules).
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/.test(options.id)) throw new HullError('invalid_argument', `Invalid sandbox id "${options.id}"`);
     const runRoot = options.runRoot ?? DEFAULT_RUN_ROOT;
     const stateDir = join(runRoot, options.id);
     const vcpus = options.vcpus ?? DEFAULT_VCPUS;
