@@ -11,6 +11,7 @@ import type { ServiceImpl } from '../proto/rpc.js';
 import { HullError } from '../errors/index.js';
 import { containerCgroup, readCgroupStats } from './cgroup.js';
 import { Container } from './container.js';
+import { seedRandomness } from './entropy.js';
 import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
@@ -41,8 +42,9 @@ export class AgentService implements AgentImpl {
   }
 
   async setupSandbox(req: { sandboxId: string; hostname: string; entropy: Uint8Array; timeUnixNano: bigint; shareTag: string; resolvConf: string }) {
-    // Entropy and the clock first: nothing else may run with a stale RNG or time.
-    if (req.entropy.length > 0) await writeFile('/dev/urandom', req.entropy);
+    // Entropy and the clock first: nothing else may run with a stale RNG or time. In a clone of a
+    // VM template both RNGs (the kernel's, the agent's) are the template's until reseeded here.
+    await seedRandomness(req.entropy);
     if (req.timeUnixNano > 0n) await run('/bin/date', ['-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]);
     if (req.hostname) {
       if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(req.hostname)) throw new HullError('invalid_argument', `Invalid hostname "${req.hostname}"`);

@@ -21,9 +21,21 @@ export interface VmNetSpec {
   netns?: string;
 }
 
+/**
+ * VmTemplateRef names a saved template (see template.ts) to restore a clone from. The clone must be
+ * started with the template's vCPUs, memory, accelerator, kernel, initrd, root disk and kernel
+ * arguments (template.ts cloneSpec() fills them in): the saved device state only fits that machine.
+ */
+export interface VmTemplateRef {
+  /** dir holds the saved device state (`<dir>/state`, TEMPLATE_STATE_FILE). */
+  dir: string;
+  /** ramFile is the template's guest RAM; the clone maps it private (copy-on-write), never writes it. */
+  ramFile: string;
+}
+
 /** VmSpec is everything a driver needs to start one VM. Paths are absolute host paths. */
 export interface VmSpec {
-  /** id names the VM (the sandbox id); letters, digits, '.', '_', '-', at most 64 characters. */
+  /** id names the VM (the sandbox id); letters, digits, '.', '_', '-', at most 76 characters (containerd's limit). */
   id: string;
   /** stateDir is /run/hull/<id>: it exists and is 0700; the driver puts its sockets and files here. */
   stateDir: string;
@@ -44,8 +56,21 @@ export interface VmSpec {
    * socket present) within it. Default 10 000. The guest's own boot is the caller's to wait for.
    */
   startTimeoutMs?: number;
-  /** net, when given, adds one virtio-net device (microvm has no hotplug: decide at start). */
+  /**
+   * net, when given, backs the virtio-net device with a tap. Without it a cold-booted VM has no
+   * network device, while a template or clone has one that reaches nothing (microvm has no hotplug:
+   * a clone needs every device its template had). A clone's NIC keeps the template's MAC
+   * (TEMPLATE_MAC): device state comes from the template, not from `net.mac`.
+   */
   net?: VmNetSpec;
+  /**
+   * templateRamFile makes this VM a template source: guest RAM lives in this file (shared, so the
+   * guest's writes reach it; put it on tmpfs), and saveTemplate() can capture the VM. The file is
+   * the caller's: the driver never removes it. Not together with `template`.
+   */
+  templateRamFile?: string;
+  /** template makes this VM a clone of a saved template, restored instead of booted. */
+  template?: VmTemplateRef;
 }
 
 /** VmExit is how the VM process ended: an exit code, or the signal that killed it. */
@@ -82,6 +107,13 @@ export interface VmHandle {
   shutdown(opts?: { deadlineMs?: number }): Promise<void>;
   /** exited resolves once the process has exited and its console output has been captured. */
   readonly exited: Promise<VmExit>;
+  /**
+   * saveTemplate stops the vCPUs for good and writes the device state to `stateFile` (created, must
+   * not exist); guest RAM is not copied: it stays in `spec.templateRamFile`. Only for VMs started
+   * with templateRamFile. The VM stays stopped: the caller then shuts it down, and from then on
+   * nothing may write the RAM file. Optional: drivers without templating leave it out.
+   */
+  saveTemplate?(stateFile: string): Promise<void>;
 }
 
 /** VmDriver starts VMs of one hypervisor. */

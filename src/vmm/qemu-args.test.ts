@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { isInvalidArgument } from '../errors/index.js';
 import type { VmSpec } from './driver.js';
-import { BASE_KERNEL_ARGS, kernelCommandLine, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
+import { BASE_KERNEL_ARGS, TEMPLATE_MAC, kernelCommandLine, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
 
 const spec: VmSpec = {
   id: 'abc123',
@@ -91,6 +91,36 @@ describe('qemuArgs()', () => {
     assert.ok(valuesOf(args, '-device').includes('virtio-net-device,netdev=net0,mac=02:00:00:00:00:01'));
   });
 
+  it('has no network device without net on a cold boot', () => {
+    const args = qemuArgs(spec, 'tcg', paths);
+    assert.deepEqual(valuesOf(args, '-netdev'), []);
+    assert.ok(!args.includes('-incoming'));
+  });
+
+  it('puts a template source\'s RAM in its RAM file, shared, with a NIC on an isolated hub', () => {
+    const args = qemuArgs({ ...spec, templateRamFile: '/dev/shm/hull-templates/k/ram.1.ab' }, 'tcg', paths);
+    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/hull-templates/k/ram.1.ab,share=on']);
+    assert.deepEqual(valuesOf(args, '-netdev'), ['hubport,id=net0,hubid=0']);
+    assert.ok(valuesOf(args, '-device').includes(`virtio-net-device,netdev=net0,mac=${TEMPLATE_MAC}`));
+    assert.ok(!args.includes('-incoming'));
+  });
+
+  it('gives a clone the same machine: the template RAM private (share=off), -incoming defer, same devices', () => {
+    const source = qemuArgs({ ...spec, templateRamFile: '/dev/shm/t/ram' }, 'tcg', paths, { paused: true });
+    const clone = qemuArgs({ ...spec, template: { dir: '/var/lib/hull/templates/k', ramFile: '/dev/shm/t/ram' } }, 'tcg', paths, { paused: true });
+    assert.deepEqual(valuesOf(clone, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/t/ram,share=off']);
+    assert.deepEqual(valuesOf(clone, '-incoming'), ['defer']);
+    assert.deepEqual(valuesOf(clone, '-device'), valuesOf(source, '-device'));
+    assert.deepEqual(valuesOf(clone, '-netdev'), valuesOf(source, '-netdev'));
+    assert.deepEqual(valuesOf(clone, '-append'), valuesOf(source, '-append'));
+  });
+
+  it('backs a clone\'s NIC with its tap, keeping the template MAC (the MAC comes from the saved state)', () => {
+    const args = qemuArgs({ ...spec, template: { dir: '/t', ramFile: '/r' }, net: { tapName: 'tap0', mac: '02:00:00:00:00:01' } }, 'tcg', paths);
+    assert.deepEqual(valuesOf(args, '-netdev'), ['tap,id=net0,ifname=tap0,script=no,downscript=no']);
+    assert.ok(valuesOf(args, '-device').includes(`virtio-net-device,netdev=net0,mac=${TEMPLATE_MAC}`));
+  });
+
   it('escapes commas in paths inside option strings', () => {
     const odd = { ...spec, rootDisk: '/images/a,b.img', sharedDir: '/share,x' };
     const args = qemuArgs(odd, 'tcg', qemuPaths('/state,1'));
@@ -129,7 +159,7 @@ describe('validateSpec()', () => {
   const bad: Array<[string, Partial<VmSpec>]> = [
     ['an id with a comma', { id: 'a,b' }],
     ['an id with a slash', { id: '../x' }],
-    ['an id longer than 64', { id: 'a'.repeat(65) }],
+    ['an id longer than 76 (containerd ids)', { id: 'a'.repeat(77) }],
     ['zero vcpus', { vcpus: 0 }],
     ['fractional memory', { memoryMiB: 100.5 }],
     ['too little memory', { memoryMiB: 32 }],
@@ -140,6 +170,9 @@ describe('validateSpec()', () => {
     ['an empty kernel argument', { kernelArgs: [''] }],
     ['a tap name with a comma', { net: { tapName: 'tap,script=/x', mac: '02:00:00:00:00:01' } }],
     ['a malformed MAC', { net: { tapName: 'tap0', mac: '02:00:00:00:00' } }],
+    ['a relative template RAM file', { templateRamFile: 'ram' }],
+    ['a relative template dir', { template: { dir: 'templates/k', ramFile: '/dev/shm/r' } }],
+    ['a template source that is also a clone', { templateRamFile: '/dev/shm/a', template: { dir: '/t', ramFile: '/dev/shm/r' } }],
   ];
   for (const [what, change] of bad) {
     it(`rejects ${what} as invalid_argument`, () => {

@@ -5,11 +5,15 @@
  * The machine is microvm: no PCI, no firmware, virtio-mmio devices, the kernel loaded directly.
  * Microvm has no hotplug, so every device a sandbox will ever need is on the command line from the
  * start; `devices()` lists them as data (backend options + frontend), which is where virtio-net and
- * later devices go. Guest RAM is a memory-backend-file in the state directory, so that VM templating
- * (share=on for a template, a restored clone with share=off) fits without a redesign.
+ * later devices go. Guest RAM is a memory-backend-file: in the state directory for a cold boot,
+ * the template's RAM file with share=on for a template source (the guest writes reach the file),
+ * the same file with share=off for a clone (a private copy-on-write mapping: the file is never
+ * written). A template and its clones have the same devices in the same order (microvm has no
+ * hotplug and the device state is restored into them), including a NIC that goes nowhere (an
+ * isolated hub port) when there is no pod network; only host-side backends differ per clone.
  *
  * Every file the VM uses on the host side is in `spec.stateDir`, except the guest image files
- * (kernel, initrd, root disk) and the 9p export (`spec.sharedDir`).
+ * (kernel, initrd, root disk), the 9p export (`spec.sharedDir`) and a template's RAM and state.
  */
 
 import { isAbsolute, join } from 'node:path';
@@ -24,8 +28,10 @@ export interface QemuPaths {
   /** consoleLog is written by the driver (console.ts), not QEMU; it outlives the VM. */
   consoleLog: string;
   pidFile: string;
-  /** ram is the guest RAM backing file (sparse; MAP_PRIVATE with share=off). */
+  /** ram is a cold-booted guest's RAM backing file (sparse; MAP_PRIVATE with share=off). */
   ram: string;
+  /** migrateSocket carries a template's device state to or from QEMU (saveTemplate, clone start). */
+  migrateSocket: string;
 }
 
 export function qemuPaths(stateDir: string): QemuPaths {
@@ -36,7 +42,30 @@ export function qemuPaths(stateDir: string): QemuPaths {
     consoleLog: join(stateDir, 'console.log'),
     pidFile: join(stateDir, 'qemu.pid'),
     ram: join(stateDir, 'ram'),
+    migrateSocket: join(stateDir, 'migrate.sock'),
   };
+}
+
+/** TEMPLATE_STATE_FILE is the device state's file name in a template directory. */
+export const TEMPLATE_STATE_FILE = 'state';
+/**
+ * TEMPLATE_MAC is the NIC address of every template, and so of every clone: the MAC is part of the
+ * restored device state, whatever the clone's command line says. Locally administered, unicast.
+ */
+export const TEMPLATE_MAC = '02:68:75:6c:6c:00';
+/** NET_ID is the netdev id of the one NIC; a clone may back it differently from its template. */
+const NET_ID = 'net0';
+
+/** isTemplated is true for template sources and clones: VMs whose device list must match. */
+export function isTemplated(spec: VmSpec): boolean {
+  return spec.templateRamFile !== undefined || spec.template !== undefined;
+}
+
+/** ramBacking is the guest RAM file of `spec` and whether QEMU maps it shared (writes reach it). */
+export function ramBacking(spec: VmSpec, paths: QemuPaths): { path: string; share: boolean } {
+  if (spec.templateRamFile !== undefined) return { path: spec.templateRamFile, share: true };
+  if (spec.template !== undefined) return { path: spec.template.ramFile, share: false };
+  return { path: paths.ram, share: false };
 }
 
 /** AGENT_PORT_NAME is the virtio-serial port name the guest agent opens (/dev/virtio-ports/hull.agent). */
@@ -89,6 +118,7 @@ export function kernelCommandLine(spec: VmSpec, tscKhz: number | undefined): str
 /** qemuArgs returns QEMU's argv (without the binary) for `spec`; call validateSpec first. */
 export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: QemuArgsOptions = {}): string[] {
   const memory = `${spec.memoryMiB}M`;
+  const ram = ramBacking(spec, paths);
   const args = [
     '-name', `hull-${spec.id}`,
     '-machine', 'microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram',
@@ -96,7 +126,7 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
     '-cpu', accel === 'kvm' ? 'host' : 'max',
     '-smp', String(spec.vcpus),
     '-m', memory,
-    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(paths.ram)},share=off`,
+    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'}`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     '-pidfile', paths.pidFile,
@@ -108,6 +138,8 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
     '-append', kernelCommandLine(spec, options.tscKhz),
   ];
   for (const device of devices(spec, paths)) args.push(...device);
+  // A clone waits for its state (QMP migrate-incoming) instead of booting.
+  if (spec.template !== undefined) args.push('-incoming', 'defer');
   if (options.paused) args.push('-S');
   return args;
 }
@@ -133,11 +165,13 @@ function devices(spec: VmSpec, paths: QemuPaths): string[][] {
       '-device', `virtio-9p-device,fsdev=shared,mount_tag=${SHARE_MOUNT_TAG}`,
     ],
   ];
-  if (spec.net !== undefined) {
-    list.push([
-      '-netdev', `tap,id=net0,ifname=${spec.net.tapName},script=no,downscript=no`,
-      '-device', `virtio-net-device,netdev=net0,mac=${spec.net.mac}`,
-    ]);
+  const net = spec.net;
+  if (net !== undefined || isTemplated(spec)) {
+    // A template or clone without a pod network gets a NIC on a hub of its own, which no other
+    // port joins: frames go nowhere (never `-netdev user`, which would reach the host's network).
+    const backend = net !== undefined ? `tap,id=${NET_ID},ifname=${net.tapName},script=no,downscript=no` : `hubport,id=${NET_ID},hubid=0`;
+    const mac = net === undefined || isTemplated(spec) ? TEMPLATE_MAC : net.mac;
+    list.push(['-netdev', backend, '-device', `virtio-net-device,netdev=${NET_ID},mac=${mac}`]);
   }
   return list;
 }
@@ -155,14 +189,18 @@ export function validateSpec(spec: VmSpec): void {
   const fail = (what: string) => {
     throw new HullError('invalid_argument', `Cannot start VM "${spec.id}": ${what}`);
   };
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(spec.id)) fail('id must be 1-64 letters, digits, ".", "_" or "-"');
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/.test(spec.id)) fail('id must be 1-76 letters, digits, ".", "_" or "-" (a containerd id)');
   if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > 255) fail(`vcpus ${spec.vcpus} is not an integer in 1..255`);
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 64) fail(`memoryMiB ${spec.memoryMiB} is not an integer ≥ 64`);
-  for (const [name, path] of Object.entries({ stateDir: spec.stateDir, kernel: spec.kernel, initrd: spec.initrd, rootDisk: spec.rootDisk, sharedDir: spec.sharedDir })) {
+  const files: Record<string, string> = { stateDir: spec.stateDir, kernel: spec.kernel, initrd: spec.initrd, rootDisk: spec.rootDisk, sharedDir: spec.sharedDir };
+  if (spec.templateRamFile !== undefined) files.templateRamFile = spec.templateRamFile;
+  if (spec.template !== undefined) Object.assign(files, { 'template.dir': spec.template.dir, 'template.ramFile': spec.template.ramFile });
+  for (const [name, path] of Object.entries(files)) {
     if (!isAbsolute(path)) fail(`${name} "${path}" is not an absolute path`);
   }
+  if (spec.templateRamFile !== undefined && spec.template !== undefined) fail('a VM cannot be a template source and a clone at once');
   const paths = qemuPaths(spec.stateDir);
-  for (const socket of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket]) {
+  for (const socket of [paths.qmpSocket, paths.agentSocket, paths.consoleSocket, paths.migrateSocket]) {
     if (Buffer.byteLength(socket) > UNIX_PATH_MAX) fail(`socket path "${socket}" is longer than ${UNIX_PATH_MAX} bytes`);
   }
   // eslint-disable-next-line no-control-regex
