@@ -64,6 +64,18 @@ export interface GuestNeighbor {
 
 export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRoute[], neighbors: GuestNeighbor[] = []): Promise<void> {
   const devices = await deviceByMac();
+  // A VM cloned from a template has the template's MAC on its one NIC: give it the pod's.
+  for (const iface of interfaces) {
+    const normal = iface.mac.toLowerCase();
+    if (!MAC.test(normal)) throw new HullError('invalid_argument', `Invalid MAC "${iface.mac}"`);
+    if (devices.has(normal)) continue;
+    const nics = [...devices.entries()].filter(([mac, name]) => name !== 'lo' && mac !== '00:00:00:00:00:00');
+    if (nics.length !== 1) throw new HullError('not_found', `No guest interface with MAC ${iface.mac}`);
+    const [oldMac, name] = nics[0]!;
+    await ip(['link', 'set', 'dev', name, 'address', normal]);
+    devices.delete(oldMac);
+    devices.set(normal, name);
+  }
   const deviceOf = (mac: string): string => {
     const normal = mac.toLowerCase();
     if (!MAC.test(normal)) throw new HullError('invalid_argument', `Invalid MAC "${mac}"`);

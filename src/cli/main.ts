@@ -7,6 +7,7 @@ import { HullError } from '../errors/index.js';
 import { loadConfig } from '../config/index.js';
 import { buildGuestImage, currentGuestImage } from '../guest/index.js';
 import { checkHost } from './check.js';
+import { listTemplates, pruneTemplates, removeTemplate, type TemplateListing } from '../vmm/index.js';
 import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
 import { parsePositiveInt, runContainer } from './run.js';
@@ -30,6 +31,8 @@ const USAGE = `Usage:
   hull image build [--force]      Build the guest image (kernel, initramfs, root disk)
   hull run --bundle DIR [--tty] [--cpus N] [--memory MiB] [--id ID] [-- CMD...]
                                   Run a container from an OCI bundle in a new VM
+  hull template ls | rm KEY | prune
+                                  List, remove or prune VM templates (saved guests that sandboxes clone)
   hull version
 Options for all commands: --config FILE (default /etc/hull/config.toml)`;
 
@@ -102,6 +105,26 @@ async function main(argv: string[]): Promise<number> {
         id: values.id,
       });
     }
+    case 'template': {
+      const [sub, ...templateArgs] = rest;
+      const { values, positionals } = parseArgs({ args: templateArgs, allowPositionals: true, options: { config: { type: 'string' } } });
+      const config = await loadConfig(values.config);
+      const roots = { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir };
+      if (sub === 'ls') {
+        for (const t of await listTemplates(roots)) console.log(templateLine(t));
+        return 0;
+      }
+      if (sub === 'rm' && positionals.length > 0) {
+        let missing = 0;
+        for (const key of positionals) if (!(await removeTemplate(key, roots))) (missing++, console.error(`hull: no template ${key}`));
+        return missing > 0 ? 1 : 0;
+      }
+      if (sub === 'prune') {
+        await pruneTemplates(roots);
+        return 0;
+      }
+      break;
+    }
     case 'version':
     case '--version':
       console.log(`hull ${VERSION}`);
@@ -123,3 +146,10 @@ main(process.argv.slice(2)).then(
     process.exitCode = e instanceof HullError && e.code === 'invalid_argument' ? 2 : 125;
   },
 );
+
+function templateLine(t: TemplateListing): string {
+  const ram = `${Math.round(t.ramAllocatedBytes / (1024 * 1024))} MiB RAM on tmpfs`;
+  if (!t.template) return `${t.key}  unusable: ${t.problem ?? 'unknown'} (${ram})`;
+  const { inputs, createdAt } = t.template.manifest;
+  return `${t.key}  image ${inputs.imageId}  ${inputs.vcpus} vCPU ${inputs.memoryMiB} MiB ${inputs.accel}  ${ram}  created ${createdAt}`;
+}

@@ -41,6 +41,7 @@ export async function runContainer(config: HullConfig, image: GuestAssets, optio
       accel: config.accel,
       runRoot: config.runRoot,
       bootTimeoutMs: config.bootTimeoutMs,
+      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir } : undefined,
     });
     if (interrupted) return interrupted;
     const size = tty && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : { rows: 24, cols: 80 };

@@ -22,6 +22,12 @@ export interface HullConfig {
   runRoot: string;
   /** Bound on VM start to agent ready. */
   bootTimeoutMs: number;
+  /** Start sandboxes as clones of a saved VM (one per image and size) instead of booting each. */
+  templates: boolean;
+  /** Where template manifests and device states live. */
+  templatesDir: string;
+  /** Where template RAM files live: must be tmpfs. */
+  templateRamDir: string;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
@@ -31,6 +37,9 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   guestImagesDir: '/var/lib/hull/guest',
   runRoot: '/run/hull',
   bootTimeoutMs: 60_000,
+  templates: true,
+  templatesDir: '/var/lib/hull/templates',
+  templateRamDir: '/dev/shm/hull-templates',
 };
 
 // TOML key -> config field, with the check each value must pass.
@@ -41,6 +50,9 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   guest_images_dir: { field: 'guestImagesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   run_root: { field: 'runRoot', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   boot_timeout_ms: { field: 'bootTimeoutMs', check: (v) => Number.isInteger(v) && (v as number) >= 1000, expect: 'an integer >= 1000' },
+  templates: { field: 'templates', check: (v) => typeof v === 'boolean', expect: 'true or false' },
+  templates_dir: { field: 'templatesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
+  template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
 };
 
 /** parseConfig reads TOML text over the defaults. */

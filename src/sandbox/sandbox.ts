@@ -12,7 +12,7 @@ import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { VmDriver, VmHandle, VmNetSpec } from '../vmm/index.js';
 import { LINK_ADDRESS, connectTap, disablePortForward, disconnectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
-import { QemuDriver } from '../vmm/index.js';
+import { QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import { bindMount, mountsUnder, unmountAllUnder, unmount } from './mounts.js';
 import { pumpOutput, pumpStdin, type HostStdio } from './stdio.js';
@@ -24,6 +24,8 @@ export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEMORY_MIB = 2048;
 
 export interface GuestAssets {
+  /** id of the guest image (templates are keyed by it). */
+  id?: string;
   kernel: string;
   initrd: string;
   rootDisk: string;
@@ -42,6 +44,11 @@ export interface SandboxOptions {
   bootTimeoutMs?: number;
   /** netns is the pod's network namespace, already plumbed by CNI; the VM takes over its interface. */
   netns?: string;
+  /**
+   * templates, when given, starts the VM as a clone of a saved template of this image and size
+   * (made on first use: that sandbox pays one boot) instead of booting it.
+   */
+  templates?: TemplateRoots;
 }
 
 export interface ContainerOptions {
@@ -134,19 +141,16 @@ export class Sandbox {
       const driver = options.driver ?? new QemuDriver();
       const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
       const deadline = Date.now() + bootTimeoutMs;
-      vm = await driver.start({
-        id: options.id,
-        stateDir,
-        vcpus,
-        memoryMiB,
-        kernel: options.image.kernel,
-        initrd: options.image.initrd,
-        rootDisk: options.image.rootDisk,
-        sharedDir: join(stateDir, 'shared'),
-        accel: options.accel ?? 'auto',
-        startTimeoutMs: bootTimeoutMs,
-        net,
-      });
+      const { image } = options;
+      const template = options.templates && image.id
+        ? await createTemplate({ ...options.templates, image: { ...image, id: image.id }, vcpus, memoryMiB, accel: options.accel ?? 'auto', bootTimeoutMs })
+        : undefined;
+      const target = { id: options.id, stateDir, sharedDir: join(stateDir, 'shared'), net, startTimeoutMs: bootTimeoutMs };
+      vm = await driver.start(
+        template
+          ? cloneSpec(template, target)
+          : { ...target, vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel: options.accel ?? 'auto' },
+      );
       const connection = await connectAgent(vm.agentSocketPath);
       client = connection.client;
       const bootedVm = vm;

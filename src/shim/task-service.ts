@@ -157,6 +157,7 @@ export class TaskService implements TaskImpl {
       bootTimeoutMs: config.bootTimeoutMs,
       // CRI's pod netns, plumbed by CNI before Create; a container run alone (ctr) has none.
       netns: spec.linux?.namespaces?.find((ns) => ns.type === 'network' && ns.path)?.path,
+      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir } : undefined,
     });
     this.#sandboxContainerId = id;
     this.#options.log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${this.#sandbox.vm.pid}`);
