@@ -8,8 +8,23 @@ import { join } from 'node:path';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
+/**
+ * A container's processes live in /hull/<id>/ctr, which crun makes and
+ * removes; /hull/<id> is the agent's and outlives it, so its (hierarchical)
+ * memory.events still tells after the exit whether the container was OOM-killed.
+ */
 export function containerCgroup(containerId: string): string {
+  return join(containerCgroupParent(containerId), 'ctr');
+}
+
+export function containerCgroupParent(containerId: string): string {
   return join(CGROUP_ROOT, 'hull', containerId);
+}
+
+/** oomKills reads how many processes of the container the kernel OOM-killed. */
+export async function oomKills(containerId: string): Promise<number> {
+  const text = await readFile(join(containerCgroupParent(containerId), 'memory.events'), 'utf8').catch(() => '');
+  return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? 0);
 }
 
 export interface CgroupStats {

@@ -3,12 +3,11 @@
  * /run/hull/containers/<id>, its init process and its execs. crun keeps the
  * runtime state; the agent keeps the processes it is the parent of.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile, realpath } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, stat, writeFile, realpath } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { cgroupPids, containerCgroup } from './cgroup.js';
+import { cgroupPids, containerCgroup, containerCgroupParent, oomKills } from './cgroup.js';
 import { guestSpec, isInside, checkId, checkProcess, podTmpfsMounts, POD_TMPFS_DIR, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
 
@@ -23,8 +22,6 @@ export class Container {
   // exec id -> process; changed only by exec() and removeExec().
   readonly execs = new Map<string, GuestProcess>();
   #state: ContainerState = 'created';
-  #oomKills = 0;
-  #eventsWatcher: FSWatcher | undefined;
 
   private constructor(id: string, bundleDir: string, stdio: StdioRequest) {
     this.id = id;
@@ -43,6 +40,7 @@ export class Container {
     const rootfsPath = await resolveRootfs(rootfs);
     const bundleDir = join(CONTAINERS_DIR, id);
     const config = guestSpec(id, spec, rootfsPath, stdio.terminal);
+    if (stdio.terminal) setConsoleSize(config.process!, stdio);
     for (const { key, options } of podTmpfsMounts(spec)) await ensurePodTmpfs(key, options);
     await mkdir(CONTAINERS_DIR, { recursive: true, mode: 0o700 });
     try {
@@ -59,13 +57,15 @@ export class Container {
     return this.#state;
   }
 
-  get oomKilled(): boolean {
-    return this.#oomKills > 0;
+  /** oomKilled tells whether the kernel OOM-killed a process of this container (also after it ended). */
+  async oomKilled(): Promise<boolean> {
+    return (await oomKills(this.id)) > 0;
   }
 
   async start(): Promise<number> {
     if (this.#state !== 'created') throw new HullError('failed_precondition', `Container "${this.id}" is ${this.#state}, not created`);
     this.#state = 'running';
+    await mkdir(containerCgroupParent(this.id), { recursive: true });
     void this.init.exited.then(() => this.#onInitExit());
     let pid: number;
     try {
@@ -74,7 +74,6 @@ export class Container {
       this.#state = 'stopped';
       throw e;
     }
-    this.#watchOom();
     return pid;
   }
 
@@ -84,6 +83,7 @@ export class Container {
     if (this.execs.has(execId)) throw new HullError('already_exists', `Exec "${execId}" already exists in container "${this.id}"`);
     const process = checkProcess(processSpec, `process of exec "${execId}"`);
     process.terminal = stdio.terminal;
+    if (stdio.terminal) setConsoleSize(process, stdio);
     const processFile = join(this.bundleDir, `exec-${execId}.json`);
     await writeFile(processFile, JSON.stringify(process));
     const proc = new GuestProcess({
@@ -153,8 +153,8 @@ export class Container {
       for (const proc of [this.init, ...this.execs.values()]) proc.killCrun();
       await this.init.exited;
     }
-    this.#eventsWatcher?.close();
     await this.#crun(['delete', '--force', this.id]).catch(() => {});
+    await rmdir(containerCgroupParent(this.id)).catch(() => {});
     await rm(this.bundleDir, { recursive: true, force: true });
   }
 
@@ -163,25 +163,6 @@ export class Container {
     // When init exits the PID namespace is gone; execs die with it. Make sure
     // their crun parents end too so every Wait completes.
     for (const proc of this.execs.values()) proc.killCrun();
-  }
-
-  // OOM kills are counted from memory.events while the cgroup exists: crun
-  // removes the cgroup as soon as the container ends.
-  #watchOom(): void {
-    const eventsFile = join(containerCgroup(this.id), 'memory.events');
-    const update = (): void => {
-      readFile(eventsFile, 'utf8').then((text) => {
-        const match = /^oom_kill (\d+)$/m.exec(text);
-        if (match) this.#oomKills = Math.max(this.#oomKills, Number(match[1]));
-      }, () => {});
-    };
-    try {
-      this.#eventsWatcher = watch(eventsFile, update);
-      this.#eventsWatcher.on('error', () => {});
-      update();
-    } catch {
-      // the container already ended
-    }
   }
 
   #crun(args: string[]): Promise<void> {
@@ -223,4 +204,9 @@ async function ensurePodTmpfs(key: string, options: string[]): Promise<void> {
       e ? reject(new HullError('internal', `Cannot mount the pod tmpfs ${key}: ${stderr.trim() || e.message}`)) : resolve(),
     ),
   );
+}
+
+/** setConsoleSize makes crun create the pty at the requested size, before the process runs. */
+function setConsoleSize(process: OciProcess, stdio: StdioRequest): void {
+  if (stdio.rows > 0 && stdio.cols > 0) process.consoleSize = { height: stdio.rows, width: stdio.cols };
 }

@@ -22,7 +22,7 @@ const base = {
 test('guestSpec() confines the container to what the guest owns', () => {
   const spec = guestSpec('c1', base, '/run/hull/shared/c1/rootfs', true);
   assert.equal(spec.root?.path, '/run/hull/shared/c1/rootfs');
-  assert.equal(spec.linux?.cgroupsPath, '/hull/c1');
+  assert.equal(spec.linux?.cgroupsPath, '/hull/c1/ctr');
   assert.equal(spec.hooks, undefined);
   assert.equal(spec.process?.apparmorProfile, undefined);
   assert.equal(spec.process?.terminal, true);

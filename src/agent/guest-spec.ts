@@ -155,7 +155,7 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
     process,
     root: { path: rootfsPath, readonly: spec.root?.readonly ?? false },
     mounts,
-    linux: { ...spec.linux, cgroupsPath: `/hull/${id}`, namespaces },
+    linux: { ...spec.linux, cgroupsPath: `/hull/${id}/ctr`, namespaces },
   };
   delete out.hooks;
   return out;

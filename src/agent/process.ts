@@ -92,7 +92,6 @@ export class GuestProcess {
     const pid = await Promise.race([waitForPidFile(this.#options.pidFile, this.exited), spawnFailed]);
     if (pid === undefined) throw await this.#startError();
     this.pid = pid;
-    if (stdio.terminal && stdio.rows > 0 && stdio.cols > 0) await this.resize(stdio.rows, stdio.cols).catch(() => {});
     return pid;
   }
 

@@ -109,7 +109,7 @@ export class AgentService implements AgentImpl {
     return {
       exitStatus: exit.exitStatus,
       exitedAtUnixNano: BigInt(exit.exitedAtMs) * 1_000_000n,
-      oomKilled: req.execId === '' && container.oomKilled,
+      oomKilled: req.execId === '' && (await container.oomKilled()),
     };
   }
 

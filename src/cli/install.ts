@@ -98,6 +98,16 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     doc: ['Per-sandbox state, <run_root>/<sandbox-id>/ (an absolute path; keep it short: unix socket paths', 'under it are limited to 107 bytes).'],
   },
   { key: 'boot_timeout_ms', field: 'bootTimeoutMs', doc: ['Bound in milliseconds on starting a VM until its agent answers (an integer >= 1000).'] },
+  {
+    key: 'templates',
+    field: 'templates',
+    doc: [
+      'Start sandboxes as clones of a saved VM of the same image and size (fast, shared memory pages)',
+      'instead of booting each; false boots every sandbox on its own (no pages shared between pods).',
+    ],
+  },
+  { key: 'templates_dir', field: 'templatesDir', doc: ['Where VM template manifests and device states live (an absolute path).'] },
+  { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on tmpfs).'] },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */
