@@ -76,6 +76,11 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: imageArgs, options: { config: { type: 'string' }, force: { type: 'boolean' } } });
       const config = await loadConfig(values.config);
       const image = await buildGuestImage({ agentBundle: AGENT_BUNDLE, imagesRoot: config.guestImagesDir, force: values.force ?? false, log: (l) => console.error(l) });
+      // Templates of other images only hold tmpfs memory now: clones still running keep their pages.
+      const roots = { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir };
+      for (const t of await listTemplates(roots)) {
+        if (t.template?.manifest.inputs.imageId !== image.id && (await removeTemplate(t.key, roots))) console.error(`removed template ${t.key} of another image`);
+      }
       console.log(`${image.id} ${image.dir}`);
       return 0;
     }
