@@ -32,6 +32,7 @@ demo: image
 bench: image
 	node dist/bench/run.js
 	node dist/bench/ctr-run.js
+	node dist/bench/pods.js
 
 clean:
 	rm -rf dist
