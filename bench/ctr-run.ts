@@ -9,20 +9,18 @@
  * of its own is left afterwards.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { currentGuestImage } from '../src/guest/index.js';
 import { chooseAccel } from '../src/vmm/index.js';
 import { findShims, startContainerd, type PrivateContainerd } from '../test/harness/containerd.js';
 import { BUSYBOX_REF, ensureTestImages } from '../test/harness/oci-image.js';
+import { HULL_RUNTIME, prepareHullRuntime } from '../test/harness/hull-runtime.js';
+import { appendResult } from './results.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../test/helpers/leaks.js';
 
 const runs = Number(process.env['HULL_BENCH_RUNS'] ?? 5);
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`HULL_BENCH_RUNS must be a positive integer, not "${process.env['HULL_BENCH_RUNS']}"`);
-const SHIM = fileURLToPath(new URL('../../bin/containerd-shim-hull-v2', import.meta.url));
-const HULL_RUNTIME = 'io.containerd.hull.v2';
 const RUNC_RUNTIME = 'io.containerd.runc.v2';
 const MEMORY_MIB = 512;
 const RESULTS = join(process.cwd(), 'bench-results-ctr.json');
@@ -60,37 +58,18 @@ function timeCtr(ctrd: PrivateContainerd, args: string[]): Promise<number> {
   });
 }
 
-function appendResult(entry: object): void {
-  let all: unknown[] = [];
-  if (existsSync(RESULTS)) {
-    try {
-      const old: unknown = JSON.parse(readFileSync(RESULTS, 'utf8'));
-      all = Array.isArray(old) ? old : [old];
-    } catch {
-      console.error(`bench: ${RESULTS} was not JSON; starting it again`);
-    }
-  }
-  all.push(entry);
-  writeFileSync(RESULTS, JSON.stringify(all, null, 2) + '\n');
-}
 
 const image = await currentGuestImage();
 if (!image) throw new Error('no guest image: run `make image` first');
 const accel = await chooseAccel();
 
-mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
-const work = mkdtempSync('/run/hull-test/bench-');
-const runRoot = mkdtempSync('/run/hull-test/b');
-const shimDir = join(work, 'bin');
-const configPath = join(work, 'config.toml');
-mkdirSync(shimDir);
-symlinkSync(SHIM, join(shimDir, 'containerd-shim-hull-v2'));
-writeFileSync(configPath, `default_memory = ${MEMORY_MIB}\nrun_root = "${runRoot}"\n`);
+const hullRuntime = prepareHullRuntime({ name: 'bench', memoryMiB: MEMORY_MIB });
+const { runRoot, shimDir, configPath } = hullRuntime;
 
 let ctrd: PrivateContainerd | undefined;
 let failed = false;
 try {
-  ctrd = await startContainerd({ runtimes: { hull: { runtimeType: HULL_RUNTIME, configPath } }, extraPath: shimDir, logLevel: 'info' });
+  ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: shimDir, logLevel: 'info' });
   await ensureTestImages(ctrd);
   const c = ctrd;
   const variants = [
@@ -111,7 +90,7 @@ try {
     const cols = [s.medianMs, s.minMs, s.maxMs].map((v) => v.toFixed(0).padStart(8));
     console.log(`${name.padEnd(12)} ${cols[0]!.padStart(11)} ${cols[1]} ${cols[2]} ${(s.medianMs / runc.medianMs).toFixed(1).padStart(7)}`);
   }
-  appendResult({
+  appendResult(RESULTS, {
     bench: 'ctr run --rm IMAGE true',
     date: new Date().toISOString(),
     runs,
@@ -148,8 +127,7 @@ try {
   }
   // Mounts a killed shim left in its sandbox dir (container rootfs) are ours too: detach them first.
   for (const m of mountsUnder(runRoot).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
-  rmSync(work, { recursive: true, force: true });
-  rmSync(runRoot, { recursive: true, force: true });
+  hullRuntime.remove();
   if (left.length > 0) {
     failed = true;
     console.error(`bench: left behind: ${left.join(', ')}`);

@@ -15,7 +15,7 @@
  * everything and checks that no QEMU is left under its run root.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +24,8 @@ import { chooseAccel } from '../src/vmm/index.js';
 import { findShims, startContainerd, type PrivateContainerd } from '../test/harness/containerd.js';
 import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from '../test/harness/cri.js';
 import { BUSYBOX_REF, ensureTestImages } from '../test/harness/oci-image.js';
+import { prepareHullRuntime } from '../test/harness/hull-runtime.js';
+import { appendResult, median } from './results.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../test/helpers/leaks.js';
 
 const idlePods = Number(process.env['HULL_BENCH_PODS'] ?? 10);
@@ -33,20 +35,13 @@ const EXEC_RUNS = 5;
 const SETTLE_MS = 10_000;
 const CPU_WINDOW_MS = 30_000;
 const CLK_TCK = 100;
-const SHIM = fileURLToPath(new URL('../../bin/containerd-shim-hull-v2', import.meta.url));
 // The hull shim re-executes itself as `node <dist>/src/shim/main.js … -address …` (src/shim/start.ts).
 const SHIM_MAIN = fileURLToPath(new URL('../src/shim/main.js', import.meta.url));
-const HULL_RUNTIME = 'io.containerd.hull.v2';
 const MEMORY_MIB = 512;
 const RESULTS = join(process.cwd(), 'bench-results-pods.json');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const round = (v: number, digits = 1): number => Math.round(v * 10 ** digits) / 10 ** digits;
-function median(samples: number[]): number {
-  const s = [...samples].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 interface ProcInfo {
   ppid: number;
@@ -202,40 +197,20 @@ async function measure(cri: CriClient, address: string, name: 'hull' | 'runc', h
   };
 }
 
-function appendResult(entry: object): void {
-  let all: unknown[] = [];
-  if (existsSync(RESULTS)) {
-    try {
-      const old: unknown = JSON.parse(readFileSync(RESULTS, 'utf8'));
-      all = Array.isArray(old) ? old : [old];
-    } catch {
-      console.error(`bench: ${RESULTS} was not JSON; starting it again`);
-    }
-  }
-  all.push(entry);
-  writeFileSync(RESULTS, JSON.stringify(all, null, 2) + '\n');
-}
 
 const image = await currentGuestImage();
 if (!image) throw new Error('no guest image: run `make image` first');
 const accel = await chooseAccel();
 
-mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
-const work = mkdtempSync('/run/hull-test/bench-');
-// CRI sandbox ids are 64 hex digits and unix socket paths have 107 bytes: keep the run root short.
-const runRoot = mkdtempSync('/run/hull-test/p');
-const shimDir = join(work, 'bin');
-const configPath = join(work, 'config.toml');
-mkdirSync(shimDir);
-symlinkSync(SHIM, join(shimDir, 'containerd-shim-hull-v2'));
-writeFileSync(configPath, `default_memory = ${MEMORY_MIB}\nrun_root = "${runRoot}"\n`);
+const hullRuntime = prepareHullRuntime({ name: 'bench', memoryMiB: MEMORY_MIB });
+const { runRoot, shimDir } = hullRuntime;
 
 let ctrd: PrivateContainerd | undefined;
 let cri: CriClient | undefined;
 const pods: Pod[] = [];
 let failed = false;
 try {
-  ctrd = await startContainerd({ runtimes: { hull: { runtimeType: HULL_RUNTIME, configPath } }, extraPath: shimDir, logLevel: 'info' });
+  ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: shimDir, logLevel: 'info' });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address, { deadlineMs: 300_000 });
   const hull = await measure(cri, ctrd.address, 'hull', 'hull', runRoot, pods);
@@ -257,7 +232,7 @@ try {
     console.log(`${label.padEnd(34)} ${h.toFixed(digits).padStart(10)} ${r.toFixed(digits).padStart(10)} ${ratio.padStart(10)}`);
   }
   console.log(`processes counted: hull ${hull.processes} (shims + QEMU), runc ${runc.processes} (shims + pause + sleep)`);
-  appendResult({
+  appendResult(RESULTS, {
     bench: 'pods through CRI',
     date: new Date().toISOString(),
     accel: accel.accel,
@@ -306,8 +281,7 @@ try {
     }
   }
   for (const m of mountsUnder(runRoot).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
-  rmSync(work, { recursive: true, force: true });
-  rmSync(runRoot, { recursive: true, force: true });
+  hullRuntime.remove();
   if (left.length > 0) {
     failed = true;
     console.error(`bench: left behind: ${left.join(', ')}`);

@@ -12,15 +12,11 @@ import { fileURLToPath } from 'node:url';
 import { currentGuestImage } from '../src/guest/index.js';
 import { Sandbox } from '../src/sandbox/index.js';
 import { makeBusyboxBundle } from '../test/helpers/bundle.js';
+import { median } from './results.js';
 
 const runs = Number(process.env['HULL_BENCH_RUNS'] ?? 5);
 const hullBin = fileURLToPath(new URL('../../bin/hull', import.meta.url));
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 function timeCommand(file: string, args: string[]): number {
   const started = performance.now();

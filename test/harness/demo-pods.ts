@@ -10,18 +10,14 @@
  * Ctrl-C). Needs root, containerd, runc and a built guest image (`make image`).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 import { findShims, startContainerd, type PrivateContainerd } from './containerd.js';
 import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from './cri.js';
+import { prepareHullRuntime } from './hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from './oci-image.js';
 
-const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
-const HULL_RUNTIME = 'io.containerd.hull.v2';
 const LABEL = 30;
 
 const line = (label: string, value: string): void => console.log(`${label.padEnd(LABEL)} ${value}`);
@@ -52,15 +48,8 @@ async function main(): Promise<number> {
   const image = await currentGuestImage();
   if (!image) throw new Error('no guest image: run `make image` first');
 
-  mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
-  const work = mkdtempSync('/run/hull-test/demo-');
-  // CRI sandbox ids are 64 hex digits and unix socket paths have 107 bytes: keep the run root short.
-  const runRoot = mkdtempSync('/run/hull-test/d');
-  const shimDir = join(work, 'bin');
-  const configPath = join(work, 'config.toml');
-  mkdirSync(shimDir);
-  symlinkSync(SHIM, join(shimDir, 'containerd-shim-hull-v2'));
-  writeFileSync(configPath, `default_memory = 512\nrun_root = "${runRoot}"\n`);
+  const hullRuntime = prepareHullRuntime({ name: 'demo' });
+  const { work, runRoot, shimDir } = hullRuntime;
 
   let ctrd: PrivateContainerd | undefined;
   let cri: CriClient | undefined;
@@ -70,7 +59,7 @@ async function main(): Promise<number> {
   ];
   const failures: string[] = [];
   try {
-    ctrd = await step(startContainerd({ runtimes: { hull: { runtimeType: HULL_RUNTIME, configPath } }, extraPath: shimDir }));
+    ctrd = await step(startContainerd({ runtimes: hullRuntime.runtimes, extraPath: shimDir }));
     await step(ensureTestImages(ctrd));
     cri = await step(CriClient.connect(ctrd.address));
     line('private containerd:', `${ctrd.dir} (runtimes: runc default, hull)`);
@@ -153,8 +142,7 @@ async function main(): Promise<number> {
     }
     // Mounts a killed shim left in its sandbox dir (container rootfs) are ours too: detach them first.
     for (const m of mountsUnder(runRoot).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
-    rmSync(work, { recursive: true, force: true });
-    rmSync(runRoot, { recursive: true, force: true });
+    hullRuntime.remove();
     line('after removing both pods:', `${leftVms.length} QEMU, ${shims.length} shims, run root ${leftState.length === 0 ? 'empty' : `has ${leftState.length} entries`}, containerd stopped`);
   }
   for (const f of failures) console.error(`demo: ${f}`);

@@ -5,22 +5,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
+import { prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig, portForwardOnce } from '../harness/cri.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
-const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
-
-mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
-const work = mkdtempSync('/run/hull-test/net-');
-const runRoot = mkdtempSync('/run/hull-test/r');
-const configPath = join(work, 'config.toml');
+const hullRuntime = prepareHullRuntime({ name: 'net' });
+const { work, runRoot } = hullRuntime;
 
 let ctrd: PrivateContainerd;
 let cri: CriClient;
@@ -28,10 +23,7 @@ let cri: CriClient;
 
 before(async () => {
   assert.ok(await currentGuestImage(), 'no guest image: run `make image` first');
-  mkdirSync(join(work, 'bin'));
-  symlinkSync(SHIM, join(work, 'bin', 'containerd-shim-hull-v2'));
-  writeFileSync(configPath, `default_memory = 512\nrun_root = "${runRoot}"\n`);
-  ctrd = await startContainerd({ runtimes: { hull: { runtimeType: 'io.containerd.hull.v2', configPath } }, extraPath: join(work, 'bin'), ipv6: true });
+  ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: hullRuntime.shimDir, ipv6: true });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address);
 });
@@ -40,8 +32,7 @@ after(async () => {
   cri?.close();
   const report = await ctrd?.stop();
   const left = { vms: qemuPidsUnder(runRoot), mounts: mountsUnder(work), state: entriesIn(runRoot) };
-  rmSync(work, { recursive: true, force: true });
-  rmSync(runRoot, { recursive: true, force: true });
+  hullRuntime.remove();
   assert.deepEqual(report?.leakedShims ?? [], [], 'leaked shims');
   assert.deepEqual(left, { vms: [], mounts: [], state: [] });
 });

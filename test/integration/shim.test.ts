@@ -4,26 +4,18 @@
  * containerd's PATH through a symlink, as `hull install` will place it.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
+import { HULL_RUNTIME, prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
-const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
-const HULL_RUNTIME = 'io.containerd.hull.v2';
-
-mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
-const work = mkdtempSync('/run/hull-test/shim-');
-// Sandbox ids from CRI are 64 hex digits: keep the run root short, socket paths have 107 bytes.
-const runRoot = mkdtempSync('/run/hull-test/r');
-const shimDir = join(work, 'bin');
-const configPath = join(work, 'config.toml');
+// Small VMs keep the suite light on a 2-core machine; the defaults are tested by the sandbox suite.
+const hullRuntime = prepareHullRuntime({ name: 'shim' });
+const { work, runRoot, configPath } = hullRuntime;
 
 let ctrd: PrivateContainerd;
 let cri: CriClient;
@@ -34,14 +26,7 @@ before(async () => {
   const image = await currentGuestImage();
   assert.ok(image, 'no guest image: run `make image` first');
   guestKernel = image.kernelRelease;
-  mkdirSync(shimDir);
-  symlinkSync(SHIM, join(shimDir, 'containerd-shim-hull-v2'));
-  // Small VMs keep the suite light on a 2-core machine; the defaults are tested by the sandbox suite.
-  writeFileSync(configPath, `default_memory = 512\nrun_root = "${runRoot}"\n`);
-  ctrd = await startContainerd({
-    runtimes: { hull: { runtimeType: HULL_RUNTIME, configPath } },
-    extraPath: shimDir,
-  });
+  ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: hullRuntime.shimDir });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address);
 });
@@ -54,8 +39,7 @@ after(async () => {
   const leftVms = qemuPidsUnder(runRoot);
   const leftMounts = mountsUnder(work);
   const leftState = entriesIn(runRoot);
-  rmSync(work, { recursive: true, force: true });
-  rmSync(runRoot, { recursive: true, force: true });
+  hullRuntime.remove();
   assert.equal(tasks?.stdout.trim() ?? '', '', 'ctr tasks ls is not empty');
   assert.deepEqual(shims, [], 'hull shims still running');
   assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
