@@ -77,6 +77,12 @@ export interface ProcessExit {
   oomKilled: boolean;
 }
 
+/** StartupPhase is one step of Sandbox.create and how long it took, in ms (for logs and benchmarks). */
+export interface StartupPhase {
+  name: 'network' | 'template' | 'vmm' | 'agent' | 'setup' | 'guest-network';
+  ms: number;
+}
+
 export interface GuestDetails {
   kernelRelease: string;
   onlineCpus: number;
@@ -89,6 +95,8 @@ export class Sandbox {
   readonly sharedDir: string;
   readonly vm: VmHandle;
   readonly agent: AgentClient;
+  /** startup says where create() spent its time. */
+  readonly startup: readonly StartupPhase[];
   readonly #client: TtrpcClient;
   // Containers with a rootfs mounted in the shared dir; changed by createContainer/removeContainer.
   readonly #containers = new Set<string>();
@@ -98,8 +106,9 @@ export class Sandbox {
   // The pod network the VM took over (its tap and port-forward plumbing are removed on destroy).
   readonly #network: AttachedNetwork | undefined;
 
-  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient, network: AttachedNetwork | undefined) {
+  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient, network: AttachedNetwork | undefined, startup: StartupPhase[]) {
     this.#network = network;
+    this.startup = startup;
     this.id = id;
     this.stateDir = stateDir;
     this.sharedDir = join(stateDir, 'shared');
@@ -128,6 +137,13 @@ export class Sandbox {
     let vm: VmHandle | undefined;
     let client: TtrpcClient | undefined;
     let network: AttachedNetwork | undefined;
+    const startup: StartupPhase[] = [];
+    let lapStart = performance.now();
+    const lap = (name: StartupPhase['name']): void => {
+      const now = performance.now();
+      startup.push({ name, ms: Math.round(now - lapStart) });
+      lapStart = now;
+    };
     try {
       await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
       let net: VmNetSpec | undefined;
@@ -137,6 +153,7 @@ export class Sandbox {
         network = { pod };
         network.portForward = await enablePortForward(pod);
         net = { tapName, mac: pod.iface.mac, netns: options.netns };
+        lap('network');
       }
       const driver = options.driver ?? new QemuDriver();
       const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
@@ -145,12 +162,14 @@ export class Sandbox {
       const template = options.templates && image.id
         ? await createTemplate({ ...options.templates, image: { ...image, id: image.id }, vcpus, memoryMiB, accel: options.accel ?? 'auto', bootTimeoutMs })
         : undefined;
+      if (template) lap('template');
       const target = { id: options.id, stateDir, sharedDir: join(stateDir, 'shared'), net, startTimeoutMs: bootTimeoutMs };
       vm = await driver.start(
         template
           ? cloneSpec(template, target)
           : { ...target, vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel: options.accel ?? 'auto' },
       );
+      lap('vmm');
       const connection = await connectAgent(vm.agentSocketPath);
       client = connection.client;
       const bootedVm = vm;
@@ -160,6 +179,7 @@ export class Sandbox {
         const tail = bootedVm.consoleTail(4096).trim();
         throw new HullError((e as HullError).code ?? 'unavailable', `Sandbox "${options.id}" failed to boot: ${(e as Error).message}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: e });
       }
+      lap('agent');
       await connection.agent.setupSandbox(
         {
           sandboxId: options.id,
@@ -170,8 +190,12 @@ export class Sandbox {
         },
         { timeoutMs: AGENT_CALL_TIMEOUT_MS },
       );
-      if (network) await connection.agent.setupNetwork(guestNetwork(network), { timeoutMs: AGENT_CALL_TIMEOUT_MS });
-      return new Sandbox(options.id, stateDir, vm, connection.client, connection.agent, network);
+      lap('setup');
+      if (network) {
+        await connection.agent.setupNetwork(guestNetwork(network), { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+        lap('guest-network');
+      }
+      return new Sandbox(options.id, stateDir, vm, connection.client, connection.agent, network, startup);
     } catch (e) {
       client?.close();
       await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});

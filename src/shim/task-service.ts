@@ -160,7 +160,8 @@ export class TaskService implements TaskImpl {
       templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir } : undefined,
     });
     this.#sandboxContainerId = id;
-    this.#options.log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${this.#sandbox.vm.pid}`);
+    const phases = this.#sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
+    this.#options.log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${this.#sandbox.vm.pid} (ms: ${phases})`);
   }
 
   async start(req: { id: string; execId: string }) {
