@@ -7,13 +7,11 @@
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { HullError } from '../errors/index.js';
 import { parseSpec } from '../sandbox/index.js';
 import { groupId, shimSocketPath, SHIM_SOCKET_DIR, writeAddressFile } from './address.js';
 import type { ShimFlags } from './flags.js';
 
-const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 const DAEMON_START_TIMEOUT_MS = 10_000;
 
 function socketAnswers(path: string): Promise<boolean> {
@@ -44,7 +42,9 @@ export async function startCommand(flags: ShimFlags): Promise<string> {
 }
 
 function spawnDaemon(flags: ShimFlags, bundle: string, socketPath: string): Promise<string> {
-  const args = [MAIN, '-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-bundle', bundle, '-socket', socketPath];
+  // The daemon is this same program (process.argv[1]: bin/containerd-shim-hull-v2 as containerd
+  // found it), so `ps` names it and it loads the same bundle.
+  const args = [process.argv[1]!, '-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-bundle', bundle, '-socket', socketPath];
   if (flags.debug) args.push('-debug');
   const child = spawn(process.execPath, args, { cwd: bundle, detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
   return new Promise((resolve) => {

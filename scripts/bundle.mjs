@@ -1,0 +1,20 @@
+// Bundles the two programs that start often and must start fast:
+// - the guest agent, one CommonJS file (dist/agent/hull-agent.js) that the guest's node runs from
+//   the read-only root disk;
+// - the shim (dist/shim/containerd-shim-hull-v2.mjs, run by bin/containerd-shim-hull-v2). containerd
+//   starts it twice per pod on the critical path (`start`, then the daemon) and once more for
+//   `delete`: as one file it loads in ~55 ms less than as ~60 separate modules.
+import { build } from 'esbuild-wasm';
+
+const common = { bundle: true, platform: 'node', target: 'node20', legalComments: 'none', logLevel: 'warning', keepNames: true };
+
+await build({ ...common, entryPoints: ['src/agent/main.ts'], outfile: 'dist/agent/hull-agent.js', format: 'cjs' });
+
+await build({
+  ...common,
+  entryPoints: ['src/shim/main.ts'],
+  outfile: 'dist/shim/containerd-shim-hull-v2.mjs',
+  format: 'esm',
+  // Bundled CommonJS dependencies call require(); an ES module has none of its own.
+  banner: { js: "import { createRequire as hullCreateRequire } from 'node:module'; const require = hullCreateRequire(import.meta.url);" },
+});
