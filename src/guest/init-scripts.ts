@@ -120,8 +120,11 @@ done
 unset NODE_OPTIONS
 export HOME=/root
 cd /
+# --jitless: under TCG every piece of machine code V8 generates must be translated again by QEMU in
+# each clone, and its background compiles wake an idle VM; the interpreter alone is as fast for the
+# agent's short calls (measured: same start times, idle CPU per VM 0.4 % instead of 2.5-3 %).
 while true; do
-  /usr/bin/node /hull/agent.js
+  /usr/bin/node --jitless /hull/agent.js
   log "agent exited ($?), restarting"
   sleep 1
 done
