@@ -25,6 +25,8 @@ export interface RuntimeSpec {
   runtimePath?: string;
   /** configPath becomes `options.ConfigPath` (runtimeoptions.v1.Options on the shim's stdin). */
   configPath?: string;
+  /** options are more keys of the runtime's `options` table (e.g. runc's BinaryName, Root). */
+  options?: Record<string, string | boolean | number>;
   podAnnotations?: string[];
   containerAnnotations?: string[];
   privilegedWithoutHostDevices?: boolean;
@@ -195,7 +197,7 @@ class Instance implements PrivateContainerd {
         ...(r.podAnnotations ? { pod_annotations: r.podAnnotations } : {}),
         ...(r.containerAnnotations ? { container_annotations: r.containerAnnotations } : {}),
         ...(r.privilegedWithoutHostDevices !== undefined ? { privileged_without_host_devices: r.privilegedWithoutHostDevices } : {}),
-        ...(r.configPath ? { options: { ConfigPath: r.configPath } } : {}),
+        ...(r.configPath || r.options ? { options: { ...r.options, ...(r.configPath ? { ConfigPath: r.configPath } : {}) } } : {}),
       };
     }
     const config = {
