@@ -13,6 +13,7 @@ packages=(
   util-linux        # mount/umount (sharing with the guest), nsenter (pod netns), setpriv (VMs die with their shim)
   containerd        # the private containerd of the test harness (1.6.20 in Debian 12; ctr too)
   runc              # containerd's default runtime, the baseline in tests and benchmarks
+  runsc             # gVisor, measured next to runc and hull by `make bench` (through containerd's runc shim)
   containernetworking-plugins  # CNI bridge/host-local/loopback for the harness's CRI pods
   iproute2          # ip and tc: the tap and its tc redirect in the pod netns (and the harness's bridge)
   iptables          # port-forward into VM pods: the pod netns hands loopback TCP to the guest
