@@ -28,11 +28,10 @@ test: image
 demo: image
 	scripts/demo.sh
 
-# Cold boot and `hull run` vs `runc run`; then `ctr run --rm IMG true` through hull vs runc on one containerd.
+# Issue #5's benchmark: runc, gVisor and hull on one private containerd; prints a table with the
+# targets and saves bench-results.json here (HULL_BENCH_RUNS, HULL_BENCH_PODS, HULL_BENCH_REPEATS).
 bench: image
-	node dist/bench/run.js
-	node dist/bench/ctr-run.js
-	node dist/bench/pods.js
+	node dist/bench/main.js
 
 clean:
 	rm -rf dist

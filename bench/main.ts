@@ -1,0 +1,103 @@
+/**
+ * `make bench`: issue #5's benchmark in one run. runc, gVisor (Debian's runsc) and hull, all on one
+ * private containerd (test/harness), the same busybox image, hull VMs of 512 MiB / 1 vCPU:
+ *
+ *   P1 `ctr run --rm IMAGE true`                     bench/ctr-run.ts
+ *   P2 host memory per idle pod, P5 idle CPU per pod bench/idle.ts
+ *   P3 10 pods in parallel through CRI to Running    bench/batch.ts
+ *   P4 `exec true`, P6 256 MiB written with fsync    bench/exec.ts
+ *   B1/B2 `run` of a bundle without containerd, hull with templates and cold    bench/boot.ts
+ *
+ * Environment: HULL_BENCH_RUNS (P1, P4, B1/B2; default 5), HULL_BENCH_PODS (P2/P5; default 20),
+ * HULL_BENCH_REPEATS (P3, P6; default 3). Prints one table with issue #5's targets and saves
+ * everything (samples, medians, machine) to `bench-results.json` in the current directory. Cleans up
+ * all it made and fails if anything was left behind.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_CONFIG } from '../src/config/index.js';
+import { currentGuestImage } from '../src/guest/index.js';
+import { chooseAccel } from '../src/vmm/index.js';
+import { startContainerd, type PrivateContainerd } from '../test/harness/containerd.js';
+import { CriClient } from '../test/harness/cri.js';
+import { BUSYBOX_REF, ensureTestImages } from '../test/harness/oci-image.js';
+import { measureBatch } from './batch.js';
+import { measureBoot, RUN_PREFIX } from './boot.js';
+import { cleanup } from './cleanup.js';
+import { measureCtrRun } from './ctr-run.js';
+import { measureExec, WRITE_MIB } from './exec.js';
+import { CPU_WINDOW_MS, measureIdle } from './idle.js';
+import { machineInfo } from './machine.js';
+import type { PodContext } from './pods.js';
+import { formatTable, tableRows } from './report.js';
+import { prepareRuntimes, RUNTIMES, VM_MEMORY_MIB, type RuntimeName } from './runtimes.js';
+import { positiveInt, round } from './stats.js';
+
+const BATCH = 10;
+const RESULTS = join(process.cwd(), 'bench-results.json');
+const options = {
+  runs: positiveInt('HULL_BENCH_RUNS', 5),
+  pods: positiveInt('HULL_BENCH_PODS', 20),
+  repeats: positiveInt('HULL_BENCH_REPEATS', 3),
+  batch: BATCH,
+  image: BUSYBOX_REF,
+  hull: { memoryMiB: VM_MEMORY_MIB, vcpus: 1, templates: true },
+  gvisor: { network: 'none', platform: 'runsc default (ptrace)', via: 'containerd-shim-runc-v2 with runsc as its binary' },
+  p6: `dd if=/dev/zero of=/bench.dat bs=1M count=${WRITE_MIB} conv=fsync via CRI ExecSync, timed on the host around the exec`,
+};
+
+const log = (msg: string): void => console.error(`bench: ${msg}`);
+const started = performance.now();
+const image = await currentGuestImage();
+if (!image) throw new Error('No guest image: run `make image` first');
+const accel = await chooseAccel();
+
+const rt = prepareRuntimes();
+let ctrd: PrivateContainerd | undefined;
+let cri: CriClient | undefined;
+let ctx: PodContext | undefined;
+const ids = new Set<string>();
+let failed = false;
+try {
+  log(`B1/B2: run of a bundle without containerd, ${options.runs} rounds`);
+  const boot = measureBoot(rt, options.runs);
+  ctrd = await startContainerd({ runtimes: rt.containerd, extraPath: rt.hull.shimDir, logLevel: 'info' });
+  await ensureTestImages(ctrd);
+  cri = await CriClient.connect(ctrd.address, { deadlineMs: 300_000 });
+  ctx = { cri, address: ctrd.address, hullRunRoot: rt.hull.runRoot, handler: rt.handler, pods: [], ids };
+  log(`P1: ctr run --rm, ${options.runs} rounds`);
+  const p1CtrRunMs = await measureCtrRun(ctrd, rt, options.runs);
+  log(`P4/P6: exec true ×${options.runs}, ${WRITE_MIB} MiB write ×${options.repeats}`);
+  const exec = await measureExec(ctx, options.runs, options.repeats);
+  const p3BatchMs = await measureBatch(ctx, BATCH, options.repeats);
+  const p2p5Idle = await measureIdle(ctx, options.pods);
+
+  const results = { p1CtrRunMs, p2p5Idle, p3BatchMs, exec, boot };
+  const rows = tableRows(results, { ...options, cpuWindowS: CPU_WINDOW_MS / 1000, writeMiB: WRITE_MIB });
+  const machine = machineInfo({ accel: accel.accel, accelReason: accel.reason, guestKernel: image.kernelRelease, guestImage: image.id, templateRamDir: DEFAULT_CONFIG.templateRamDir });
+  const durationS = round((performance.now() - started) / 1000, 0);
+  console.log(`hull bench (issue #5): ${machine.cores} cores, accel ${machine.accel}, host ${machine.hostKernel}, guest ${machine.guestKernel}, ${machine.runsc}`);
+  console.log(`medians; P1/P4/B ×${options.runs}, P3/P6 ×${options.repeats}; hull VM ${VM_MEMORY_MIB} MiB / 1 vCPU, templates on; gVisor --network=none through the runc shim`);
+  console.log(formatTable(rows));
+  console.log(`P2 counts every host process kept for the pods: runc ${p2p5Idle.runc.processes}, gVisor ${p2p5Idle.gvisor.processes}, hull ${p2p5Idle.hull.processes} processes for ${options.pods} pods each.`);
+  const split = (r: RuntimeName): string => Object.entries(p2p5Idle[r].pssMiBPerPodByCommand).map(([c, m]) => `${c} ${m}`).join(', ');
+  console.log(`P2 per pod by process, MiB: ${RUNTIMES.map((r) => `${r}: ${split(r)}`).join('; ')}`);
+  console.log(`hull's VM templates hold ${machine.hullTemplateRamMiB ?? '?'} MiB of tmpfs in all (shared by every clone; in no process's PSS in full).`);
+  console.log('P6 is timed on the host around one exec; B2\'s runc column repeats B1\'s `runc run`.');
+  console.log(`total ${Math.floor(durationS / 60)} min ${durationS % 60} s`);
+  writeFileSync(RESULTS, JSON.stringify({ bench: 'hull issue #5', date: new Date().toISOString(), durationS, machine, options, table: rows, results }, null, 2) + '\n');
+  console.log(`saved to ${RESULTS}`);
+} catch (e) {
+  failed = true;
+  log((e as Error).stack ?? String(e));
+  if (ctrd) console.error(`--- containerd log (tail) ---\n${ctrd.logTail(20)}`);
+} finally {
+  const left = await cleanup({ rt, ctrd, cri, ctx, ids, runPrefix: RUN_PREFIX });
+  if (left.length > 0) {
+    failed = true;
+    log(`left behind (now removed): ${left.join(', ')}`);
+  } else {
+    console.log('cleanup: no pod, shim, QEMU, runsc process, mount, state or cgroup of ours left');
+  }
+}
+process.exit(failed ? 1 : 0);
