@@ -5,8 +5,9 @@
  * - P6: CRI ExecSync `dd if=/dev/zero of=/bench.dat bs=1M count=256 conv=fsync` into the container's
  *   rootfs (runc: the overlayfs snapshot; gVisor: the same through its gofer; hull: the same shared
  *   into the VM over virtio-9p), timed on the host around the exec (so it includes one exec: see P4),
- *   `repeats` rounds in RUNTIMES order, after an untimed host `sync` (no writeback of earlier work
- *   inside the window), the file removed (untimed) after each.
+ *   `runs` rounds in RUNTIMES order (the fsync's time varies a lot on this disk: more samples), each
+ *   after an untimed host `sync` (no writeback of earlier work inside the window), the file removed
+ *   (untimed) after each.
  */
 import { spawnSync } from 'node:child_process';
 import type { CriClient } from '../test/harness/cri.js';
@@ -31,14 +32,14 @@ async function timedExec(cri: CriClient, pod: Pod, cmd: string[]): Promise<numbe
   return ms;
 }
 
-export async function measureExec(ctx: PodContext, runs: number, repeats: number): Promise<ExecResult> {
+export async function measureExec(ctx: PodContext, runs: number): Promise<ExecResult> {
   const pods = {} as Record<RuntimeName, Pod>;
   for (const name of RUNTIMES) pods[name] = await startPod(ctx, name, `exec-${name}`);
   const execTrue: Record<RuntimeName, number[]> = { runc: [], gvisor: [], hull: [] };
   const write: Record<RuntimeName, number[]> = { runc: [], gvisor: [], hull: [] };
   for (const name of RUNTIMES) await timedExec(ctx.cri, pods[name], ['true']);
   for (let i = 0; i < runs; i++) for (const name of RUNTIMES) execTrue[name].push(await timedExec(ctx.cri, pods[name], ['true']));
-  for (let i = 0; i < repeats; i++) {
+  for (let i = 0; i < runs; i++) {
     for (const name of RUNTIMES) {
       spawnSync('sync');
       write[name].push(await timedExec(ctx.cri, pods[name], DD));

@@ -6,10 +6,10 @@
  *   P2 host memory per idle pod, P5 idle CPU per pod bench/idle.ts
  *   P3 10 pods in parallel through CRI to Running    bench/batch.ts
  *   P4 `exec true`, P6 256 MiB written with fsync    bench/exec.ts
- *   B1/B2 `run` of a bundle without containerd, hull with templates and cold    bench/boot.ts
+ *   B1/B2 `run` of a bundle, no containerd; hull cold too   bench/boot.ts
  *
- * Environment: HULL_BENCH_RUNS (P1, P4, B1/B2; default 5), HULL_BENCH_PODS (P2/P5; default 20),
- * HULL_BENCH_REPEATS (P3, P6; default 3). Prints one table with issue #5's targets and saves
+ * Environment: HULL_BENCH_RUNS (P1, P4, P6, B1/B2; default 5), HULL_BENCH_PODS (P2/P5; default 20),
+ * HULL_BENCH_REPEATS (P3; default 3). Prints one table with issue #5's targets and saves
  * everything (samples, medians, machine) to `bench-results.json` in the current directory. Cleans up
  * all it made and fails if anything was left behind.
  */
@@ -67,8 +67,8 @@ try {
   ctx = { cri, address: ctrd.address, hullRunRoot: rt.hull.runRoot, handler: rt.handler, pods: [], ids };
   log(`P1: ctr run --rm, ${options.runs} rounds`);
   const p1CtrRunMs = await measureCtrRun(ctrd, rt, options.runs);
-  log(`P4/P6: exec true ×${options.runs}, ${WRITE_MIB} MiB write ×${options.repeats}`);
-  const exec = await measureExec(ctx, options.runs, options.repeats);
+  log(`P4/P6: exec true, ${WRITE_MIB} MiB write, ${options.runs} rounds`);
+  const exec = await measureExec(ctx, options.runs);
   const p3BatchMs = await measureBatch(ctx, BATCH, options.repeats);
   const p2p5Idle = await measureIdle(ctx, options.pods);
 
@@ -77,7 +77,7 @@ try {
   const machine = machineInfo({ accel: accel.accel, accelReason: accel.reason, guestKernel: image.kernelRelease, guestImage: image.id, templateRamDir: DEFAULT_CONFIG.templateRamDir });
   const durationS = round((performance.now() - started) / 1000, 0);
   console.log(`hull bench (issue #5): ${machine.cores} cores, accel ${machine.accel}, host ${machine.hostKernel}, guest ${machine.guestKernel}, ${machine.runsc}`);
-  console.log(`medians; P1/P4/B ×${options.runs}, P3/P6 ×${options.repeats}; hull VM ${VM_MEMORY_MIB} MiB / 1 vCPU, templates on; gVisor --network=none through the runc shim`);
+  console.log(`medians; P1/P4/P6/B ×${options.runs}, P3 ×${options.repeats}; hull VM ${VM_MEMORY_MIB} MiB / 1 vCPU, templates on; gVisor --network=none through the runc shim`);
   console.log(formatTable(rows));
   console.log(`P2 counts every host process kept for the pods: runc ${p2p5Idle.runc.processes}, gVisor ${p2p5Idle.gvisor.processes}, hull ${p2p5Idle.hull.processes} processes for ${options.pods} pods each.`);
   const split = (r: RuntimeName): string => Object.entries(p2p5Idle[r].pssMiBPerPodByCommand).map(([c, m]) => `${c} ${m}`).join(', ');

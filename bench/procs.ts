@@ -49,7 +49,7 @@ export function withDescendants(roots: Iterable<number>): number[] {
 
 /**
  * pssKiB sums the proportional set size of `pids` (shared pages divided among their mappers), in
- * total and by command name (/proc/<pid>/comm: e.g. the shim, qemu-system-x86, runsc-gofer).
+ * total and by program (argv[0]'s base name: e.g. containerd-shim-runc-v2, qemu-system-x86_64, runsc-gofer).
  */
 export function pssKiB(pids: number[]): { total: number; byCommand: Record<string, number> } {
   let total = 0;
@@ -57,7 +57,9 @@ export function pssKiB(pids: number[]): { total: number; byCommand: Record<strin
   for (const pid of pids) {
     try {
       const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      // argv[0] names runsc's processes (runsc-sandbox, runsc-gofer), whose comm is "exe".
+      const argv0 = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
+      const comm = argv0.split('/').pop() || readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
       const kib = m ? Number(m[1]) : 0;
       total += kib;
       byCommand[comm] = (byCommand[comm] ?? 0) + kib;
