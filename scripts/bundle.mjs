@@ -12,8 +12,12 @@ await build({ ...common, entryPoints: ['src/agent/main.ts'], outfile: 'dist/agen
 
 await build({
   ...common,
-  entryPoints: ['src/shim/main.ts'],
-  outfile: 'dist/shim/containerd-shim-hull-v2.mjs',
+  entryPoints: { 'containerd-shim-hull-v2': 'src/shim/main.ts' },
+  outdir: 'dist/shim',
+  outExtension: { '.js': '.mjs' },
+  // One chunk per action (main.ts imports each lazily): `start` and `delete` load a fraction of it.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   format: 'esm',
   // Bundled CommonJS dependencies call require(); an ES module has none of its own.
   banner: { js: "import { createRequire as hullCreateRequire } from 'node:module'; const require = hullCreateRequire(import.meta.url);" },

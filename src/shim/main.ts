@@ -3,23 +3,23 @@
  * daemon itself.
  */
 import { HullError } from '../errors/index.js';
-import { deleteCommand } from './delete.js';
 import { parseShimFlags } from './flags.js';
-import { serveDaemon } from './daemon.js';
-import { startCommand } from './start.js';
+
+// Each action loads only its own code: `start` and `delete` are short-lived processes on a pod's
+// critical path, and need little of what the daemon does.
 
 async function main(): Promise<void> {
   const flags = parseShimFlags(process.argv.slice(2));
   switch (flags.action) {
     case 'start':
-      process.stdout.write(await startCommand(flags));
+      process.stdout.write(await (await import('./start.js')).startCommand(flags));
       return;
     case 'delete':
-      process.stdout.write(await deleteCommand(flags));
+      process.stdout.write(await (await import('./delete.js')).deleteCommand(flags));
       return;
     case 'serve':
       if (!flags.socket) throw new HullError('invalid_argument', 'The shim daemon needs -socket (it is started by `start`)');
-      await serveDaemon(flags);
+      await (await import('./daemon.js')).serveDaemon(flags);
   }
 }
 

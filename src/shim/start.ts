@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { HullError } from '../errors/index.js';
-import { parseSpec } from '../sandbox/index.js';
+import { parseSpec } from '../sandbox/spec.js';
 import { groupId, shimSocketPath, SHIM_SOCKET_DIR, writeAddressFile } from './address.js';
 import type { ShimFlags } from './flags.js';
 
