@@ -1,0 +1,64 @@
+/**
+ * The hull config.toml that `hull install` writes: every key documented and commented out at its
+ * default. `hull env` reads the same key list to show each key's effective value.
+ */
+import { DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
+
+/** ConfigKeyDoc documents one key of hull's config.toml; install writes it, `hull env` reads it. */
+export interface ConfigKeyDoc {
+  key: string;
+  field: keyof HullConfig;
+  doc: string[];
+}
+
+/** CONFIG_KEYS are the keys of config.toml (src/config/config.ts), in the order the file shows them. */
+export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
+  { key: 'default_vcpus', field: 'defaultVcpus', doc: ['vCPUs of a sandbox VM before the CPU limits of its containers are added (an integer 1..255).'] },
+  { key: 'default_memory', field: 'defaultMemoryMiB', doc: ['Memory of a sandbox VM in MiB before the memory limits of its containers are added (an integer >= 128).'] },
+  {
+    key: 'accel',
+    field: 'accel',
+    doc: [
+      'Accelerator: "auto" uses kvm only where /proc/cpuinfo shows vmx or svm and /dev/kvm opens, else tcg',
+      '(software emulation: isolation holds, CPU-bound work is much slower). "kvm" or "tcg" force one.',
+    ],
+  },
+  { key: 'guest_images_dir', field: 'guestImagesDir', doc: ['Where built guest images live (`hull image build` writes them; an absolute path).'] },
+  {
+    key: 'run_root',
+    field: 'runRoot',
+    doc: ['Per-sandbox state, <run_root>/<sandbox-id>/ (an absolute path; keep it short: unix socket paths', 'under it are limited to 107 bytes).'],
+  },
+  { key: 'boot_timeout_ms', field: 'bootTimeoutMs', doc: ['Bound in milliseconds on starting a VM until its agent answers (an integer >= 1000).'] },
+  {
+    key: 'templates',
+    field: 'templates',
+    doc: [
+      'Start sandboxes as clones of a saved VM of the same image and size (fast, shared memory pages)',
+      'instead of booting each; false boots every sandbox on its own (no pages shared between pods).',
+    ],
+  },
+  { key: 'templates_dir', field: 'templatesDir', doc: ['Where VM template manifests and device states live (an absolute path).'] },
+  { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on tmpfs).'] },
+];
+
+/** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */
+function tomlValue(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/**
+ * hullConfigTemplate is the config.toml install writes: every key commented out at its default, so
+ * the built-in defaults keep applying (also when a later hull changes one) until an admin sets a key.
+ */
+export function hullConfigTemplate(): string {
+  const lines = [
+    '# hull configuration, written by `hull install` (`hull uninstall` removes it while it is unchanged).',
+    '# Every key is optional: a commented-out key shows its default. Unknown keys are errors.',
+    '# `hull env` prints the effective value of each key and where it comes from.',
+  ];
+  for (const k of CONFIG_KEYS) {
+    lines.push('', ...k.doc.map((d) => `# ${d}`), `# ${k.key} = ${tomlValue(DEFAULT_CONFIG[k.field])}`);
+  }
+  return lines.join('\n') + '\n';
+}
