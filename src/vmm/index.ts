@@ -2,7 +2,7 @@
  * vmm — hypervisor drivers behind one small interface (driver.ts). QEMU's microvm machine is the
  * driver that runs here (qemu.ts); its command line is built by pure functions (qemu-args.ts), it is
  * controlled over QMP (qmp.ts), and the accelerator is chosen per host (accel.ts). VM templates
- * (template.ts) let a clone restore a saved guest instead of booting one.
+ * (template*.ts) let a clone restore a saved guest instead of booting one.
  */
 
 export type { Accel, VmDriver, VmExit, VmHandle, VmNetSpec, VmSpec, VmTemplateRef } from './driver.js';
@@ -15,12 +15,8 @@ export {
   DEFAULT_TEMPLATE_RAM_ROOT,
   TEMPLATE_FORMAT,
   cloneSpec,
-  createTemplate,
   findTemplate,
-  listTemplates,
   openTemplate,
-  pruneTemplates,
-  removeTemplate,
   templateInputs,
   templateKey,
   type CloneTarget,
@@ -32,3 +28,5 @@ export {
   type TemplateRoots,
   type VmTemplate,
 } from './template.js';
+export { createTemplate } from './template-create.js';
+export { listTemplates, pruneTemplates, removeTemplate } from './template-store.js';

@@ -1,0 +1,213 @@
+/**
+ * createTemplate: boot a template guest until its agent answers, save it, and publish it.
+ *
+ * Concurrency without locks: a creator builds in `<templatesRoot>/.new-<key>-<pid>-<nonce>/` with a
+ * RAM file of its own, and publishes with one rename of that directory to `<key>`. A second creator
+ * of the same key loses the rename, removes its copy and uses the winner's. Nothing is ever written
+ * in place: clones map the RAM file copy-on-write, so changing it would corrupt every running clone.
+ * Leftovers of a creator that died are named after its pid and pruned by later creators.
+ *
+ * The RAM root is checked to be a directory of ours, mode 0700: /dev/shm is world-writable, and
+ * whoever could write a template's RAM would own every clone made from it.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { chmod, lstat, mkdir, open, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { HullError } from '../errors/index.js';
+import { Agent } from '../proto/gen/agent_pb.js';
+import { serviceClient } from '../proto/rpc.js';
+import { TtrpcClient } from '../ttrpc/index.js';
+import type { VmHandle } from './driver.js';
+import { TEMPLATE_MAC, TEMPLATE_STATE_FILE } from './qemu-args.js';
+import { QemuDriver } from './qemu.js';
+import { pruneTemplates, removeTemplate } from './template-store.js';
+import { MANIFEST_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
+
+const BOOT_CONSOLE_FILE = 'boot-console.log';
+const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
+/** Filesystems that keep a RAM file in memory (statfs f_type): tmpfs, hugetlbfs. */
+const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x958458f6]);
+
+/**
+ * createTemplate returns the template for `request`, making it first when there is none (`created`
+ * tells which). A published template that lost a file (the RAM file after a host reboot) is
+ * replaced. Fails with a HullError carrying the guest's console tail when the template guest does
+ * not come up; leaves nothing behind then.
+ */
+export async function createTemplate(request: TemplateRequest): Promise<VmTemplate & { created: boolean }> {
+  const roots = rootsOf(request);
+  validateRequest(request);
+  const inputs = await templateInputs(request);
+  const key = templateKey(inputs);
+  const existing = await inspect(key, roots);
+  if (existing.template) return { ...existing.template, created: false };
+  // Published but unusable (its RAM went with a reboot): replace it. A creator racing us may publish
+  // a good one in between and lose it here; clones already running are not affected.
+  if (existing.published) await removeTemplate(key, roots);
+
+  await ensurePrivateDir(roots.templatesRoot);
+  await ensurePrivateDir(roots.ramRoot);
+  // On a disk the RAM file would cost disk writes while the template boots, and page cache after.
+  if (!MEMORY_FILESYSTEMS.has((await statfs(roots.ramRoot)).type)) {
+    throw new HullError('failed_precondition', `Cannot make a VM template: ${roots.ramRoot} is not on tmpfs (the template's RAM file belongs in memory)`);
+  }
+  await pruneTemplates(roots);
+  const ramDir = join(roots.ramRoot, key);
+  await ensurePrivateDir(ramDir);
+  const nonce = randomBytes(4).toString('hex');
+  const work = join(roots.templatesRoot, `.new-${key}-${process.pid}-${nonce}`);
+  const ramFile = join(ramDir, `ram.${process.pid}.${nonce}`);
+  const stateDir = join(work, 'vm');
+  await mkdir(work, { mode: 0o700 });
+  let vm: VmHandle | undefined;
+  let published = false;
+  try {
+    await mkdir(stateDir, { mode: 0o700 });
+    await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
+    const bootTimeoutMs = request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+    const started = Date.now();
+    const deadline = started + bootTimeoutMs;
+    vm = await new QemuDriver({ binary: request.binary }).start({
+      id: `template-${key}-${nonce}`,
+      stateDir,
+      vcpus: inputs.vcpus,
+      memoryMiB: inputs.memoryMiB,
+      kernel: request.image.kernel,
+      initrd: request.image.initrd,
+      rootDisk: request.image.rootDisk,
+      sharedDir: join(stateDir, 'shared'),
+      kernelArgs: inputs.kernelArgs,
+      accel: inputs.accel,
+      startTimeoutMs: bootTimeoutMs,
+      templateRamFile: ramFile,
+    });
+    const agent = await connectToAgent(vm, deadline);
+    const bootMs = Date.now() - started;
+    const saving = Date.now();
+    try {
+      // Still connected: a clone's agent finds its port as it left it (see connectToAgent).
+      if (vm.saveTemplate === undefined) throw new HullError('unimplemented', 'the VM driver cannot save templates');
+      await vm.saveTemplate(join(work, TEMPLATE_STATE_FILE));
+    } finally {
+      agent.client.close();
+    }
+    const saveMs = Date.now() - saving;
+    await vm.shutdown({ deadlineMs: 5000 });
+    vm = undefined;
+    await rename(join(stateDir, 'console.log'), join(work, BOOT_CONSOLE_FILE)).catch(() => undefined);
+    await rm(stateDir, { recursive: true, force: true });
+    // Read-only from now on: clones map it copy-on-write and nothing may change it under them.
+    await chmod(ramFile, 0o400);
+    const manifest: TemplateManifest = {
+      format: TEMPLATE_FORMAT,
+      key,
+      inputs,
+      image: { kernel: request.image.kernel, initrd: request.image.initrd, rootDisk: request.image.rootDisk },
+      ramFile,
+      ramBytes: (await stat(ramFile)).size,
+      stateBytes: (await stat(join(work, TEMPLATE_STATE_FILE))).size,
+      guestMac: TEMPLATE_MAC,
+      agentVersion: agent.agentVersion,
+      createdAt: new Date().toISOString(),
+      bootMs,
+      saveMs,
+    };
+    await writeDurably(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    try {
+      await rename(work, join(roots.templatesRoot, key));
+      published = true;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+    }
+    if (published) return { key, dir: join(roots.templatesRoot, key), ramFile, manifest, created: true };
+    // Another creator published the same key first: use theirs.
+    const theirs = await inspect(key, roots);
+    if (theirs.template) return { ...theirs.template, created: false };
+    throw new HullError('unavailable', `Template ${key} was published concurrently but is not usable: ${theirs.problem}`);
+  } catch (error) {
+    throw vm !== undefined ? templateFailure(error, vm) : error;
+  } finally {
+    await vm?.shutdown({ deadlineMs: 0 }).catch(() => undefined);
+    if (!published) {
+      await rm(work, { recursive: true, force: true });
+      await rm(ramFile, { force: true });
+    }
+  }
+}
+
+function validateRequest(request: TemplateRequest): void {
+  const { vcpus, memoryMiB, image } = request;
+  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 255) throw new HullError('invalid_argument', `Invalid vCPU count ${vcpus}`);
+  if (!Number.isInteger(memoryMiB) || memoryMiB < 64) throw new HullError('invalid_argument', `Invalid memory size ${memoryMiB} MiB`);
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(image.id)) throw new HullError('invalid_argument', `Invalid guest image id "${image.id}"`);
+}
+
+/**
+ * connectToAgent waits for the guest to open the agent port, then for Check. The connection stays
+ * open (the caller closes it): a host that hung up before the state was taken would leave the
+ * disconnect queued in the guest's state, and every clone's agent would start by reconnecting.
+ */
+async function connectToAgent(vm: VmHandle, deadline: number): Promise<{ client: TtrpcClient; agentVersion: string }> {
+  const socket = connect(vm.agentSocketPath);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
+  const client = new TtrpcClient(socket);
+  const died = vm.exited.then(() => {
+    throw new HullError('unavailable', 'the template VM exited before its agent answered');
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HullError('deadline_exceeded', 'the template guest agent did not answer in time')), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    // Bytes sent before the port is open would wait inside QEMU: ask only once it is.
+    await Promise.race([vm.agentPortOpened, died, timedOut]);
+    const agent = serviceClient(Agent, client);
+    const { agentVersion } = await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died, timedOut]);
+    if (agentVersion.length > 256) throw new HullError('internal', 'the guest agent sent an oversized version');
+    return { client, agentVersion };
+  } catch (error) {
+    client.close();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function templateFailure(error: unknown, vm: VmHandle): HullError {
+  const reason = error instanceof Error ? error.message : String(error);
+  const tail = vm.consoleTail(4096).trim();
+  const code = error instanceof HullError ? error.code : 'internal';
+  return new HullError(code, `Cannot make a VM template: ${reason}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: error });
+}
+
+/**
+ * ensurePrivateDir makes `dir` (0700) when missing and checks that it is a real directory of ours
+ * that nobody else can enter: /dev/shm is world-writable, so anyone could have made it first.
+ */
+async function ensurePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const info = await lstat(dir);
+  const uid = process.getuid?.() ?? 0;
+  if (!info.isDirectory() || info.uid !== uid || (info.mode & 0o077) !== 0) {
+    throw new HullError('failed_precondition', `${dir} must be a directory owned by uid ${uid} with mode 0700 (found mode ${(info.mode & 0o7777).toString(8)}, uid ${info.uid}${info.isSymbolicLink() ? ', a symlink' : ''})`);
+  }
+}
+
+async function writeDurably(path: string, text: string): Promise<void> {
+  await writeFile(path, text, { mode: 0o644, flag: 'wx' });
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The template store's upkeep: listing the published templates, removing one, and pruning what
+ * creators that died left behind (their work directories and RAM files, named after their pid by
+ * createTemplate in template-create.ts).
+ */
+
+import { randomBytes } from 'node:crypto';
+import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HullError } from '../errors/index.js';
+import { KEY_PATTERN, inspect, isInside, readManifest, rootsOf, type TemplateListing, type TemplateRoots } from './template.js';
+
+/** Work directories and RAM files carry their creator's pid, so that leftovers can be pruned. */
+const WORK_DIR_PATTERN = /^\.(?:new|trash)-([0-9a-f]{20})-(\d+)-[0-9a-f]{8}$/;
+const RAM_FILE_PATTERN = /^ram\.(\d+)\.[0-9a-f]{8}$/;
+
+/** listTemplates lists the published templates under the roots, usable or not. */
+export async function listTemplates(roots: TemplateRoots = {}): Promise<TemplateListing[]> {
+  const r = rootsOf(roots);
+  const names = await readdir(r.templatesRoot).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return [] as string[];
+    throw error;
+  });
+  const listings: TemplateListing[] = [];
+  for (const key of names.filter((name) => KEY_PATTERN.test(name)).sort()) {
+    const found = await inspect(key, r);
+    const ramFile = found.template?.ramFile ?? found.ramFile;
+    const ram = ramFile !== undefined ? await stat(ramFile).catch(() => undefined) : undefined;
+    const listing: TemplateListing = { key, dir: join(r.templatesRoot, key), ramAllocatedBytes: ram ? ram.blocks * 512 : 0 };
+    if (found.template) listing.template = found.template;
+    if (found.problem !== undefined) listing.problem = found.problem;
+    listings.push(listing);
+  }
+  return listings;
+}
+
+/**
+ * removeTemplate unpublishes the template `key` and removes its files, the RAM file on tmpfs
+ * included; true when there was something to remove. Clones running from it keep running: their
+ * mapping holds the RAM (the memory is freed when the last of them exits).
+ */
+export async function removeTemplate(key: string, roots: TemplateRoots = {}): Promise<boolean> {
+  if (!KEY_PATTERN.test(key)) throw new HullError('invalid_argument', `"${key}" is not a template key`);
+  const r = rootsOf(roots);
+  const dir = join(r.templatesRoot, key);
+  const manifest = await readManifest(dir).catch(() => undefined);
+  // Unpublish first, in one step: from here on no new clone can find it.
+  const trash = join(r.templatesRoot, `.trash-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  let removed = false;
+  try {
+    await rename(dir, trash);
+    removed = true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const ramDir = join(r.ramRoot, key);
+  if (manifest?.ramFile !== undefined && isInside(manifest.ramFile, ramDir)) {
+    removed = (await rm(manifest.ramFile).then(() => true, () => false)) || removed;
+  }
+  await rm(trash, { recursive: true, force: true });
+  // RAM files of creators that died; a live creator's file stays.
+  for (const name of await readdir(ramDir).catch(() => [] as string[])) {
+    const pid = RAM_FILE_PATTERN.exec(name)?.[1];
+    if (pid !== undefined && !pidAlive(Number(pid))) removed = (await rm(join(ramDir, name)).then(() => true, () => false)) || removed;
+  }
+  await rmdir(ramDir).catch(() => undefined); // only when empty
+  return removed;
+}
+
+/**
+ * pruneTemplates removes what creators that died left behind: work and trash directories, RAM files
+ * no manifest names. Called by createTemplate; safe while other creators run.
+ */
+export async function pruneTemplates(roots: TemplateRoots = {}): Promise<void> {
+  const r = rootsOf(roots);
+  for (const name of await readdir(r.templatesRoot).catch(() => [] as string[])) {
+    const pid = WORK_DIR_PATTERN.exec(name)?.[2];
+    if (pid !== undefined && !pidAlive(Number(pid))) await rm(join(r.templatesRoot, name), { recursive: true, force: true });
+  }
+  for (const key of (await readdir(r.ramRoot).catch(() => [] as string[])).filter((name) => KEY_PATTERN.test(name))) {
+    const ramDir = join(r.ramRoot, key);
+    const inUse = (await readManifest(join(r.templatesRoot, key)).catch(() => undefined))?.ramFile;
+    for (const name of await readdir(ramDir).catch(() => [] as string[])) {
+      const pid = RAM_FILE_PATTERN.exec(name)?.[1];
+      if (pid !== undefined && join(ramDir, name) !== inUse && !pidAlive(Number(pid))) await rm(join(ramDir, name), { force: true });
+    }
+    await rmdir(ramDir).catch(() => undefined);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
