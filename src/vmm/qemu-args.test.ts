@@ -25,7 +25,7 @@ describe('qemuArgs()', () => {
 
   it('uses multi-threaded TCG and -cpu max for tcg', () => {
     const args = qemuArgs(spec, 'tcg', paths);
-    assert.deepEqual(valuesOf(args, '-accel'), ['tcg,thread=multi,tb-size=64']);
+    assert.deepEqual(valuesOf(args, '-accel'), ['tcg,thread=multi,tb-size=256']);
     assert.deepEqual(valuesOf(args, '-cpu'), ['max']);
   });
 

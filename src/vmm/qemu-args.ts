@@ -109,12 +109,13 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
 ];
 
 /**
- * TCG_TB_SIZE_MIB caps TCG's translated-code buffer, which is host memory of the pod that only
- * grows: QEMU's default is 1 GiB, and a clone has touched ~55 MiB of it by the time its first
- * container runs. Below this size a container start translates the same code again and again
- * (measured: `ctr run` 2.4 s at 64 MiB, 3.6 s at 32, 5.7 s at 16).
+ * TCG_TB_SIZE_MIB caps TCG's translated-code buffer, host memory of the pod that only grows:
+ * QEMU's default is 1 GiB. A clone has ~55-70 MiB of it resident once its first containers ran.
+ * When the buffer is full QEMU flushes it and translates the guest's code again, so a cap below a
+ * pod's working set thrashes (measured on `ctr run`: 2.4 s at 64 MiB, 3.6 s at 32, 5.7 s at 16);
+ * 256 MiB leaves room for guests that run JITs while still bounding the pod.
  */
-export const TCG_TB_SIZE_MIB = 64;
+export const TCG_TB_SIZE_MIB = 256;
 
 export interface QemuArgsOptions {
   /** tscKhz adds `tsc_early_khz=` (see accel.ts hostTscKhz for when the driver passes it). */
