@@ -117,6 +117,12 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 
+# Read what every container start runs into the page cache now: in a VM template this puts the
+# pages in the template's RAM, shared by every clone, instead of each clone reading them from disk
+# through virtio and keeping its own copy (measured per clone: SetupSandbox ~530 ms instead of
+# ~680, crun run ~260 ms instead of ~330).
+cat /bin/busybox /usr/bin/crun /usr/bin/script /lib/x86_64-linux-gnu/* >/dev/null 2>&1
+
 unset NODE_OPTIONS
 export HOME=/root
 cd /
