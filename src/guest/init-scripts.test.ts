@@ -21,7 +21,7 @@ test('the initramfs script calls only the applets that get a link', { skip: !hav
 });
 
 test('the root init runs the agent under a restart loop with a clean environment', () => {
-  assert.match(ROOT_INIT, /while true; do\n\s+\/usr\/bin\/node --jitless \/hull\/agent\.js\n\s+log "agent exited \(\$\?\), restarting"\n\s+sleep 1\n\s*done/);
+  assert.match(ROOT_INIT, /while true; do\n\s+\/usr\/bin\/node --jitless --no-memory-reducer \/hull\/agent\.js\n\s+log "agent exited \(\$\?\), restarting"\n\s+sleep 1\n\s*done/);
   assert.match(ROOT_INIT, /unset NODE_OPTIONS/);
   assert.match(ROOT_INIT, /export PATH=\/usr\/bin:\/bin:\/usr\/sbin:\/sbin/);
   assert.match(ROOT_INIT, /export HOME=\/root/);
