@@ -148,14 +148,18 @@ export class Container {
 
   /** remove kills whatever still runs and deletes the bundle and crun's state. */
   async remove(): Promise<void> {
-    if (this.#state === 'running') {
-      await this.signal('', 9, true).catch(() => {});
-      for (const proc of [this.init, ...this.execs.values()]) proc.killCrun();
-      await this.init.exited;
-    }
+    await this.kill();
     await this.#crun(['delete', '--force', this.id]).catch(() => {});
     await rmdir(containerCgroupParent(this.id)).catch(() => {});
     await rm(this.bundleDir, { recursive: true, force: true });
+  }
+
+  /** kill ends every process of the container and waits for its init to be gone. */
+  async kill(): Promise<void> {
+    if (this.#state !== 'running') return;
+    await this.signal('', 9, true).catch(() => {});
+    for (const proc of [this.init, ...this.execs.values()]) proc.killCrun();
+    await this.init.exited;
   }
 
   #onInitExit(): void {

@@ -67,7 +67,9 @@ export class AgentService implements AgentImpl {
   }
 
   async destroySandbox() {
-    await Promise.allSettled([...this.#containers.values()].map((c) => c.remove()));
+    // The VM stops next: end the containers' processes and flush what they wrote through the share;
+    // crun's state and the bundles go with the VM.
+    await Promise.allSettled([...this.#containers.values()].map((c) => c.kill()));
     this.#containers.clear();
     await run('/bin/sync', []).catch(() => {});
     return {};

@@ -227,11 +227,14 @@ export class TaskService implements TaskImpl {
       container.execs.delete(req.execId);
       return { pid, exitStatus, exitedAt };
     }
-    await this.#sandbox?.removeContainer(req.id).catch((e: Error) => this.#options.log(`remove ${req.id} in guest: ${e.message}`));
+    const endsSandbox = req.id === this.#sandboxContainerId;
+    // The VM ends with the container that booted it: tidying the guest first would only delay that
+    // (destroy unmounts what the host shared with it).
+    if (!endsSandbox) await this.#sandbox?.removeContainer(req.id).catch((e: Error) => this.#options.log(`remove ${req.id} in guest: ${e.message}`));
     if (container.rootfsMounted) await unmountQuietly(join(container.bundle, 'rootfs'));
     this.#containers.delete(req.id);
     this.#options.events.publish('/tasks/delete', ev.TaskDeleteSchema, { containerId: req.id, pid, exitStatus, exitedAt, id: req.id });
-    if (req.id === this.#sandboxContainerId) await this.#destroySandbox();
+    if (endsSandbox) await this.#destroySandbox();
     return { pid, exitStatus, exitedAt };
   }
 
