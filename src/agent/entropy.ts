@@ -21,7 +21,7 @@
  *   agent needs comes from agentRandomBytes(), never from crypto.randomBytes directly.
  */
 import { createHmac, randomBytes as opensslRandomBytes } from 'node:crypto';
-import { open, readFile, writeFile } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { HullError } from '../errors/index.js';
 
 const POWER = '/sys/power';
@@ -72,11 +72,15 @@ export function agentRandomBytes(size: number): Buffer {
 /**
  * seedRandomness mixes the host's bytes into the kernel's input pool, forces the kernel generator
  * to rekey from it, then reseeds the agent's generator with the host's bytes and fresh kernel output.
+ *
+ * It is synchronous on purpose: it runs first in a fresh clone, where nothing else may run before
+ * it, and a dozen small sysfs writes cost less on the event loop's thread than through libuv's
+ * thread pool, whose first use in a clone under TCG took ~100 ms.
  */
-export async function seedRandomness(hostEntropy: Uint8Array): Promise<void> {
-  if (hostEntropy.length > 0) await writeFile('/dev/urandom', hostEntropy);
-  await reseedKernelRng();
-  agentEntropy.reseed(hostEntropy, await readUrandom(32));
+export function seedRandomness(hostEntropy: Uint8Array): void {
+  if (hostEntropy.length > 0) writeFileSync('/dev/urandom', hostEntropy);
+  reseedKernelRng();
+  agentEntropy.reseed(hostEntropy, readUrandom(32));
 }
 
 /**
@@ -84,46 +88,61 @@ export async function seedRandomness(hostEntropy: Uint8Array): Promise<void> {
  * suspend-to-idle that stops at the freezer test level (see the file comment). Fails when the
  * kernel did not go through the suspend path.
  */
-export async function reseedKernelRng(): Promise<void> {
-  const before = await suspendCount();
+export function reseedKernelRng(): void {
+  const before = suspendCount();
   // Settings changed for the moment of the reseed, put back afterwards.
   const saved = new Map<string, string>();
   for (const name of ['sync_on_suspend', 'pm_freeze_timeout']) {
-    const value = (await readFile(`${POWER}/${name}`, 'utf8').catch(() => '')).trim();
+    const value = readOr(`${POWER}/${name}`, '').trim();
     if (value !== '') saved.set(name, value);
   }
   try {
-    await writeFile(PM_TEST_DELAY, '0');
-    await writeFile(`${POWER}/pm_test`, 'freezer');
+    writeFileSync(PM_TEST_DELAY, '0');
+    writeFileSync(`${POWER}/pm_test`, 'freezer');
     // Nothing to flush (the root disk is read-only, nothing else is mounted yet): skip the sync.
-    if (saved.has('sync_on_suspend')) await writeFile(`${POWER}/sync_on_suspend`, '0');
+    if (saved.has('sync_on_suspend')) writeFileSync(`${POWER}/sync_on_suspend`, '0');
     // A task that cannot freeze (stuck in I/O) fails the suspend after this long, not after 20 s.
-    if (saved.has('pm_freeze_timeout')) await writeFile(`${POWER}/pm_freeze_timeout`, '2000');
-    await writeFile(`${POWER}/state`, 'freeze');
+    if (saved.has('pm_freeze_timeout')) writeFileSync(`${POWER}/pm_freeze_timeout`, '2000');
+    writeFileSync(`${POWER}/state`, 'freeze');
   } catch (error) {
     throw new HullError('failed_precondition', `Cannot reseed the kernel RNG through /sys/power: ${(error as Error).message}`, { cause: error });
   } finally {
-    await writeFile(`${POWER}/pm_test`, 'none').catch(() => undefined);
-    for (const [name, value] of saved) await writeFile(`${POWER}/${name}`, value).catch(() => undefined);
+    ignoreErrors(() => writeFileSync(`${POWER}/pm_test`, 'none'));
+    for (const [name, value] of saved) ignoreErrors(() => writeFileSync(`${POWER}/${name}`, value));
   }
-  if ((await suspendCount()) <= before) throw new HullError('failed_precondition', 'Cannot reseed the kernel RNG: the kernel did not go through a suspend');
+  if (suspendCount() <= before) throw new HullError('failed_precondition', 'Cannot reseed the kernel RNG: the kernel did not go through a suspend');
 }
 
-async function suspendCount(): Promise<number> {
-  const text = await readFile(`${POWER}/suspend_stats/success`, 'utf8').catch(() => '');
-  const count = Number(text.trim());
+function suspendCount(): number {
+  const count = Number(readOr(`${POWER}/suspend_stats/success`, '').trim());
   return Number.isInteger(count) ? count : -1;
 }
 
-async function readUrandom(size: number): Promise<Buffer> {
-  const file = await open('/dev/urandom', 'r');
+function readUrandom(size: number): Buffer {
+  const fd = openSync('/dev/urandom', 'r');
   try {
     const buffer = Buffer.alloc(size);
-    const { bytesRead } = await file.read(buffer, 0, size, null);
+    const bytesRead = readSync(fd, buffer, 0, size, null);
     if (bytesRead !== size) throw new HullError('internal', `/dev/urandom gave ${bytesRead} of ${size} bytes`);
     return buffer;
   } finally {
-    await file.close();
+    closeSync(fd);
+  }
+}
+
+function readOr(path: string, fallback: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+function ignoreErrors(action: () => void): void {
+  try {
+    action();
+  } catch {
+    // best effort: putting a setting back
   }
 }
 

@@ -3,7 +3,8 @@
  * of the guest's containers.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
 import type { Agent } from '../proto/gen/agent_pb.js';
 import { OutputStream, type Stdio } from '../proto/gen/agent_pb.js';
@@ -44,15 +45,15 @@ export class AgentService implements AgentImpl {
   async setupSandbox(req: { sandboxId: string; hostname: string; entropy: Uint8Array; timeUnixNano: bigint; shareTag: string; resolvConf: string }) {
     // Entropy and the clock first: nothing else may run with a stale RNG or time. In a clone of a
     // VM template both RNGs (the kernel's, the agent's) are the template's until reseeded here.
-    await seedRandomness(req.entropy);
+    seedRandomness(req.entropy);
     if (req.timeUnixNano > 0n) await run('/bin/date', ['-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]);
     if (req.hostname) {
       if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(req.hostname)) throw new HullError('invalid_argument', `Invalid hostname "${req.hostname}"`);
-      await writeFile('/proc/sys/kernel/hostname', req.hostname);
+      writeFileSync('/proc/sys/kernel/hostname', req.hostname);
     }
     if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
     if (req.shareTag && !this.#shareMounted) {
-      await mkdir(SHARED_DIR, { recursive: true });
+      mkdirSync(SHARED_DIR, { recursive: true });
       // cache=mmap is 9p's mode that allows shared writable mmap (cache=none refuses it); reads stay
       // uncached, so host updates (configMaps) show at once.
       await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, SHARED_DIR]);
