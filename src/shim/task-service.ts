@@ -5,11 +5,16 @@
  * agent's; this side keeps what containerd asks about (status, exit, stdio).
  * Every task's pid is the VMM's, as Kata does: CRI builds the namespace
  * paths of the pod's containers from it.
+ *
+ * A CRI pod's sandbox container (pause) runs nothing in the guest: the VM is
+ * what holds the pod's namespaces, so its task is the VM itself (see
+ * pod-holder.ts). Containers run alone (ctr) run in the guest as any other.
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { create } from '@bufbuild/protobuf';
 import { HullError } from '../errors/index.js';
 import { loadConfig, type HullConfig } from '../config/index.js';
 import { OptionsSchema } from '../proto/gen/runtimeoptions_pb.js';
@@ -17,14 +22,15 @@ import { currentGuestImage } from '../guest/index.js';
 import type { Task } from '../proto/gen/task_pb.js';
 import { Status } from '../proto/gen/task_status_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
+import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
 import { decode, type ServiceImpl } from '../proto/rpc.js';
 import { Sandbox, parseSpec, type OciProcess, type OciSpec } from '../sandbox/index.js';
-import { CRI_CONTAINER_TYPE } from './address.js';
 import type { EventPublisher } from './events.js';
 import { openFifos, type FifoIO, type FifoPaths } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
 import { mountRootfs, type RootfsMount } from './rootfs.js';
 import { podVmSize } from './sizing.js';
+import { holderExit, isPodHolder } from './pod-holder.js';
 import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
 
 export const SHIM_VERSION = 'hull 0.1.0';
@@ -49,6 +55,8 @@ interface ContainerRecord {
   id: string;
   bundle: string;
   rootfsMounted: boolean;
+  /** holder is set for a CRI sandbox container: its task is the pod's VM, with no guest process. */
+  holder: boolean;
   init: ProcessRecord;
   // exec id -> process; changed by exec() and delete().
   execs: Map<string, ProcessRecord>;
@@ -92,6 +100,7 @@ export class TaskService implements TaskImpl {
       throw new HullError('invalid_argument', `Cannot read OCI spec "${specPath}": ${e.message}`);
     }), specPath);
     const isSandbox = !this.#sandbox;
+    const holder = isSandbox && isPodHolder(spec);
     if (isSandbox) {
       checkPodNetwork(spec);
       const configPath = runtimeConfigPath(req.options);
@@ -102,12 +111,13 @@ export class TaskService implements TaskImpl {
       id: req.id,
       bundle: req.bundle,
       rootfsMounted: false,
+      holder,
       init: newProcess('', { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal),
       execs: new Map(),
     };
     try {
       record.init.io = await openFifos(record.init.paths);
-      if (req.rootfs.length > 0) {
+      if (req.rootfs.length > 0 && !holder) {
         await mkdir(rootfsTarget, { recursive: true });
         await mountRootfs(req.rootfs, rootfsTarget);
         record.rootfsMounted = true;
@@ -115,11 +125,13 @@ export class TaskService implements TaskImpl {
       // Without snapshot mounts the client prepared the rootfs itself (e.g. ctr run --rootfs).
       const rootfsPath = record.rootfsMounted ? rootfsTarget : resolve(req.bundle, spec.root?.path ?? 'rootfs');
       if (isSandbox) await this.#bootSandbox(req.id, spec);
-      await this.#sandbox!.createContainer(req.id, {
-        bundle: req.bundle,
-        spec: { ...spec, root: { ...spec.root, path: rootfsPath } },
-        stdio: stdioFlags(record.init.paths, req.terminal),
-      });
+      if (!holder) {
+        await this.#sandbox!.createContainer(req.id, {
+          bundle: req.bundle,
+          spec: { ...spec, root: { ...spec.root, path: rootfsPath } },
+          stdio: stdioFlags(record.init.paths, req.terminal),
+        });
+      }
     } catch (e) {
       await record.init.io?.close();
       if (record.rootfsMounted) await unmountQuietly(rootfsTarget);
@@ -129,7 +141,7 @@ export class TaskService implements TaskImpl {
     this.#containers.set(req.id, record);
     await writeCleanupRecord(req.bundle, {
       stateDir: isSandbox ? this.#sandbox!.stateDir : undefined,
-      sharedRootfs: join(this.#sandbox!.sharedDir, req.id, 'rootfs'),
+      sharedRootfs: holder ? undefined : join(this.#sandbox!.sharedDir, req.id, 'rootfs'),
     });
     const pid = this.vmPid;
     this.#options.events.publish('/tasks/create', ev.TaskCreateSchema, {
@@ -169,6 +181,7 @@ export class TaskService implements TaskImpl {
     const proc = this.#process(container, req.execId);
     if (proc.status !== Status.CREATED) throw new HullError('failed_precondition', `Process "${req.execId || req.id}" was already started`);
     const sandbox = this.#requireSandbox();
+    if (container.holder) return this.#startHolder(container, sandbox);
     try {
       proc.guestPid = req.execId
         ? await sandbox.exec(req.id, req.execId, proc.spec ?? {}, stdioFlags(proc.paths, proc.terminal))
@@ -182,6 +195,15 @@ export class TaskService implements TaskImpl {
     if (req.execId) this.#options.events.publish('/tasks/exec-started', ev.TaskExecStartedSchema, { containerId: req.id, execId: req.execId, pid });
     else this.#options.events.publish('/tasks/start', ev.TaskStartSchema, { containerId: req.id, pid });
     void this.#monitor(container, proc);
+    return { pid };
+  }
+
+  // The holder "runs" while the VM does: it ends by a kill (holderExit) or when the VM exits.
+  #startHolder(container: ContainerRecord, sandbox: Sandbox) {
+    container.init.status = Status.RUNNING;
+    const pid = this.vmPid;
+    this.#options.events.publish('/tasks/start', ev.TaskStartSchema, { containerId: container.id, pid });
+    void sandbox.vm.exited.then(() => this.#endProcess(container, container.init, 255));
     return { pid };
   }
 
@@ -199,10 +221,16 @@ export class TaskService implements TaskImpl {
     } catch (e) {
       this.#options.log(`wait for ${container.id}/${proc.execId}: ${(e as Error).message}`);
     }
-    await io.close();
-    proc.exit = { status, at: new Date() };
-    proc.status = Status.STOPPED;
     if (oom) this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
+    await this.#endProcess(container, proc, status);
+  }
+
+  /** endProcess records a process's exit once and tells containerd. */
+  async #endProcess(container: ContainerRecord, proc: ProcessRecord, status: number): Promise<void> {
+    if (proc.status === Status.STOPPED) return;
+    proc.status = Status.STOPPED;
+    proc.exit = { status, at: new Date() };
+    await proc.io?.close();
     this.#options.events.publish('/tasks/exit', ev.TaskExitSchema, {
       containerId: container.id,
       id: proc.execId || container.id,
@@ -243,6 +271,7 @@ export class TaskService implements TaskImpl {
     if (!req.execId) throw new HullError('invalid_argument', 'Exec needs an exec id');
     if (container.execs.has(req.execId)) throw new HullError('already_exists', `Exec "${req.execId}" already exists in task "${req.id}"`);
     if (container.init.status !== Status.RUNNING) throw new HullError('failed_precondition', `Task "${req.id}" is not running`);
+    if (container.holder) throw new HullError('failed_precondition', `Task "${req.id}" is a hull pod's sandbox: the pod VM has no process of it to exec in`);
     if (req.spec && req.spec.typeUrl !== PROCESS_SPEC_TYPE && !req.spec.typeUrl.endsWith('/Process')) {
       throw new HullError('invalid_argument', `Exec spec of type "${req.spec.typeUrl}" is not an OCI Process`);
     }
@@ -260,8 +289,9 @@ export class TaskService implements TaskImpl {
   }
 
   async resizePty(req: { id: string; execId: string; width: number; height: number }) {
-    const proc = this.#process(this.#container(req.id), req.execId);
-    if (proc.status !== Status.RUNNING) return {};
+    const container = this.#container(req.id);
+    const proc = this.#process(container, req.execId);
+    if (proc.status !== Status.RUNNING || container.holder) return {};
     await this.#requireSandbox().resize(req.id, req.execId, req.height, req.width);
     return {};
   }
@@ -285,7 +315,7 @@ export class TaskService implements TaskImpl {
   }
 
   async pids(req: { id: string }) {
-    this.#container(req.id);
+    if (this.#container(req.id).holder) return { processes: [] };
     const processes = await this.#requireSandbox().processes(req.id);
     return {
       processes: processes.map((p) => ({
@@ -297,7 +327,7 @@ export class TaskService implements TaskImpl {
 
   async pause(req: { id: string }) {
     const container = this.#container(req.id);
-    await this.#requireSandbox().pauseContainer(req.id);
+    if (!container.holder) await this.#requireSandbox().pauseContainer(req.id);
     container.init.status = Status.PAUSED;
     this.#options.events.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: req.id });
     return {};
@@ -305,7 +335,7 @@ export class TaskService implements TaskImpl {
 
   async resume(req: { id: string }) {
     const container = this.#container(req.id);
-    await this.#requireSandbox().resumeContainer(req.id);
+    if (!container.holder) await this.#requireSandbox().resumeContainer(req.id);
     container.init.status = Status.RUNNING;
     this.#options.events.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: req.id });
     return {};
@@ -328,13 +358,19 @@ export class TaskService implements TaskImpl {
       proc.markExited();
       return {};
     }
+    if (container.holder) {
+      const status = holderExit(req.signal);
+      if (status !== undefined) await this.#endProcess(container, proc, status);
+      return {};
+    }
     await this.#requireSandbox().signal(req.id, req.execId, req.signal, req.all);
     return {};
   }
 
   async closeIO(req: { id: string; execId: string; stdin: boolean }) {
-    const proc = this.#process(this.#container(req.id), req.execId);
-    if (req.stdin && proc.status === Status.RUNNING) {
+    const container = this.#container(req.id);
+    const proc = this.#process(container, req.execId);
+    if (req.stdin && proc.status === Status.RUNNING && !container.holder) {
       proc.io?.stdin?.destroy();
       await this.#requireSandbox().closeStdin(req.id, req.execId).catch(() => {});
     }
@@ -342,7 +378,8 @@ export class TaskService implements TaskImpl {
   }
 
   async update(req: { id: string; resources?: { typeUrl: string; value: Uint8Array } }) {
-    this.#container(req.id);
+    // The holder has no cgroup of its own in the guest; the pod's limits sized the VM.
+    if (this.#container(req.id).holder) return {};
     let resources: Record<string, unknown>;
     try {
       resources = JSON.parse(Buffer.from(req.resources?.value ?? new Uint8Array()).toString('utf8')) as Record<string, unknown>;
@@ -360,8 +397,7 @@ export class TaskService implements TaskImpl {
   }
 
   async stats(req: { id: string }) {
-    this.#container(req.id);
-    const stats = await this.#requireSandbox().stats(req.id);
+    const stats = this.#container(req.id).holder ? create(StatsContainerResponseSchema) : await this.#requireSandbox().stats(req.id);
     return { stats: { typeUrl: METRICS_TYPE_URL, value: metricsV1(stats) } };
   }
 
@@ -417,7 +453,7 @@ export function runtimeConfigPath(options: { typeUrl: string; value: Uint8Array 
 
 /** checkPodNetwork refuses hostNetwork pods: a VM cannot share the host's network namespace. */
 export function checkPodNetwork(spec: OciSpec): void {
-  if (spec.annotations?.[CRI_CONTAINER_TYPE] !== 'sandbox') return;
+  if (!isPodHolder(spec)) return;
   const hasNetns = (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'network');
   if (!hasNetns) {
     throw new HullError('invalid_argument', 'hull pods cannot use the host network (hostNetwork: true): each hull pod runs in its own VM with its own network');

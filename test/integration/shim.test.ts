@@ -151,6 +151,13 @@ describe('CRI with runtime handler hull', () => {
       }
       await cri.stopContainer(runcId, 0);
       await cri.removeContainer(runcId);
+
+      // The pod's sandbox container runs nothing in the guest (src/shim/pod-holder.ts): it is ready
+      // while the VM runs, and StopPodSandbox sees it exit when it kills it.
+      assert.equal((await cri.podSandboxStatus(podId)).status?.state, 'SANDBOX_READY');
+      assert.equal(qemuPidsUnder(runRoot).length, 1);
+      await cri.stopPodSandbox(podId);
+      assert.equal((await cri.podSandboxStatus(podId)).status?.state, 'SANDBOX_NOTREADY');
     } finally {
       await cri.stopPodSandbox(podId);
       await cri.removePodSandbox(podId);

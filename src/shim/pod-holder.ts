@@ -1,0 +1,29 @@
+/**
+ * The pod holder: what a CRI pod's sandbox container (pause) is in hull. With runc, pause is a
+ * process that keeps the pod's namespaces alive. In hull the VM is the pod and holds them, so the
+ * sandbox container runs nothing in the guest: its task is the VM, and it ends when it is killed
+ * (or the VM exits). Kubelet never execs into it. This saves a container start in every new pod.
+ */
+import { CRI_CONTAINER_TYPE } from './address.js';
+
+const SIGINT = 2;
+const SIGKILL = 9;
+const SIGTERM = 15;
+/** Signals whose default action is to do nothing: they leave pause running. */
+const IGNORED_BY_DEFAULT = new Set([17 /* SIGCHLD */, 18 /* SIGCONT */, 23 /* SIGURG */, 28 /* SIGWINCH */]);
+
+/** isPodHolder tells whether `spec` is a CRI pod's sandbox container. */
+export function isPodHolder(spec: { annotations?: Record<string, string> }): boolean {
+  return spec.annotations?.[CRI_CONTAINER_TYPE] === 'sandbox';
+}
+
+/**
+ * holderExit is the exit status pause would report after `signal`, or undefined if pause would go
+ * on: it exits 0 on SIGINT and SIGTERM (its handler), and a signal's default action does the rest.
+ */
+export function holderExit(signal: number): number | undefined {
+  if (signal === SIGINT || signal === SIGTERM) return 0;
+  if (signal === SIGKILL) return 128 + SIGKILL;
+  if (signal === 0 || IGNORED_BY_DEFAULT.has(signal)) return undefined;
+  return 128 + signal;
+}
