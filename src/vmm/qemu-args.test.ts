@@ -26,7 +26,7 @@ describe('qemuArgs()', () => {
   it('uses multi-threaded TCG and -cpu max for tcg', () => {
     const args = qemuArgs(spec, 'tcg', paths);
     assert.deepEqual(valuesOf(args, '-accel'), ['tcg,thread=multi,tb-size=256']);
-    assert.deepEqual(valuesOf(args, '-cpu'), ['max']);
+    assert.deepEqual(valuesOf(args, '-cpu'), ['max,erms=off,fsrm=off']);
   });
 
   it('uses kvm and -cpu host for kvm', () => {

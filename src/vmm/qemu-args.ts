@@ -117,6 +117,15 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
  */
 export const TCG_TB_SIZE_MIB = 256;
 
+/**
+ * TCG_CPU is the guest CPU model under TCG: everything TCG emulates, except the "fast string"
+ * features. With ERMS/FSRM the guest kernel copies and clears memory with `rep movsb`/`rep stosb`,
+ * which TCG runs one byte per loop iteration; without them it uses `rep movsq`, eight bytes each.
+ * Measured in a clone: `dd` of 256 MiB to /dev/null 0.37 s -> 0.07 s, into the 9p rootfs 0.61 s ->
+ * 0.28 s; `ctr run --rm IMAGE true` ~1.55 s -> ~1.40 s.
+ */
+export const TCG_CPU = 'max,erms=off,fsrm=off';
+
 export interface QemuArgsOptions {
   /** tscKhz adds `tsc_early_khz=` (see accel.ts hostTscKhz for when the driver passes it). */
   tscKhz?: number | undefined;
@@ -140,7 +149,7 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
     '-name', `hull-${spec.id}`,
     '-machine', 'microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram',
     '-accel', accel === 'kvm' ? 'kvm' : `tcg,thread=multi,tb-size=${TCG_TB_SIZE_MIB}`,
-    '-cpu', accel === 'kvm' ? 'host' : 'max',
+    '-cpu', accel === 'kvm' ? 'host' : TCG_CPU,
     '-smp', String(spec.vcpus),
     '-m', memory,
     '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'}`,
