@@ -4,6 +4,8 @@
  * sandbox container runs nothing in the guest: its task is the VM, and it ends when it is killed
  * (or the VM exits). Kubelet never execs into it. This saves a container start in every new pod.
  */
+import { HullError } from '../errors/index.js';
+import type { OciSpec } from '../sandbox/index.js';
 import { CRI_CONTAINER_TYPE } from './address.js';
 
 const SIGINT = 2;
@@ -26,4 +28,13 @@ export function holderExit(signal: number): number | undefined {
   if (signal === SIGKILL) return 128 + SIGKILL;
   if (signal === 0 || IGNORED_BY_DEFAULT.has(signal)) return undefined;
   return 128 + signal;
+}
+
+/** checkPodNetwork refuses hostNetwork pods: a VM cannot share the host's network namespace. */
+export function checkPodNetwork(spec: OciSpec): void {
+  if (!isPodHolder(spec)) return;
+  const hasNetns = (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'network');
+  if (!hasNetns) {
+    throw new HullError('invalid_argument', 'hull pods cannot use the host network (hostNetwork: true): each hull pod runs in its own VM with its own network');
+  }
 }

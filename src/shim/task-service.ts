@@ -17,20 +17,21 @@ import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { create } from '@bufbuild/protobuf';
 import { HullError } from '../errors/index.js';
 import { loadConfig, type HullConfig } from '../config/index.js';
-import { OptionsSchema } from '../proto/gen/runtimeoptions_pb.js';
 import { currentGuestImage } from '../guest/index.js';
 import type { Task } from '../proto/gen/task_pb.js';
 import { Status } from '../proto/gen/task_status_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
 import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
-import { decode, type ServiceImpl } from '../proto/rpc.js';
+import type { ServiceImpl } from '../proto/rpc.js';
 import { Sandbox, parseSpec, type OciProcess, type OciSpec } from '../sandbox/index.js';
 import type { EventPublisher } from './events.js';
-import { openFifos, type FifoIO, type FifoPaths } from './fifo-io.js';
+import { openFifos } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
 import { mountRootfs, type RootfsMount } from './rootfs.js';
 import { podVmSize } from './sizing.js';
-import { holderExit, isPodHolder } from './pod-holder.js';
+import { checkPodNetwork, holderExit, isPodHolder } from './pod-holder.js';
+import { runtimeConfigPath } from './runtime-options.js';
+import { newProcess, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
 import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
 
 export const SHIM_VERSION = 'hull 0.1.0';
@@ -38,42 +39,12 @@ const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Pro
 
 type TaskImpl = ServiceImpl<(typeof Task)['method']>;
 
-interface ProcessRecord {
-  execId: string;
-  paths: FifoPaths;
-  terminal: boolean;
-  spec?: OciProcess;
-  status: Status;
-  guestPid: number;
-  exit?: { status: number; at: Date };
-  exited: Promise<void>;
-  markExited: () => void;
-  io?: FifoIO;
-}
-
-interface ContainerRecord {
-  id: string;
-  bundle: string;
-  rootfsMounted: boolean;
-  /** holder is set for a CRI sandbox container: its task is the pod's VM, with no guest process. */
-  holder: boolean;
-  init: ProcessRecord;
-  // exec id -> process; changed by exec() and delete().
-  execs: Map<string, ProcessRecord>;
-}
-
 export interface TaskServiceOptions {
   config: HullConfig;
   events: EventPublisher;
   log: (line: string) => void;
   /** onIdle runs once Shutdown finds no container left. */
   onIdle: () => void;
-}
-
-function newProcess(execId: string, paths: FifoPaths, terminal: boolean, spec?: OciProcess): ProcessRecord {
-  let markExited!: () => void;
-  const exited = new Promise<void>((resolve) => (markExited = resolve));
-  return { execId, paths, terminal, spec, status: Status.CREATED, guestPid: 0, exited, markExited };
 }
 
 export class TaskService implements TaskImpl {
@@ -443,23 +414,4 @@ export class TaskService implements TaskImpl {
     if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in task "${container.id}"`);
     return proc;
   }
-}
-
-/** runtimeConfigPath is the ConfigPath of CRI's runtime options (runtimeoptions.v1.Options), if any. */
-export function runtimeConfigPath(options: { typeUrl: string; value: Uint8Array } | undefined): string | undefined {
-  if (!options || !options.typeUrl.endsWith('runtimeoptions.v1.Options')) return undefined;
-  return decode(OptionsSchema, options.value, 'runtime options').configPath || undefined;
-}
-
-/** checkPodNetwork refuses hostNetwork pods: a VM cannot share the host's network namespace. */
-export function checkPodNetwork(spec: OciSpec): void {
-  if (!isPodHolder(spec)) return;
-  const hasNetns = (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'network');
-  if (!hasNetns) {
-    throw new HullError('invalid_argument', 'hull pods cannot use the host network (hostNetwork: true): each hull pod runs in its own VM with its own network');
-  }
-}
-
-function stdioFlags(paths: FifoPaths, terminal: boolean) {
-  return { stdin: paths.stdin !== '', stdout: paths.stdout !== '', stderr: paths.stderr !== '' && !terminal, terminal, rows: 24, cols: 80 };
 }

@@ -1,0 +1,42 @@
+/**
+ * What the shim keeps per container and process: status, exit, stdio FIFOs. The processes
+ * themselves are the agent's, in the guest.
+ */
+import type { OciProcess } from '../sandbox/index.js';
+import { Status } from '../proto/gen/task_status_pb.js';
+import type { FifoIO, FifoPaths } from './fifo-io.js';
+
+export interface ProcessRecord {
+  execId: string;
+  paths: FifoPaths;
+  terminal: boolean;
+  spec?: OciProcess;
+  status: Status;
+  guestPid: number;
+  exit?: { status: number; at: Date };
+  exited: Promise<void>;
+  markExited: () => void;
+  io?: FifoIO;
+}
+
+export interface ContainerRecord {
+  id: string;
+  bundle: string;
+  rootfsMounted: boolean;
+  /** holder is set for a CRI sandbox container: its task is the pod's VM, with no guest process. */
+  holder: boolean;
+  init: ProcessRecord;
+  // exec id -> process; changed by exec() and delete().
+  execs: Map<string, ProcessRecord>;
+}
+
+export function newProcess(execId: string, paths: FifoPaths, terminal: boolean, spec?: OciProcess): ProcessRecord {
+  let markExited!: () => void;
+  const exited = new Promise<void>((resolve) => (markExited = resolve));
+  return { execId, paths, terminal, spec, status: Status.CREATED, guestPid: 0, exited, markExited };
+}
+
+/** stdioFlags says which streams the guest process gets, from the FIFOs containerd made. */
+export function stdioFlags(paths: FifoPaths, terminal: boolean) {
+  return { stdin: paths.stdin !== '', stdout: paths.stdout !== '', stderr: paths.stderr !== '' && !terminal, terminal, rows: 24, cols: 80 };
+}
