@@ -12,12 +12,15 @@ import type { ServiceImpl } from '../proto/rpc.js';
 import { HullError } from '../errors/index.js';
 import { containerCgroup, readCgroupStats } from './cgroup.js';
 import { Container } from './container.js';
-import { seedRandomness } from './entropy.js';
+import { agentRandomBytes, seedRandomness } from './entropy.js';
 import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
 
 export const AGENT_VERSION = '0.1.0';
+
+// RandomBytes is a check, not a source of randomness for the host.
+const MAX_RANDOM_BYTES_ASKED = 64;
 
 // ReadOutput never returns more than this, whatever the host asks (frames are 4 MiB at most).
 const MAX_READ_BYTES = 1 << 20;
@@ -60,6 +63,11 @@ export class AgentService implements AgentImpl {
       this.#shareMounted = true;
     }
     return {};
+  }
+
+  async randomBytes(req: { size: number }) {
+    if (req.size > MAX_RANDOM_BYTES_ASKED) throw new HullError('invalid_argument', `RandomBytes serves at most ${MAX_RANDOM_BYTES_ASKED} bytes, not ${req.size}`);
+    return { data: agentRandomBytes(req.size) };
   }
 
   async setupNetwork(req: { interfaces: GuestInterface[]; routes: GuestRoute[]; neighbors: GuestNeighbor[] }) {

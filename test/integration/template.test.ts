@@ -264,12 +264,22 @@ describe('VM templates', { skip: SKIP }, () => {
     assert.equal(sha256File(template.ramFile), ramBefore, 'the template RAM file changed under a clone');
   });
 
-  it('two clones never share random output: the kernel RNG is reseeded from the host entropy', async (t) => {
+  it('two clones never share random output: the kernel RNG and the agent\'s own are reseeded from the host entropy', async (t) => {
     const [a, b] = await Promise.all([startGuest(t, template), startGuest(t, template)]);
     t.diagnostic(`clones ready in ${a.readyMs} ms and ${b.readyMs} ms (started together)`);
+    const agentBytes = async (guest: Guest): Promise<string> => {
+      const { data } = await guest.agent.randomBytes({ size: 32 }, { timeoutMs: 10_000 });
+      assert.equal(data.length, 32);
+      return Buffer.from(data).toString('hex');
+    };
+    // Before SetupSandbox both agents are copies of the template's: the reason for the reseed.
+    const before = await Promise.all([agentBytes(a), agentBytes(b)]);
+    t.diagnostic(`agent bytes before SetupSandbox: ${before[0] === before[1] ? 'equal in both clones' : 'already different'}`);
     const readings: string[] = [];
+    const agentReadings: string[] = [];
     for (const guest of [a, b]) {
       await setup(guest);
+      agentReadings.push(await agentBytes(guest));
       const result = await run(guest, 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \\n"; echo; cat /sys/power/suspend_stats/success /sys/power/pm_test');
       assert.equal(result.exitStatus, 0, result.stderr);
       const [random, suspends, pmTest] = result.stdout.trim().split('\n');
@@ -279,6 +289,8 @@ describe('VM templates', { skip: SKIP }, () => {
       readings.push(random!);
     }
     assert.notEqual(readings[0], readings[1]);
+    assert.notEqual(agentReadings[0], agentReadings[1], "the agents' own generators give the same bytes in two clones");
+    await assert.rejects(a.agent.randomBytes({ size: 65 }, { timeoutMs: 10_000 }), /at most 64/);
     t.diagnostic(`PSS of two idle clones: ${pssKiB(a.vm.pid) >> 10} MiB, ${pssKiB(b.vm.pid) >> 10} MiB`);
   });
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent.proto.
  */
 export const file_agent: GenFile = /*@__PURE__*/
-  fileDesc("CgthZ2VudC5wcm90bxINaHVsbC5hZ2VudC52MSIOCgxDaGVja1JlcXVlc3QiJgoNQ2hlY2tSZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJIhUKE0d1ZXN0RGV0YWlsc1JlcXVlc3QicwoUR3Vlc3REZXRhaWxzUmVzcG9uc2USFgoOa2VybmVsX3JlbGVhc2UYASABKAkSEwoLb25saW5lX2NwdXMYAiABKA0SFwoPbWVtX3RvdGFsX2J5dGVzGAMgASgEEhUKDWFnZW50X3ZlcnNpb24YBCABKAkijAEKE1NldHVwU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIPCgdlbnRyb3B5GAMgASgMEhYKDnRpbWVfdW5peF9uYW5vGAQgASgDEhEKCXNoYXJlX3RhZxgFIAEoCRITCgtyZXNvbHZfY29uZhgGIAEoCSIWChRTZXR1cFNhbmRib3hSZXNwb25zZSKqAQoTU2V0dXBOZXR3b3JrUmVxdWVzdBIzCgppbnRlcmZhY2VzGAEgAygLMh8uaHVsbC5hZ2VudC52MS5OZXR3b3JrSW50ZXJmYWNlEisKBnJvdXRlcxgCIAMoCzIbLmh1bGwuYWdlbnQudjEuTmV0d29ya1JvdXRlEjEKCW5laWdoYm9ycxgDIAMoCzIeLmh1bGwuYWdlbnQudjEuTmV0d29ya05laWdoYm9yIjoKD05ldHdvcmtOZWlnaGJvchIKCgJpcBgBIAEoCRIOCgZsbGFkZHIYAiABKAkSCwoDbWFjGAMgASgJIj8KEE5ldHdvcmtJbnRlcmZhY2USCwoDbWFjGAEgASgJEgsKA210dRgCIAEoDRIRCglhZGRyZXNzZXMYAyADKAkiUQoMTmV0d29ya1JvdXRlEhMKC2Rlc3RpbmF0aW9uGAEgASgJEg8KB2dhdGV3YXkYAiABKAkSCwoDbWFjGAMgASgJEg4KBmZhbWlseRgEIAEoDSIWChRTZXR1cE5ldHdvcmtSZXNwb25zZSIXChVEZXN0cm95U2FuZGJveFJlcXVlc3QiGAoWRGVzdHJveVNhbmRib3hSZXNwb25zZSJ2ChZDcmVhdGVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIRCglzcGVjX2pzb24YAiABKAwSDgoGcm9vdGZzGAMgASgJEiMKBXN0ZGlvGAQgASgLMhQuaHVsbC5hZ2VudC52MS5TdGRpbyIZChdDcmVhdGVDb250YWluZXJSZXNwb25zZSJkCgVTdGRpbxINCgVzdGRpbhgBIAEoCBIOCgZzdGRvdXQYAiABKAgSDgoGc3RkZXJyGAMgASgIEhAKCHRlcm1pbmFsGAQgASgIEgwKBHJvd3MYBSABKA0SDAoEY29scxgGIAEoDSItChVTdGFydENvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIiUKFlN0YXJ0Q29udGFpbmVyUmVzcG9uc2USCwoDcGlkGAEgASgNIi4KFlJlbW92ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIhkKF1JlbW92ZUNvbnRhaW5lclJlc3BvbnNlInYKEkV4ZWNQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIUCgxwcm9jZXNzX2pzb24YAyABKAwSIwoFc3RkaW8YBCABKAsyFC5odWxsLmFnZW50LnYxLlN0ZGlvIiIKE0V4ZWNQcm9jZXNzUmVzcG9uc2USCwoDcGlkGAEgASgNIloKFFNpZ25hbFByb2Nlc3NSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEg4KBnNpZ25hbBgDIAEoDRILCgNhbGwYBCABKAgiFwoVU2lnbmFsUHJvY2Vzc1Jlc3BvbnNlIjsKEldhaXRQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSJbChNXYWl0UHJvY2Vzc1Jlc3BvbnNlEhMKC2V4aXRfc3RhdHVzGAEgASgNEhsKE2V4aXRlZF9hdF91bml4X25hbm8YAiABKAMSEgoKb29tX2tpbGxlZBgDIAEoCCIsChRMaXN0UHJvY2Vzc2VzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiRwoVTGlzdFByb2Nlc3Nlc1Jlc3BvbnNlEi4KCXByb2Nlc3NlcxgBIAMoCzIbLmh1bGwuYWdlbnQudjEuUHJvY2Vzc0VudHJ5Ij0KDFByb2Nlc3NFbnRyeRILCgNwaWQYASABKA0SDwoHZXhlY19pZBgCIAEoCRIPCgdjb21tYW5kGAMgASgJIi0KFVN0YXRzQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkitgEKFlN0YXRzQ29udGFpbmVyUmVzcG9uc2USJAoDY3B1GAEgASgLMhcuaHVsbC5hZ2VudC52MS5DcHVTdGF0cxIqCgZtZW1vcnkYAiABKAsyGi5odWxsLmFnZW50LnYxLk1lbW9yeVN0YXRzEiYKBHBpZHMYAyABKAsyGC5odWxsLmFnZW50LnYxLlBpZHNTdGF0cxIiCgJpbxgEIAEoCzIWLmh1bGwuYWdlbnQudjEuSW9TdGF0cyKIAQoIQ3B1U3RhdHMSEgoKdXNhZ2VfdXNlYxgBIAEoBBIRCgl1c2VyX3VzZWMYAiABKAQSEwoLc3lzdGVtX3VzZWMYAyABKAQSEgoKbnJfcGVyaW9kcxgEIAEoBBIUCgxucl90aHJvdHRsZWQYBSABKAQSFgoOdGhyb3R0bGVkX3VzZWMYBiABKAQi2AIKC01lbW9yeVN0YXRzEhMKC3VzYWdlX2J5dGVzGAEgASgEEhMKC2xpbWl0X2J5dGVzGAIgASgEEhcKD21heF91c2FnZV9ieXRlcxgDIAEoBBIMCgRhbm9uGAQgASgEEgwKBGZpbGUYBSABKAQSFQoNaW5hY3RpdmVfZmlsZRgGIAEoBBITCgthY3RpdmVfZmlsZRgHIAEoBBIVCg1pbmFjdGl2ZV9hbm9uGAggASgEEhMKC2FjdGl2ZV9hbm9uGAkgASgEEg8KB3BnZmF1bHQYCiABKAQSEgoKcGdtYWpmYXVsdBgLIAEoBBIQCghvb21fa2lsbBgMIAEoBBILCgNvb20YDSABKAQSEwoLZmlsZV9tYXBwZWQYDiABKAQSEgoKZmlsZV9kaXJ0eRgPIAEoBBIWCg5maWxlX3dyaXRlYmFjaxgQIAEoBBINCgVzaG1lbRgRIAEoBCIrCglQaWRzU3RhdHMSDwoHY3VycmVudBgBIAEoBBINCgVsaW1pdBgCIAEoBCJXCgdJb1N0YXRzEhIKCnJlYWRfYnl0ZXMYASABKAQSEwoLd3JpdGVfYnl0ZXMYAiABKAQSEAoIcmVhZF9pb3MYAyABKAQSEQoJd3JpdGVfaW9zGAQgASgEIkYKFlVwZGF0ZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEhYKDnJlc291cmNlc19qc29uGAIgASgMIhkKF1VwZGF0ZUNvbnRhaW5lclJlc3BvbnNlIi0KFVBhdXNlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiGAoWUGF1c2VDb250YWluZXJSZXNwb25zZSIuChZSZXN1bWVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIZChdSZXN1bWVDb250YWluZXJSZXNwb25zZSJIChFXcml0ZVN0ZGluUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIMCgRkYXRhGAMgASgMIiUKEldyaXRlU3RkaW5SZXNwb25zZRIPCgd3cml0dGVuGAEgASgNIjoKEUNsb3NlU3RkaW5SZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIhQKEkNsb3NlU3RkaW5SZXNwb25zZSJ6ChFSZWFkT3V0cHV0UmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIrCgZzdHJlYW0YAyABKA4yGy5odWxsLmFnZW50LnYxLk91dHB1dFN0cmVhbRIRCgltYXhfYnl0ZXMYBCABKA0iLwoSUmVhZE91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSCwoDZW9mGAIgASgIIloKFVJlc2l6ZVRlcm1pbmFsUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIMCgRyb3dzGAMgASgNEgwKBGNvbHMYBCABKA0iGAoWUmVzaXplVGVybWluYWxSZXNwb25zZSphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAjKWDgoFQWdlbnQSQgoFQ2hlY2sSGy5odWxsLmFnZW50LnYxLkNoZWNrUmVxdWVzdBocLmh1bGwuYWdlbnQudjEuQ2hlY2tSZXNwb25zZRJXCgxHdWVzdERldGFpbHMSIi5odWxsLmFnZW50LnYxLkd1ZXN0RGV0YWlsc1JlcXVlc3QaIy5odWxsLmFnZW50LnYxLkd1ZXN0RGV0YWlsc1Jlc3BvbnNlElcKDFNldHVwU2FuZGJveBIiLmh1bGwuYWdlbnQudjEuU2V0dXBTYW5kYm94UmVxdWVzdBojLmh1bGwuYWdlbnQudjEuU2V0dXBTYW5kYm94UmVzcG9uc2USVwoMU2V0dXBOZXR3b3JrEiIuaHVsbC5hZ2VudC52MS5TZXR1cE5ldHdvcmtSZXF1ZXN0GiMuaHVsbC5hZ2VudC52MS5TZXR1cE5ldHdvcmtSZXNwb25zZRJdCg5EZXN0cm95U2FuZGJveBIkLmh1bGwuYWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5EZXN0cm95U2FuZGJveFJlc3BvbnNlEmAKD0NyZWF0ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USXQoOU3RhcnRDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXJ0Q29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhcnRDb250YWluZXJSZXNwb25zZRJgCg9SZW1vdmVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlc3BvbnNlElQKC0V4ZWNQcm9jZXNzEiEuaHVsbC5hZ2VudC52MS5FeGVjUHJvY2Vzc1JlcXVlc3QaIi5odWxsLmFnZW50LnYxLkV4ZWNQcm9jZXNzUmVzcG9uc2USWgoNU2lnbmFsUHJvY2VzcxIjLmh1bGwuYWdlbnQudjEuU2lnbmFsUHJvY2Vzc1JlcXVlc3QaJC5odWxsLmFnZW50LnYxLlNpZ25hbFByb2Nlc3NSZXNwb25zZRJUCgtXYWl0UHJvY2VzcxIhLmh1bGwuYWdlbnQudjEuV2FpdFByb2Nlc3NSZXF1ZXN0GiIuaHVsbC5hZ2VudC52MS5XYWl0UHJvY2Vzc1Jlc3BvbnNlEloKDUxpc3RQcm9jZXNzZXMSIy5odWxsLmFnZW50LnYxLkxpc3RQcm9jZXNzZXNSZXF1ZXN0GiQuaHVsbC5hZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USXQoOU3RhdHNDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXRzQ29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhdHNDb250YWluZXJSZXNwb25zZRJgCg9VcGRhdGVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlc3BvbnNlEl0KDlBhdXNlQ29udGFpbmVyEiQuaHVsbC5hZ2VudC52MS5QYXVzZUNvbnRhaW5lclJlcXVlc3QaJS5odWxsLmFnZW50LnYxLlBhdXNlQ29udGFpbmVyUmVzcG9uc2USYAoPUmVzdW1lQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXNwb25zZRJRCgpXcml0ZVN0ZGluEiAuaHVsbC5hZ2VudC52MS5Xcml0ZVN0ZGluUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuV3JpdGVTdGRpblJlc3BvbnNlElEKCkNsb3NlU3RkaW4SIC5odWxsLmFnZW50LnYxLkNsb3NlU3RkaW5SZXF1ZXN0GiEuaHVsbC5hZ2VudC52MS5DbG9zZVN0ZGluUmVzcG9uc2USUQoKUmVhZE91dHB1dBIgLmh1bGwuYWdlbnQudjEuUmVhZE91dHB1dFJlcXVlc3QaIS5odWxsLmFnZW50LnYxLlJlYWRPdXRwdXRSZXNwb25zZRJdCg5SZXNpemVUZXJtaW5hbBIkLmh1bGwuYWdlbnQudjEuUmVzaXplVGVybWluYWxSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5SZXNpemVUZXJtaW5hbFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CgthZ2VudC5wcm90bxINaHVsbC5hZ2VudC52MSIOCgxDaGVja1JlcXVlc3QiJgoNQ2hlY2tSZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJIiIKElJhbmRvbUJ5dGVzUmVxdWVzdBIMCgRzaXplGAEgASgNIiMKE1JhbmRvbUJ5dGVzUmVzcG9uc2USDAoEZGF0YRgBIAEoDCIVChNHdWVzdERldGFpbHNSZXF1ZXN0InMKFEd1ZXN0RGV0YWlsc1Jlc3BvbnNlEhYKDmtlcm5lbF9yZWxlYXNlGAEgASgJEhMKC29ubGluZV9jcHVzGAIgASgNEhcKD21lbV90b3RhbF9ieXRlcxgDIAEoBBIVCg1hZ2VudF92ZXJzaW9uGAQgASgJIowBChNTZXR1cFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHZW50cm9weRgDIAEoDBIWCg50aW1lX3VuaXhfbmFubxgEIAEoAxIRCglzaGFyZV90YWcYBSABKAkSEwoLcmVzb2x2X2NvbmYYBiABKAkiFgoUU2V0dXBTYW5kYm94UmVzcG9uc2UiqgEKE1NldHVwTmV0d29ya1JlcXVlc3QSMwoKaW50ZXJmYWNlcxgBIAMoCzIfLmh1bGwuYWdlbnQudjEuTmV0d29ya0ludGVyZmFjZRIrCgZyb3V0ZXMYAiADKAsyGy5odWxsLmFnZW50LnYxLk5ldHdvcmtSb3V0ZRIxCgluZWlnaGJvcnMYAyADKAsyHi5odWxsLmFnZW50LnYxLk5ldHdvcmtOZWlnaGJvciI6Cg9OZXR3b3JrTmVpZ2hib3ISCgoCaXAYASABKAkSDgoGbGxhZGRyGAIgASgJEgsKA21hYxgDIAEoCSI/ChBOZXR3b3JrSW50ZXJmYWNlEgsKA21hYxgBIAEoCRILCgNtdHUYAiABKA0SEQoJYWRkcmVzc2VzGAMgAygJIlEKDE5ldHdvcmtSb3V0ZRITCgtkZXN0aW5hdGlvbhgBIAEoCRIPCgdnYXRld2F5GAIgASgJEgsKA21hYxgDIAEoCRIOCgZmYW1pbHkYBCABKA0iFgoUU2V0dXBOZXR3b3JrUmVzcG9uc2UiFwoVRGVzdHJveVNhbmRib3hSZXF1ZXN0IhgKFkRlc3Ryb3lTYW5kYm94UmVzcG9uc2UidgoWQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSEQoJc3BlY19qc29uGAIgASgMEg4KBnJvb3RmcxgDIAEoCRIjCgVzdGRpbxgEIAEoCzIULmh1bGwuYWdlbnQudjEuU3RkaW8iGQoXQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2UiZAoFU3RkaW8SDQoFc3RkaW4YASABKAgSDgoGc3Rkb3V0GAIgASgIEg4KBnN0ZGVychgDIAEoCBIQCgh0ZXJtaW5hbBgEIAEoCBIMCgRyb3dzGAUgASgNEgwKBGNvbHMYBiABKA0iLQoVU3RhcnRDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIlChZTdGFydENvbnRhaW5lclJlc3BvbnNlEgsKA3BpZBgBIAEoDSIuChZSZW1vdmVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIZChdSZW1vdmVDb250YWluZXJSZXNwb25zZSJ2ChJFeGVjUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSFAoMcHJvY2Vzc19qc29uGAMgASgMEiMKBXN0ZGlvGAQgASgLMhQuaHVsbC5hZ2VudC52MS5TdGRpbyIiChNFeGVjUHJvY2Vzc1Jlc3BvbnNlEgsKA3BpZBgBIAEoDSJaChRTaWduYWxQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIOCgZzaWduYWwYAyABKA0SCwoDYWxsGAQgASgIIhcKFVNpZ25hbFByb2Nlc3NSZXNwb25zZSI7ChJXYWl0UHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiWwoTV2FpdFByb2Nlc3NSZXNwb25zZRITCgtleGl0X3N0YXR1cxgBIAEoDRIbChNleGl0ZWRfYXRfdW5peF9uYW5vGAIgASgDEhIKCm9vbV9raWxsZWQYAyABKAgiLAoUTGlzdFByb2Nlc3Nlc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIkcKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIuCglwcm9jZXNzZXMYASADKAsyGy5odWxsLmFnZW50LnYxLlByb2Nlc3NFbnRyeSI9CgxQcm9jZXNzRW50cnkSCwoDcGlkGAEgASgNEg8KB2V4ZWNfaWQYAiABKAkSDwoHY29tbWFuZBgDIAEoCSItChVTdGF0c0NvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIrYBChZTdGF0c0NvbnRhaW5lclJlc3BvbnNlEiQKA2NwdRgBIAEoCzIXLmh1bGwuYWdlbnQudjEuQ3B1U3RhdHMSKgoGbWVtb3J5GAIgASgLMhouaHVsbC5hZ2VudC52MS5NZW1vcnlTdGF0cxImCgRwaWRzGAMgASgLMhguaHVsbC5hZ2VudC52MS5QaWRzU3RhdHMSIgoCaW8YBCABKAsyFi5odWxsLmFnZW50LnYxLklvU3RhdHMiiAEKCENwdVN0YXRzEhIKCnVzYWdlX3VzZWMYASABKAQSEQoJdXNlcl91c2VjGAIgASgEEhMKC3N5c3RlbV91c2VjGAMgASgEEhIKCm5yX3BlcmlvZHMYBCABKAQSFAoMbnJfdGhyb3R0bGVkGAUgASgEEhYKDnRocm90dGxlZF91c2VjGAYgASgEItgCCgtNZW1vcnlTdGF0cxITCgt1c2FnZV9ieXRlcxgBIAEoBBITCgtsaW1pdF9ieXRlcxgCIAEoBBIXCg9tYXhfdXNhZ2VfYnl0ZXMYAyABKAQSDAoEYW5vbhgEIAEoBBIMCgRmaWxlGAUgASgEEhUKDWluYWN0aXZlX2ZpbGUYBiABKAQSEwoLYWN0aXZlX2ZpbGUYByABKAQSFQoNaW5hY3RpdmVfYW5vbhgIIAEoBBITCgthY3RpdmVfYW5vbhgJIAEoBBIPCgdwZ2ZhdWx0GAogASgEEhIKCnBnbWFqZmF1bHQYCyABKAQSEAoIb29tX2tpbGwYDCABKAQSCwoDb29tGA0gASgEEhMKC2ZpbGVfbWFwcGVkGA4gASgEEhIKCmZpbGVfZGlydHkYDyABKAQSFgoOZmlsZV93cml0ZWJhY2sYECABKAQSDQoFc2htZW0YESABKAQiKwoJUGlkc1N0YXRzEg8KB2N1cnJlbnQYASABKAQSDQoFbGltaXQYAiABKAQiVwoHSW9TdGF0cxISCgpyZWFkX2J5dGVzGAEgASgEEhMKC3dyaXRlX2J5dGVzGAIgASgEEhAKCHJlYWRfaW9zGAMgASgEEhEKCXdyaXRlX2lvcxgEIAEoBCJGChZVcGRhdGVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIWCg5yZXNvdXJjZXNfanNvbhgCIAEoDCIZChdVcGRhdGVDb250YWluZXJSZXNwb25zZSItChVQYXVzZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIhgKFlBhdXNlQ29udGFpbmVyUmVzcG9uc2UiLgoWUmVzdW1lQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiGQoXUmVzdW1lQ29udGFpbmVyUmVzcG9uc2UiSAoRV3JpdGVTdGRpblJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDAoEZGF0YRgDIAEoDCIlChJXcml0ZVN0ZGluUmVzcG9uc2USDwoHd3JpdHRlbhgBIAEoDSI6ChFDbG9zZVN0ZGluUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSIUChJDbG9zZVN0ZGluUmVzcG9uc2UiegoRUmVhZE91dHB1dFJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSKwoGc3RyZWFtGAMgASgOMhsuaHVsbC5hZ2VudC52MS5PdXRwdXRTdHJlYW0SEQoJbWF4X2J5dGVzGAQgASgNIi8KElJlYWRPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEgsKA2VvZhgCIAEoCCJaChVSZXNpemVUZXJtaW5hbFJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNIhgKFlJlc2l6ZVRlcm1pbmFsUmVzcG9uc2UqYQoMT3V0cHV0U3RyZWFtEh0KGU9VVFBVVF9TVFJFQU1fVU5TUEVDSUZJRUQQABIYChRPVVRQVVRfU1RSRUFNX1NURE9VVBABEhgKFE9VVFBVVF9TVFJFQU1fU1RERVJSEAIy7A4KBUFnZW50EkIKBUNoZWNrEhsuaHVsbC5hZ2VudC52MS5DaGVja1JlcXVlc3QaHC5odWxsLmFnZW50LnYxLkNoZWNrUmVzcG9uc2USVwoMR3Vlc3REZXRhaWxzEiIuaHVsbC5hZ2VudC52MS5HdWVzdERldGFpbHNSZXF1ZXN0GiMuaHVsbC5hZ2VudC52MS5HdWVzdERldGFpbHNSZXNwb25zZRJXCgxTZXR1cFNhbmRib3gSIi5odWxsLmFnZW50LnYxLlNldHVwU2FuZGJveFJlcXVlc3QaIy5odWxsLmFnZW50LnYxLlNldHVwU2FuZGJveFJlc3BvbnNlElcKDFNldHVwTmV0d29yaxIiLmh1bGwuYWdlbnQudjEuU2V0dXBOZXR3b3JrUmVxdWVzdBojLmh1bGwuYWdlbnQudjEuU2V0dXBOZXR3b3JrUmVzcG9uc2USXQoORGVzdHJveVNhbmRib3gSJC5odWxsLmFnZW50LnYxLkRlc3Ryb3lTYW5kYm94UmVxdWVzdBolLmh1bGwuYWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXNwb25zZRJUCgtSYW5kb21CeXRlcxIhLmh1bGwuYWdlbnQudjEuUmFuZG9tQnl0ZXNSZXF1ZXN0GiIuaHVsbC5hZ2VudC52MS5SYW5kb21CeXRlc1Jlc3BvbnNlEmAKD0NyZWF0ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USXQoOU3RhcnRDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXJ0Q29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhcnRDb250YWluZXJSZXNwb25zZRJgCg9SZW1vdmVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlc3BvbnNlElQKC0V4ZWNQcm9jZXNzEiEuaHVsbC5hZ2VudC52MS5FeGVjUHJvY2Vzc1JlcXVlc3QaIi5odWxsLmFnZW50LnYxLkV4ZWNQcm9jZXNzUmVzcG9uc2USWgoNU2lnbmFsUHJvY2VzcxIjLmh1bGwuYWdlbnQudjEuU2lnbmFsUHJvY2Vzc1JlcXVlc3QaJC5odWxsLmFnZW50LnYxLlNpZ25hbFByb2Nlc3NSZXNwb25zZRJUCgtXYWl0UHJvY2VzcxIhLmh1bGwuYWdlbnQudjEuV2FpdFByb2Nlc3NSZXF1ZXN0GiIuaHVsbC5hZ2VudC52MS5XYWl0UHJvY2Vzc1Jlc3BvbnNlEloKDUxpc3RQcm9jZXNzZXMSIy5odWxsLmFnZW50LnYxLkxpc3RQcm9jZXNzZXNSZXF1ZXN0GiQuaHVsbC5hZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USXQoOU3RhdHNDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXRzQ29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhdHNDb250YWluZXJSZXNwb25zZRJgCg9VcGRhdGVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlc3BvbnNlEl0KDlBhdXNlQ29udGFpbmVyEiQuaHVsbC5hZ2VudC52MS5QYXVzZUNvbnRhaW5lclJlcXVlc3QaJS5odWxsLmFnZW50LnYxLlBhdXNlQ29udGFpbmVyUmVzcG9uc2USYAoPUmVzdW1lQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXNwb25zZRJRCgpXcml0ZVN0ZGluEiAuaHVsbC5hZ2VudC52MS5Xcml0ZVN0ZGluUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuV3JpdGVTdGRpblJlc3BvbnNlElEKCkNsb3NlU3RkaW4SIC5odWxsLmFnZW50LnYxLkNsb3NlU3RkaW5SZXF1ZXN0GiEuaHVsbC5hZ2VudC52MS5DbG9zZVN0ZGluUmVzcG9uc2USUQoKUmVhZE91dHB1dBIgLmh1bGwuYWdlbnQudjEuUmVhZE91dHB1dFJlcXVlc3QaIS5odWxsLmFnZW50LnYxLlJlYWRPdXRwdXRSZXNwb25zZRJdCg5SZXNpemVUZXJtaW5hbBIkLmh1bGwuYWdlbnQudjEuUmVzaXplVGVybWluYWxSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5SZXNpemVUZXJtaW5hbFJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message hull.agent.v1.CheckRequest
@@ -47,6 +47,40 @@ export const CheckResponseSchema: GenMessage<CheckResponse> = /*@__PURE__*/
   messageDesc(file_agent, 1);
 
 /**
+ * @generated from message hull.agent.v1.RandomBytesRequest
+ */
+export type RandomBytesRequest = Message<"hull.agent.v1.RandomBytesRequest"> & {
+  /**
+   * @generated from field: uint32 size = 1;
+   */
+  size: number;
+};
+
+/**
+ * Describes the message hull.agent.v1.RandomBytesRequest.
+ * Use `create(RandomBytesRequestSchema)` to create a new message.
+ */
+export const RandomBytesRequestSchema: GenMessage<RandomBytesRequest> = /*@__PURE__*/
+  messageDesc(file_agent, 2);
+
+/**
+ * @generated from message hull.agent.v1.RandomBytesResponse
+ */
+export type RandomBytesResponse = Message<"hull.agent.v1.RandomBytesResponse"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message hull.agent.v1.RandomBytesResponse.
+ * Use `create(RandomBytesResponseSchema)` to create a new message.
+ */
+export const RandomBytesResponseSchema: GenMessage<RandomBytesResponse> = /*@__PURE__*/
+  messageDesc(file_agent, 3);
+
+/**
  * @generated from message hull.agent.v1.GuestDetailsRequest
  */
 export type GuestDetailsRequest = Message<"hull.agent.v1.GuestDetailsRequest"> & {
@@ -57,7 +91,7 @@ export type GuestDetailsRequest = Message<"hull.agent.v1.GuestDetailsRequest"> &
  * Use `create(GuestDetailsRequestSchema)` to create a new message.
  */
 export const GuestDetailsRequestSchema: GenMessage<GuestDetailsRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 2);
+  messageDesc(file_agent, 4);
 
 /**
  * @generated from message hull.agent.v1.GuestDetailsResponse
@@ -89,7 +123,7 @@ export type GuestDetailsResponse = Message<"hull.agent.v1.GuestDetailsResponse">
  * Use `create(GuestDetailsResponseSchema)` to create a new message.
  */
 export const GuestDetailsResponseSchema: GenMessage<GuestDetailsResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 3);
+  messageDesc(file_agent, 5);
 
 /**
  * @generated from message hull.agent.v1.SetupSandboxRequest
@@ -139,7 +173,7 @@ export type SetupSandboxRequest = Message<"hull.agent.v1.SetupSandboxRequest"> &
  * Use `create(SetupSandboxRequestSchema)` to create a new message.
  */
 export const SetupSandboxRequestSchema: GenMessage<SetupSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 4);
+  messageDesc(file_agent, 6);
 
 /**
  * @generated from message hull.agent.v1.SetupSandboxResponse
@@ -152,7 +186,7 @@ export type SetupSandboxResponse = Message<"hull.agent.v1.SetupSandboxResponse">
  * Use `create(SetupSandboxResponseSchema)` to create a new message.
  */
 export const SetupSandboxResponseSchema: GenMessage<SetupSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 5);
+  messageDesc(file_agent, 7);
 
 /**
  * @generated from message hull.agent.v1.SetupNetworkRequest
@@ -179,7 +213,7 @@ export type SetupNetworkRequest = Message<"hull.agent.v1.SetupNetworkRequest"> &
  * Use `create(SetupNetworkRequestSchema)` to create a new message.
  */
 export const SetupNetworkRequestSchema: GenMessage<SetupNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 6);
+  messageDesc(file_agent, 8);
 
 /**
  * NetworkNeighbor is a permanent neighbour (ARP/NDP) entry.
@@ -210,7 +244,7 @@ export type NetworkNeighbor = Message<"hull.agent.v1.NetworkNeighbor"> & {
  * Use `create(NetworkNeighborSchema)` to create a new message.
  */
 export const NetworkNeighborSchema: GenMessage<NetworkNeighbor> = /*@__PURE__*/
-  messageDesc(file_agent, 7);
+  messageDesc(file_agent, 9);
 
 /**
  * NetworkInterface is found in the guest by its MAC address.
@@ -241,7 +275,7 @@ export type NetworkInterface = Message<"hull.agent.v1.NetworkInterface"> & {
  * Use `create(NetworkInterfaceSchema)` to create a new message.
  */
 export const NetworkInterfaceSchema: GenMessage<NetworkInterface> = /*@__PURE__*/
-  messageDesc(file_agent, 8);
+  messageDesc(file_agent, 10);
 
 /**
  * @generated from message hull.agent.v1.NetworkRoute
@@ -281,7 +315,7 @@ export type NetworkRoute = Message<"hull.agent.v1.NetworkRoute"> & {
  * Use `create(NetworkRouteSchema)` to create a new message.
  */
 export const NetworkRouteSchema: GenMessage<NetworkRoute> = /*@__PURE__*/
-  messageDesc(file_agent, 9);
+  messageDesc(file_agent, 11);
 
 /**
  * @generated from message hull.agent.v1.SetupNetworkResponse
@@ -294,7 +328,7 @@ export type SetupNetworkResponse = Message<"hull.agent.v1.SetupNetworkResponse">
  * Use `create(SetupNetworkResponseSchema)` to create a new message.
  */
 export const SetupNetworkResponseSchema: GenMessage<SetupNetworkResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 10);
+  messageDesc(file_agent, 12);
 
 /**
  * @generated from message hull.agent.v1.DestroySandboxRequest
@@ -307,7 +341,7 @@ export type DestroySandboxRequest = Message<"hull.agent.v1.DestroySandboxRequest
  * Use `create(DestroySandboxRequestSchema)` to create a new message.
  */
 export const DestroySandboxRequestSchema: GenMessage<DestroySandboxRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 11);
+  messageDesc(file_agent, 13);
 
 /**
  * @generated from message hull.agent.v1.DestroySandboxResponse
@@ -320,7 +354,7 @@ export type DestroySandboxResponse = Message<"hull.agent.v1.DestroySandboxRespon
  * Use `create(DestroySandboxResponseSchema)` to create a new message.
  */
 export const DestroySandboxResponseSchema: GenMessage<DestroySandboxResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 12);
+  messageDesc(file_agent, 14);
 
 /**
  * @generated from message hull.agent.v1.CreateContainerRequest
@@ -356,7 +390,7 @@ export type CreateContainerRequest = Message<"hull.agent.v1.CreateContainerReque
  * Use `create(CreateContainerRequestSchema)` to create a new message.
  */
 export const CreateContainerRequestSchema: GenMessage<CreateContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 13);
+  messageDesc(file_agent, 15);
 
 /**
  * @generated from message hull.agent.v1.CreateContainerResponse
@@ -369,7 +403,7 @@ export type CreateContainerResponse = Message<"hull.agent.v1.CreateContainerResp
  * Use `create(CreateContainerResponseSchema)` to create a new message.
  */
 export const CreateContainerResponseSchema: GenMessage<CreateContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 14);
+  messageDesc(file_agent, 16);
 
 /**
  * Stdio says which streams the host will attach to a process.
@@ -413,7 +447,7 @@ export type Stdio = Message<"hull.agent.v1.Stdio"> & {
  * Use `create(StdioSchema)` to create a new message.
  */
 export const StdioSchema: GenMessage<Stdio> = /*@__PURE__*/
-  messageDesc(file_agent, 15);
+  messageDesc(file_agent, 17);
 
 /**
  * @generated from message hull.agent.v1.StartContainerRequest
@@ -430,7 +464,7 @@ export type StartContainerRequest = Message<"hull.agent.v1.StartContainerRequest
  * Use `create(StartContainerRequestSchema)` to create a new message.
  */
 export const StartContainerRequestSchema: GenMessage<StartContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 16);
+  messageDesc(file_agent, 18);
 
 /**
  * @generated from message hull.agent.v1.StartContainerResponse
@@ -447,7 +481,7 @@ export type StartContainerResponse = Message<"hull.agent.v1.StartContainerRespon
  * Use `create(StartContainerResponseSchema)` to create a new message.
  */
 export const StartContainerResponseSchema: GenMessage<StartContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 17);
+  messageDesc(file_agent, 19);
 
 /**
  * @generated from message hull.agent.v1.RemoveContainerRequest
@@ -464,7 +498,7 @@ export type RemoveContainerRequest = Message<"hull.agent.v1.RemoveContainerReque
  * Use `create(RemoveContainerRequestSchema)` to create a new message.
  */
 export const RemoveContainerRequestSchema: GenMessage<RemoveContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 18);
+  messageDesc(file_agent, 20);
 
 /**
  * @generated from message hull.agent.v1.RemoveContainerResponse
@@ -477,7 +511,7 @@ export type RemoveContainerResponse = Message<"hull.agent.v1.RemoveContainerResp
  * Use `create(RemoveContainerResponseSchema)` to create a new message.
  */
 export const RemoveContainerResponseSchema: GenMessage<RemoveContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 19);
+  messageDesc(file_agent, 21);
 
 /**
  * @generated from message hull.agent.v1.ExecProcessRequest
@@ -511,7 +545,7 @@ export type ExecProcessRequest = Message<"hull.agent.v1.ExecProcessRequest"> & {
  * Use `create(ExecProcessRequestSchema)` to create a new message.
  */
 export const ExecProcessRequestSchema: GenMessage<ExecProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 20);
+  messageDesc(file_agent, 22);
 
 /**
  * @generated from message hull.agent.v1.ExecProcessResponse
@@ -528,7 +562,7 @@ export type ExecProcessResponse = Message<"hull.agent.v1.ExecProcessResponse"> &
  * Use `create(ExecProcessResponseSchema)` to create a new message.
  */
 export const ExecProcessResponseSchema: GenMessage<ExecProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 21);
+  messageDesc(file_agent, 23);
 
 /**
  * @generated from message hull.agent.v1.SignalProcessRequest
@@ -562,7 +596,7 @@ export type SignalProcessRequest = Message<"hull.agent.v1.SignalProcessRequest">
  * Use `create(SignalProcessRequestSchema)` to create a new message.
  */
 export const SignalProcessRequestSchema: GenMessage<SignalProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 22);
+  messageDesc(file_agent, 24);
 
 /**
  * @generated from message hull.agent.v1.SignalProcessResponse
@@ -575,7 +609,7 @@ export type SignalProcessResponse = Message<"hull.agent.v1.SignalProcessResponse
  * Use `create(SignalProcessResponseSchema)` to create a new message.
  */
 export const SignalProcessResponseSchema: GenMessage<SignalProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 23);
+  messageDesc(file_agent, 25);
 
 /**
  * @generated from message hull.agent.v1.WaitProcessRequest
@@ -597,7 +631,7 @@ export type WaitProcessRequest = Message<"hull.agent.v1.WaitProcessRequest"> & {
  * Use `create(WaitProcessRequestSchema)` to create a new message.
  */
 export const WaitProcessRequestSchema: GenMessage<WaitProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 24);
+  messageDesc(file_agent, 26);
 
 /**
  * @generated from message hull.agent.v1.WaitProcessResponse
@@ -626,7 +660,7 @@ export type WaitProcessResponse = Message<"hull.agent.v1.WaitProcessResponse"> &
  * Use `create(WaitProcessResponseSchema)` to create a new message.
  */
 export const WaitProcessResponseSchema: GenMessage<WaitProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 25);
+  messageDesc(file_agent, 27);
 
 /**
  * @generated from message hull.agent.v1.ListProcessesRequest
@@ -643,7 +677,7 @@ export type ListProcessesRequest = Message<"hull.agent.v1.ListProcessesRequest">
  * Use `create(ListProcessesRequestSchema)` to create a new message.
  */
 export const ListProcessesRequestSchema: GenMessage<ListProcessesRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 26);
+  messageDesc(file_agent, 28);
 
 /**
  * @generated from message hull.agent.v1.ListProcessesResponse
@@ -660,7 +694,7 @@ export type ListProcessesResponse = Message<"hull.agent.v1.ListProcessesResponse
  * Use `create(ListProcessesResponseSchema)` to create a new message.
  */
 export const ListProcessesResponseSchema: GenMessage<ListProcessesResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 27);
+  messageDesc(file_agent, 29);
 
 /**
  * @generated from message hull.agent.v1.ProcessEntry
@@ -687,7 +721,7 @@ export type ProcessEntry = Message<"hull.agent.v1.ProcessEntry"> & {
  * Use `create(ProcessEntrySchema)` to create a new message.
  */
 export const ProcessEntrySchema: GenMessage<ProcessEntry> = /*@__PURE__*/
-  messageDesc(file_agent, 28);
+  messageDesc(file_agent, 30);
 
 /**
  * @generated from message hull.agent.v1.StatsContainerRequest
@@ -704,7 +738,7 @@ export type StatsContainerRequest = Message<"hull.agent.v1.StatsContainerRequest
  * Use `create(StatsContainerRequestSchema)` to create a new message.
  */
 export const StatsContainerRequestSchema: GenMessage<StatsContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 29);
+  messageDesc(file_agent, 31);
 
 /**
  * Cgroup v2 counters of the container's guest cgroup.
@@ -738,7 +772,7 @@ export type StatsContainerResponse = Message<"hull.agent.v1.StatsContainerRespon
  * Use `create(StatsContainerResponseSchema)` to create a new message.
  */
 export const StatsContainerResponseSchema: GenMessage<StatsContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 30);
+  messageDesc(file_agent, 32);
 
 /**
  * @generated from message hull.agent.v1.CpuStats
@@ -780,7 +814,7 @@ export type CpuStats = Message<"hull.agent.v1.CpuStats"> & {
  * Use `create(CpuStatsSchema)` to create a new message.
  */
 export const CpuStatsSchema: GenMessage<CpuStats> = /*@__PURE__*/
-  messageDesc(file_agent, 31);
+  messageDesc(file_agent, 33);
 
 /**
  * @generated from message hull.agent.v1.MemoryStats
@@ -877,7 +911,7 @@ export type MemoryStats = Message<"hull.agent.v1.MemoryStats"> & {
  * Use `create(MemoryStatsSchema)` to create a new message.
  */
 export const MemoryStatsSchema: GenMessage<MemoryStats> = /*@__PURE__*/
-  messageDesc(file_agent, 32);
+  messageDesc(file_agent, 34);
 
 /**
  * @generated from message hull.agent.v1.PidsStats
@@ -899,7 +933,7 @@ export type PidsStats = Message<"hull.agent.v1.PidsStats"> & {
  * Use `create(PidsStatsSchema)` to create a new message.
  */
 export const PidsStatsSchema: GenMessage<PidsStats> = /*@__PURE__*/
-  messageDesc(file_agent, 33);
+  messageDesc(file_agent, 35);
 
 /**
  * @generated from message hull.agent.v1.IoStats
@@ -931,7 +965,7 @@ export type IoStats = Message<"hull.agent.v1.IoStats"> & {
  * Use `create(IoStatsSchema)` to create a new message.
  */
 export const IoStatsSchema: GenMessage<IoStats> = /*@__PURE__*/
-  messageDesc(file_agent, 34);
+  messageDesc(file_agent, 36);
 
 /**
  * @generated from message hull.agent.v1.UpdateContainerRequest
@@ -955,7 +989,7 @@ export type UpdateContainerRequest = Message<"hull.agent.v1.UpdateContainerReque
  * Use `create(UpdateContainerRequestSchema)` to create a new message.
  */
 export const UpdateContainerRequestSchema: GenMessage<UpdateContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 35);
+  messageDesc(file_agent, 37);
 
 /**
  * @generated from message hull.agent.v1.UpdateContainerResponse
@@ -968,7 +1002,7 @@ export type UpdateContainerResponse = Message<"hull.agent.v1.UpdateContainerResp
  * Use `create(UpdateContainerResponseSchema)` to create a new message.
  */
 export const UpdateContainerResponseSchema: GenMessage<UpdateContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 36);
+  messageDesc(file_agent, 38);
 
 /**
  * @generated from message hull.agent.v1.PauseContainerRequest
@@ -985,7 +1019,7 @@ export type PauseContainerRequest = Message<"hull.agent.v1.PauseContainerRequest
  * Use `create(PauseContainerRequestSchema)` to create a new message.
  */
 export const PauseContainerRequestSchema: GenMessage<PauseContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 37);
+  messageDesc(file_agent, 39);
 
 /**
  * @generated from message hull.agent.v1.PauseContainerResponse
@@ -998,7 +1032,7 @@ export type PauseContainerResponse = Message<"hull.agent.v1.PauseContainerRespon
  * Use `create(PauseContainerResponseSchema)` to create a new message.
  */
 export const PauseContainerResponseSchema: GenMessage<PauseContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 38);
+  messageDesc(file_agent, 40);
 
 /**
  * @generated from message hull.agent.v1.ResumeContainerRequest
@@ -1015,7 +1049,7 @@ export type ResumeContainerRequest = Message<"hull.agent.v1.ResumeContainerReque
  * Use `create(ResumeContainerRequestSchema)` to create a new message.
  */
 export const ResumeContainerRequestSchema: GenMessage<ResumeContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 39);
+  messageDesc(file_agent, 41);
 
 /**
  * @generated from message hull.agent.v1.ResumeContainerResponse
@@ -1028,7 +1062,7 @@ export type ResumeContainerResponse = Message<"hull.agent.v1.ResumeContainerResp
  * Use `create(ResumeContainerResponseSchema)` to create a new message.
  */
 export const ResumeContainerResponseSchema: GenMessage<ResumeContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 40);
+  messageDesc(file_agent, 42);
 
 /**
  * @generated from message hull.agent.v1.WriteStdinRequest
@@ -1055,7 +1089,7 @@ export type WriteStdinRequest = Message<"hull.agent.v1.WriteStdinRequest"> & {
  * Use `create(WriteStdinRequestSchema)` to create a new message.
  */
 export const WriteStdinRequestSchema: GenMessage<WriteStdinRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 41);
+  messageDesc(file_agent, 43);
 
 /**
  * @generated from message hull.agent.v1.WriteStdinResponse
@@ -1072,7 +1106,7 @@ export type WriteStdinResponse = Message<"hull.agent.v1.WriteStdinResponse"> & {
  * Use `create(WriteStdinResponseSchema)` to create a new message.
  */
 export const WriteStdinResponseSchema: GenMessage<WriteStdinResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 42);
+  messageDesc(file_agent, 44);
 
 /**
  * @generated from message hull.agent.v1.CloseStdinRequest
@@ -1094,7 +1128,7 @@ export type CloseStdinRequest = Message<"hull.agent.v1.CloseStdinRequest"> & {
  * Use `create(CloseStdinRequestSchema)` to create a new message.
  */
 export const CloseStdinRequestSchema: GenMessage<CloseStdinRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 43);
+  messageDesc(file_agent, 45);
 
 /**
  * @generated from message hull.agent.v1.CloseStdinResponse
@@ -1107,7 +1141,7 @@ export type CloseStdinResponse = Message<"hull.agent.v1.CloseStdinResponse"> & {
  * Use `create(CloseStdinResponseSchema)` to create a new message.
  */
 export const CloseStdinResponseSchema: GenMessage<CloseStdinResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 44);
+  messageDesc(file_agent, 46);
 
 /**
  * @generated from message hull.agent.v1.ReadOutputRequest
@@ -1139,7 +1173,7 @@ export type ReadOutputRequest = Message<"hull.agent.v1.ReadOutputRequest"> & {
  * Use `create(ReadOutputRequestSchema)` to create a new message.
  */
 export const ReadOutputRequestSchema: GenMessage<ReadOutputRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 45);
+  messageDesc(file_agent, 47);
 
 /**
  * @generated from message hull.agent.v1.ReadOutputResponse
@@ -1163,7 +1197,7 @@ export type ReadOutputResponse = Message<"hull.agent.v1.ReadOutputResponse"> & {
  * Use `create(ReadOutputResponseSchema)` to create a new message.
  */
 export const ReadOutputResponseSchema: GenMessage<ReadOutputResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 46);
+  messageDesc(file_agent, 48);
 
 /**
  * @generated from message hull.agent.v1.ResizeTerminalRequest
@@ -1195,7 +1229,7 @@ export type ResizeTerminalRequest = Message<"hull.agent.v1.ResizeTerminalRequest
  * Use `create(ResizeTerminalRequestSchema)` to create a new message.
  */
 export const ResizeTerminalRequestSchema: GenMessage<ResizeTerminalRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 47);
+  messageDesc(file_agent, 49);
 
 /**
  * @generated from message hull.agent.v1.ResizeTerminalResponse
@@ -1208,7 +1242,7 @@ export type ResizeTerminalResponse = Message<"hull.agent.v1.ResizeTerminalRespon
  * Use `create(ResizeTerminalResponseSchema)` to create a new message.
  */
 export const ResizeTerminalResponseSchema: GenMessage<ResizeTerminalResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 48);
+  messageDesc(file_agent, 50);
 
 /**
  * @generated from enum hull.agent.v1.OutputStream
@@ -1289,6 +1323,17 @@ export const Agent: GenService<{
     methodKind: "unary";
     input: typeof DestroySandboxRequestSchema;
     output: typeof DestroySandboxResponseSchema;
+  },
+  /**
+   * RandomBytes returns output of the agent's own generator (at most 64 bytes): what lets a check
+   * see that two clones of one VM template no longer share it once set up.
+   *
+   * @generated from rpc hull.agent.v1.Agent.RandomBytes
+   */
+  randomBytes: {
+    methodKind: "unary";
+    input: typeof RandomBytesRequestSchema;
+    output: typeof RandomBytesResponseSchema;
   },
   /**
    * @generated from rpc hull.agent.v1.Agent.CreateContainer
