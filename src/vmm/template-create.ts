@@ -22,7 +22,7 @@ import { TtrpcClient } from '../ttrpc/index.js';
 import type { VmHandle } from './driver.js';
 import { TEMPLATE_MAC, TEMPLATE_STATE_FILE } from './qemu-args.js';
 import { QemuDriver } from './qemu.js';
-import { pruneTemplates, removeTemplate } from './template-store.js';
+import { pruneTemplates, removeSupersededTemplates, removeTemplate } from './template-store.js';
 import { MANIFEST_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
 
 const BOOT_CONSOLE_FILE = 'boot-console.log';
@@ -122,7 +122,10 @@ export async function createTemplate(request: TemplateRequest): Promise<VmTempla
       const code = (error as NodeJS.ErrnoException).code;
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
     }
-    if (published) return { key, dir: join(roots.templatesRoot, key), ramFile, manifest, created: true };
+    if (published) {
+      await removeSupersededTemplates(key, manifest.inputs, roots);
+      return { key, dir: join(roots.templatesRoot, key), ramFile, manifest, created: true };
+    }
     // Another creator published the same key first: use theirs.
     const theirs = await inspect(key, roots);
     if (theirs.template) return { ...theirs.template, created: false };

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { KEY_PATTERN, inspect, isInside, readManifest, rootsOf, type TemplateListing, type TemplateRoots } from './template.js';
+import { KEY_PATTERN, inspect, isInside, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
 
 /** Work directories and RAM files carry their creator's pid, so that leftovers can be pruned. */
 const WORK_DIR_PATTERN = /^\.(?:new|trash)-([0-9a-f]{20})-(\d+)-[0-9a-f]{8}$/;
@@ -64,6 +64,23 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
     if (pid !== undefined && !pidAlive(Number(pid))) removed = (await rm(join(ramDir, name)).then(() => true, () => false)) || removed;
   }
   await rmdir(ramDir).catch(() => undefined); // only when empty
+  return removed;
+}
+
+/**
+ * removeSupersededTemplates removes the published templates of the same image, size and
+ * accelerator as the template `key` (made from `inputs`) under another key: another QEMU build,
+ * command line or kernel arguments made those, that is an older hull or QEMU, and nothing on this
+ * host asks for them again. Each holds ~150 MiB of tmpfs. Returns the keys removed.
+ */
+export async function removeSupersededTemplates(key: string, inputs: TemplateInputs, roots: TemplateRoots = {}): Promise<string[]> {
+  const removed: string[] = [];
+  for (const listing of await listTemplates(roots)) {
+    const other = listing.template?.manifest.inputs;
+    if (listing.key === key || other === undefined) continue;
+    const sameShape = other.imageId === inputs.imageId && other.vcpus === inputs.vcpus && other.memoryMiB === inputs.memoryMiB && other.accel === inputs.accel;
+    if (sameShape && (await removeTemplate(listing.key, roots))) removed.push(listing.key);
+  }
   return removed;
 }
 

@@ -372,6 +372,28 @@ describe('VM templates made concurrently', { skip: SKIP }, () => {
   });
 });
 
+describe('templates of an older hull or QEMU', { skip: SKIP }, () => {
+  it('are removed when a template of the same image, size and accelerator is published; other sizes stay', async () => {
+    const templatesRoot = join(root, 'templates-superseded');
+    const ram = mkdtempSync('/dev/shm/hull-tpl-it-sup-');
+    try {
+      // Another kernel command line stands for another hull: same shape, another key.
+      const old = await createTemplate({ ...request(templatesRoot, ram, image!), kernelArgs: ['hull.made_by=old'] });
+      const otherSize = await createTemplate(request(templatesRoot, ram, image!, { memoryMiB: MEMORY_MIB + 64 }));
+      assert.ok(existsSync(old.ramFile));
+      const current = await createTemplate(request(templatesRoot, ram, image!));
+      assert.equal(current.created, true);
+      assert.notEqual(current.key, old.key);
+      assert.deepEqual((await listTemplates({ templatesRoot, ramRoot: ram })).map((l) => l.key).sort(), [current.key, otherSize.key].sort());
+      assert.ok(!existsSync(old.ramFile), "the superseded template's RAM file is freed");
+      for (const key of [current.key, otherSize.key]) await removeTemplate(key, { templatesRoot, ramRoot: ram });
+      assert.deepEqual(readdirSync(ram), []);
+    } finally {
+      rmSync(ram, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a cold boot of the same size, for comparison', { skip: SKIP }, () => {
   it('measures spawn to agent Check and idle PSS (diagnostics only)', async (t) => {
     const guest = await startGuest(t, undefined);
