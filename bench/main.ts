@@ -64,7 +64,7 @@ try {
   ctrd = await startContainerd({ runtimes: rt.containerd, extraPath: rt.hull.shimDir, logLevel: 'info' });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address, { deadlineMs: 300_000 });
-  ctx = { cri, address: ctrd.address, hullRunRoot: rt.hull.runRoot, handler: rt.handler, pods: [], ids };
+  ctx = { cri, address: ctrd.address, hullRunRoot: rt.hull.runRoot, handler: rt.handler, pods: [], ids, gvisorStateRoot: rt.gvisor.criRoot };
   log(`P1: ctr run --rm, ${options.runs} rounds`);
   const p1CtrRunMs = await measureCtrRun(ctrd, rt, options.runs);
   log(`P4/P6: exec true, ${WRITE_MIB} MiB write, ${options.runs} rounds`);

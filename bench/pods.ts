@@ -3,7 +3,7 @@
  * (RunPodSandbox, CreateContainer, StartContainer, then ContainerStatus until Running), torn down
  * again, and the host processes a runtime keeps for them.
  */
-import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { findShims } from '../test/harness/containerd.js';
 import { containerConfig, podConfig, type CriClient, type PodSandboxConfig } from '../test/harness/cri.js';
@@ -30,6 +30,8 @@ export interface PodContext {
   pods: Pod[];
   /** ids collects every sandbox and container id CRI gave us (the final cgroup check looks for them). */
   ids: Set<string>;
+  /** gvisorStateRoot is runsc's --root for CRI pods (its state files, per containerd namespace). */
+  gvisorStateRoot?: string;
 }
 
 const RUNNING_TIMEOUT_MS = 300_000;
@@ -105,6 +107,23 @@ function removeGvisorCgroups(pods: Pod[]): void {
   }
 }
 
+/**
+ * removeRunscState removes runsc's state and lock files of these pods (`<root>/k8s.io/<id>…`): the
+ * `runsc delete` that removes them is the killed shim's to run (stopGvisorShims), and containerd's
+ * cleanup after a dead shim does not always get to it.
+ */
+function removeRunscState(root: string, pods: Pod[]): void {
+  const ids = pods.flatMap((p) => [p.containerId, p.podId]).filter((id): id is string => id !== undefined);
+  const dir = join(root, 'k8s.io');
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) if (ids.some((id) => entry.startsWith(id))) rmSync(join(dir, entry), { recursive: true, force: true });
+}
+
 /** removePods stops and removes `pods` (all at once) and drops them from `ctx.pods`; returns the errors. */
 export async function removePods(ctx: PodContext, pods: Pod[]): Promise<string[]> {
   const errors: string[] = [];
@@ -128,7 +147,10 @@ export async function removePods(ctx: PodContext, pods: Pod[]): Promise<string[]
       }
     }),
   );
-  if (gvisor.length > 0) removeGvisorCgroups(gvisor);
+  if (gvisor.length > 0) {
+    removeGvisorCgroups(gvisor);
+    if (ctx.gvisorStateRoot) removeRunscState(ctx.gvisorStateRoot, gvisor);
+  }
   return errors;
 }
 
