@@ -9,6 +9,7 @@ import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { cgroupPids, containerCgroup, containerCgroupParent, oomKills } from './cgroup.js';
 import { guestSpec, isInside, checkId, checkProcess, podTmpfsMounts, POD_TMPFS_DIR, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
+import { podPidNamespace, sharesPodPidNamespace } from './pod-pid-namespace.js';
 import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
 
 export const CONTAINERS_DIR = '/run/hull/containers';
@@ -23,7 +24,11 @@ export class Container {
   readonly execs = new Map<string, GuestProcess>();
   #state: ContainerState = 'created';
 
-  private constructor(id: string, bundleDir: string, stdio: StdioRequest) {
+  // sharesPid: in the pod's PID namespace, which outlives this container's init.
+  readonly #sharesPid: boolean;
+
+  private constructor(id: string, bundleDir: string, stdio: StdioRequest, sharesPid: boolean) {
+    this.#sharesPid = sharesPid;
     this.id = id;
     this.bundleDir = bundleDir;
     this.init = new GuestProcess({
@@ -39,7 +44,8 @@ export class Container {
     checkId('container id', id);
     const rootfsPath = await resolveRootfs(rootfs);
     const bundleDir = join(CONTAINERS_DIR, id);
-    const config = guestSpec(id, spec, rootfsPath, stdio.terminal);
+    const sharesPid = sharesPodPidNamespace(spec.linux?.namespaces);
+    const config = guestSpec(id, spec, rootfsPath, stdio.terminal, sharesPid ? await podPidNamespace() : undefined);
     if (stdio.terminal) setConsoleSize(config.process!, stdio);
     for (const { key, options } of podTmpfsMounts(spec)) await ensurePodTmpfs(key, options);
     await mkdir(CONTAINERS_DIR, { recursive: true, mode: 0o700 });
@@ -50,7 +56,7 @@ export class Container {
       throw e;
     }
     await writeFile(join(bundleDir, 'config.json'), JSON.stringify(config));
-    return new Container(id, bundleDir, stdio);
+    return new Container(id, bundleDir, stdio, sharesPid);
   }
 
   get state(): ContainerState {
@@ -163,9 +169,11 @@ export class Container {
   }
 
   #onInitExit(): void {
+    // When init exits its own PID namespace is gone and execs die with it. In the pod's shared one
+    // they would live on: end them, as runc's shim does. Make sure their crun parents end too so
+    // every Wait completes.
+    if (this.#sharesPid) void this.signal('', 9, true).catch(() => {});
     this.#state = 'stopped';
-    // When init exits the PID namespace is gone; execs die with it. Make sure
-    // their crun parents end too so every Wait completes.
     for (const proc of this.execs.values()) proc.killCrun();
   }
 

@@ -19,6 +19,14 @@ const base = {
   },
 };
 
+test("guestSpec() puts a container that joins the sandbox's PID namespace into the pod's one", () => {
+  const shared = { ...base, linux: { ...base.linux, namespaces: [{ type: 'pid', path: '/proc/4242/ns/pid' }, { type: 'mount' }] } };
+  const spec = guestSpec('c1', shared, '/run/hull/shared/c1/rootfs', false, '/proc/17/ns/pid');
+  assert.deepEqual(spec.linux?.namespaces, [{ type: 'pid', path: '/proc/17/ns/pid' }, { type: 'mount' }]);
+  // A container with its own PID namespace keeps it, whatever the pod has.
+  assert.deepEqual(guestSpec('c2', base, '/run/hull/shared/c2/rootfs', false, '/proc/17/ns/pid').linux?.namespaces, [{ type: 'pid' }, { type: 'mount' }]);
+});
+
 test('guestSpec() confines the container to what the guest owns', () => {
   const spec = guestSpec('c1', base, '/run/hull/shared/c1/rootfs', true);
   assert.equal(spec.root?.path, '/run/hull/shared/c1/rootfs');

@@ -117,14 +117,16 @@ export function podTmpfsMounts(spec: OciSpec): Array<{ key: string; options: str
 }
 
 /** guestSpec returns the spec crun will run for container `id`. */
-export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, terminal: boolean): OciSpec {
+export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, terminal: boolean, podPidNamespace?: string): OciSpec {
   const process = checkProcess(spec.process, `spec of container "${id}"`);
   process.terminal = terminal;
-  const namespaces = (spec.linux?.namespaces ?? []).filter(
-    // The VM is the pod: its network is the pod network, and namespaces the
-    // host asked to join (paths) are the pod's own, which the guest already is.
-    (ns) => ns.type !== 'network' && !ns.path,
-  );
+  const namespaces = (spec.linux?.namespaces ?? []).flatMap((ns) => {
+    // A shared PID namespace (the host's path is the sandbox's) is the pod's one in the guest.
+    if (ns.type === 'pid' && ns.path && podPidNamespace) return [{ type: 'pid', path: podPidNamespace }];
+    // The VM is the pod: its network is the pod network, and the other namespaces the host asked
+    // to join (paths) are the pod's own, which the guest already is.
+    return ns.type !== 'network' && !ns.path ? [ns] : [];
+  });
   const mounts = (spec.mounts ?? []).flatMap((m) => {
     if (typeof m?.destination !== 'string' || !m.destination.startsWith('/')) {
       throw new HullError('invalid_argument', `Invalid mount in spec of container "${id}": destination must be an absolute path`);

@@ -317,6 +317,8 @@ export interface PodOptions {
   labels?: StringMap;
   annotations?: StringMap;
   logDirectory?: string;
+  /** sharePid is shareProcessNamespace: the pod's containers share one PID namespace. */
+  sharePid?: boolean;
 }
 
 /** podConfig builds a PodSandboxConfig the way kubelet fills one for a simple pod. */
@@ -331,7 +333,7 @@ export function podConfig(o: PodOptions): PodSandboxConfig {
     annotations: o.annotations ?? {},
     linux: {
       cgroupParent: '',
-      securityContext: { namespaceOptions: { network: o.hostNetwork ? 'NODE' : 'POD', pid: 'CONTAINER', ipc: 'POD' } },
+      securityContext: { namespaceOptions: { network: o.hostNetwork ? 'NODE' : 'POD', pid: o.sharePid ? 'POD' : 'CONTAINER', ipc: 'POD' } },
       ...(limits ? { resources: { cpuPeriod: o.cpuPeriod ?? (o.cpuQuota !== undefined ? 100_000 : 0), cpuQuota: o.cpuQuota ?? 0, cpuShares: 2, memoryLimitInBytes: o.memoryLimitBytes ?? 0 } } : {}),
     },
   };
@@ -355,6 +357,8 @@ export interface ContainerOptions {
   /** logPath is relative to the pod's logDirectory; CRI writes no log when either is empty. */
   logPath?: string;
   privileged?: boolean;
+  /** sharePid joins the pod's PID namespace (a pod with shareProcessNamespace). */
+  sharePid?: boolean;
 }
 
 /** containerConfig builds a ContainerConfig the way kubelet fills one for a simple container. */
@@ -380,7 +384,7 @@ export function containerConfig(o: ContainerOptions): ContainerConfig {
     stdin: o.stdin ?? false,
     stdinOnce: false,
     tty: o.tty ?? false,
-    linux: { resources, securityContext: { privileged: o.privileged ?? false, namespaceOptions: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+    linux: { resources, securityContext: { privileged: o.privileged ?? false, namespaceOptions: { network: 'POD', pid: o.sharePid ? 'POD' : 'CONTAINER', ipc: 'POD' } } },
   };
 }
 

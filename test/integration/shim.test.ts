@@ -102,6 +102,34 @@ describe('ctr with the hull runtime', () => {
 });
 
 describe('CRI with runtime handler hull', () => {
+  it('gives a shareProcessNamespace pod one PID namespace of its own, without the agent in it', async () => {
+    const pod = podConfig({ name: 'shared-pid', namespace: 'hull-test', sharePid: true });
+    const podId = await cri.runPodSandbox(pod, 'hull');
+    try {
+      const ids: string[] = [];
+      for (const seconds of ['1001', '1002']) {
+        const id = await cri.createContainer(podId, containerConfig({ name: `c${seconds}`, image: BUSYBOX_REF, command: ['sleep', seconds], sharePid: true }), pod);
+        await cri.startContainer(id);
+        ids.push(id);
+      }
+      const ps = await cri.execSync(ids[0]!, ['ps', '-o', 'pid,args']);
+      assert.equal(ps.exitCode, 0, ps.stderr.toString());
+      const text = ps.stdout.toString();
+      assert.match(text, /sleep 1001/);
+      assert.match(text, /sleep 1002/, "the pod's containers see each other");
+      assert.match(text, /^\s*1\s+\S*busybox sleep 2147483647/m, 'PID 1 is the namespace holder, as pause would be');
+      assert.doesNotMatch(text, /agent\.js|hull-init/, 'the agent and init are not in the pod namespace');
+      for (const id of ids) {
+        await cri.stopContainer(id, 0);
+        await cri.removeContainer(id);
+      }
+    } finally {
+      await cri.stopPodSandbox(podId);
+      await cri.removePodSandbox(podId);
+    }
+    assert.deepEqual(qemuPidsUnder(runRoot), []);
+  });
+
   it('runs a pod of two containers in one VM, next to a runc pod', async () => {
     const pod = podConfig({ name: 'hull-pod', namespace: 'hull-test' });
     const podId = await cri.runPodSandbox(pod, 'hull');
