@@ -123,7 +123,8 @@ export async function createTemplate(request: TemplateRequest): Promise<VmTempla
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
     }
     if (published) {
-      await removeSupersededTemplates(key, manifest.inputs, roots);
+      // Upkeep, not part of making this one: a template that will not go must not fail the sandbox.
+      await removeSupersededTemplates(key, manifest.inputs, roots).catch(() => []);
       return { key, dir: join(roots.templatesRoot, key), ramFile, manifest, created: true };
     }
     // Another creator published the same key first: use theirs.
