@@ -17,11 +17,18 @@ let holder: Promise<string> | undefined;
 
 /** podPidNamespace returns the path of the pod's shared PID namespace, made on first use. */
 export function podPidNamespace(): Promise<string> {
-  holder ??= startHolder().catch((e: unknown) => {
-    holder = undefined;
+  if (holder) return holder;
+  // A namespace whose PID 1 died takes no new process: once this holder fails or exits, the next
+  // container that asks makes another.
+  const forget = (): void => {
+    if (holder === made) holder = undefined;
+  };
+  const made: Promise<string> = startHolder(forget).catch((e: unknown) => {
+    forget();
     throw e;
   });
-  return holder;
+  holder = made;
+  return made;
 }
 
 /** sharesPodPidNamespace tells whether a container spec asks to join a PID namespace (the pod's). */
@@ -29,11 +36,14 @@ export function sharesPodPidNamespace(namespaces: ReadonlyArray<{ type: string; 
   return (namespaces ?? []).some((ns) => ns.type === 'pid' && !!ns.path);
 }
 
-async function startHolder(): Promise<string> {
+async function startHolder(onExit: () => void): Promise<string> {
   const unshare = spawn(BUSYBOX, ['unshare', '--pid', '--fork', BUSYBOX, 'sleep', '2147483647'], { stdio: 'ignore', env: {} });
   const failed = new Promise<never>((_, reject) => {
     unshare.once('error', (e) => reject(new HullError('internal', `Cannot start the pod PID namespace holder: ${e.message}`)));
-    unshare.once('exit', (code, signal) => reject(new HullError('internal', `The pod PID namespace holder exited (${code ?? signal})`)));
+    unshare.once('exit', (code, signal) => {
+      onExit();
+      reject(new HullError('internal', `The pod PID namespace holder exited (${code ?? signal})`));
+    });
   });
   failed.catch(() => undefined);
   const pid = unshare.pid;
