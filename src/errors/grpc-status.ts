@@ -7,6 +7,7 @@
  */
 
 import { HullError, errorCode, type ErrorCode } from './index.js';
+import { peerText } from './peer-text.js';
 
 /** STATUS_OK is gRPC's OK; a ttrpc Response without a status also means OK. */
 export const STATUS_OK = 0;
@@ -44,13 +45,25 @@ export function fromStatusCode(status: number): ErrorCode {
   return codeByStatus.get(status) ?? 'unknown';
 }
 
-/** fromStatus turns a non-OK status received from a peer into a HullError; the message is kept verbatim. */
+/**
+ * STATUS_MESSAGE_MAX_BYTES bounds the message of a status hull sends. Messages hull composes may quote
+ * peers (each quote already cut to a few KiB): this is the last bound before containerd sees them.
+ */
+export const STATUS_MESSAGE_MAX_BYTES = 16 * 1024;
+
+/**
+ * fromStatus turns a non-OK status received from a peer into a HullError. The peer may be the hostile
+ * guest: its message is cut to a few KiB and stripped of control characters (peer-text.ts).
+ */
 export function fromStatus(status: number, message: string): HullError {
-  return new HullError(fromStatusCode(status), message);
+  return new HullError(fromStatusCode(status), peerText(message));
 }
 
-/** toStatus returns the status to send for a failure: its code via the table, UNKNOWN for anything else. */
+/**
+ * toStatus returns the status to send for a failure: its code via the table, UNKNOWN for anything else;
+ * its message made safe and bounded as a peer's would be.
+ */
 export function toStatus(err: unknown): { code: number; message: string } {
   const message = err instanceof Error ? err.message : String(err);
-  return { code: toStatusCode(errorCode(err)), message };
+  return { code: toStatusCode(errorCode(err)), message: peerText(message, STATUS_MESSAGE_MAX_BYTES) };
 }

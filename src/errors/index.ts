@@ -69,3 +69,5 @@ export const isResourceExhausted = (e: unknown): boolean => hasCode(e, 'resource
 export const isInternal = (e: unknown): boolean => hasCode(e, 'internal');
 /** isUnknown is true for HullError('unknown') and for anything that carries no known code. */
 export const isUnknown = (e: unknown): boolean => hasCode(e, 'unknown');
+
+export { PEER_TEXT_MAX_BYTES, peerText } from './peer-text.js';

@@ -4,7 +4,7 @@
  * oversized list or a string too long is an error, not a value.
  */
 import { connect } from 'node:net';
-import { HullError } from '../errors/index.js';
+import { HullError, peerText } from '../errors/index.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { Agent } from '../proto/gen/agent_pb.js';
 import { serviceClient, type ServiceClient } from '../proto/rpc.js';
@@ -19,9 +19,15 @@ export const LIMITS = {
   maxString: 4096,
 } as const;
 
+/**
+ * checkString refuses a guest string longer than LIMITS.maxString and returns it with its control
+ * characters replaced (errors/peer-text.ts): guest strings end up in logs, errors and containerd's answers.
+ * (Error statuses from the agent are cleaned the same way by the ttrpc client.)
+ */
 export function checkString(what: string, value: string): string {
   if (value.length > LIMITS.maxString) throw new HullError('internal', `Guest sent a ${what} of ${value.length} characters`);
-  return value;
+  // Up to 4 UTF-8 bytes a character: nothing under the limit is cut.
+  return peerText(value, 4 * LIMITS.maxString);
 }
 
 /** connectAgent connects to the agent's socket (QEMU's end of the virtio-serial port). */

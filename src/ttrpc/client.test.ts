@@ -201,6 +201,28 @@ test('TtrpcClient refuses a request over 4 MiB without sending it, and an oversi
   assert.deepEqual([...(await client.call('svc', 'Ok', new Uint8Array(0)))], [7]);
 });
 
+test('TtrpcClient cuts a hostile error message to 4 KiB and strips its control characters', async (t) => {
+  const path = await tempSocketPath(t);
+  // 1 MiB of message with a terminal escape, NULs and a carriage return, as a hostile guest might send.
+  const message = `\x1b[2J\x1b[31mno\0such\rprocess\n${'A'.repeat(1 << 20)}`;
+  await listenRaw(t, path, async (peer) => {
+    const decoded = await peer.next();
+    if (decoded.kind !== 'frame') return;
+    const data = encodeResponse({ status: { code: 5, message, details: [] }, payload: new Uint8Array(0) });
+    peer.write(encodeFrame({ streamId: decoded.frame.streamId, type: FrameType.Response, flags: 0, data }));
+  });
+  const client = await TtrpcClient.connect(path);
+  t.after(() => client.close());
+  await assert.rejects(client.call('svc', 'Signal', new Uint8Array(0)), (error: unknown) => {
+    assert.ok(error instanceof HullError);
+    assert.equal(error.code, 'not_found');
+    assert.ok(error.message.startsWith('\ufffd[2J\ufffd[31mno\ufffdsuch\ufffdprocess\nAAAA'), error.message.slice(0, 40));
+    assert.ok(Buffer.byteLength(error.message) <= 4096, `${Buffer.byteLength(error.message)} bytes`);
+    assert.match(error.message, /\[cut: \d+ bytes in all\]$/);
+    return true;
+  });
+});
+
 test('TtrpcClient and TtrpcServer work over a raw socket pair handed to serve()', async (t) => {
   const path = await tempSocketPath(t);
   const server = new TtrpcServer();

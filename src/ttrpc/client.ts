@@ -5,7 +5,8 @@
  * service. Each call gets the next odd stream id; answers may come in any order. The peer may be
  * hostile (the guest): an answer for a stream we are not waiting on is dropped, an undecodable or
  * oversized answer fails only its own call, and nothing the peer sends is buffered beyond one frame.
- * Errors are HullErrors: the peer's status via the shared table, 'deadline_exceeded' for timeouts,
+ * Errors are HullErrors: the peer's status via the shared table (its message cut to 4 KiB and stripped
+ * of control characters: errors/peer-text.ts), 'deadline_exceeded' for timeouts,
  * 'cancelled' for aborted calls and 'unavailable' ("ttrpc: closed") once the connection is gone.
  */
 
@@ -171,6 +172,7 @@ export class TtrpcClient {
       return;
     }
     const { status, payload } = response;
+    // fromStatus bounds and cleans the message: it may be the guest's, on its way to containerd.
     if (status !== undefined && status.code !== STATUS_OK) call.reject(fromStatus(status.code, status.message));
     else call.resolve(payload);
   }
