@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { holderExit, isPodHolder } from './pod-holder.js';
+import { HullError } from '../errors/index.js';
+import { checkPodNamespaces, holderExit, isPodHolder } from './pod-holder.js';
 
 test('only a CRI sandbox container is a pod holder', () => {
   assert.equal(isPodHolder({ annotations: { 'io.kubernetes.cri.container-type': 'sandbox' } }), true);
@@ -16,4 +17,37 @@ test('holderExit reports what pause would', () => {
   assert.equal(holderExit(17), undefined);
   assert.equal(holderExit(28), undefined);
   assert.equal(holderExit(0), undefined);
+});
+
+// The sandbox spec containerd 1.6 writes: every namespace, less the ones the pod shares with the host.
+function sandboxSpec(omit: string[] = [], annotations: Record<string, string> = { 'io.kubernetes.cri.container-type': 'sandbox' }) {
+  const namespaces = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network', path: '/var/run/netns/cni-1' }];
+  return { annotations, linux: { namespaces: namespaces.filter((ns) => !omit.includes(ns.type)) } };
+}
+
+function refusal(message: RegExp) {
+  return (e: unknown) => {
+    assert.ok(e instanceof HullError);
+    assert.equal(e.code, 'invalid_argument');
+    assert.match(e.message, message);
+    return true;
+  };
+}
+
+test('checkPodNamespaces lets an ordinary pod through', () => {
+  checkPodNamespaces(sandboxSpec());
+});
+
+test('checkPodNamespaces refuses hostNetwork, hostPID and hostIPC pods, naming the field', () => {
+  assert.throws(() => checkPodNamespaces(sandboxSpec(['network', 'uts'])), refusal(/^hull pods cannot use the host network \(hostNetwork: true\)/));
+  assert.throws(() => checkPodNamespaces(sandboxSpec(['pid'])), refusal(/^hull pods cannot use the host's PID namespace \(hostPID: true\)/));
+  assert.throws(() => checkPodNamespaces(sandboxSpec(['ipc'])), refusal(/^hull pods cannot use the host's IPC namespace \(hostIPC: true\)/));
+  assert.throws(() => checkPodNamespaces(sandboxSpec(['pid', 'ipc'])), refusal(/\(hostPID: true\).*; .*\(hostIPC: true\)/));
+  assert.throws(() => checkPodNamespaces({ annotations: { 'io.kubernetes.cri.container-type': 'sandbox' } }), refusal(/hostNetwork: true.*hostPID: true.*hostIPC: true/));
+});
+
+test('checkPodNamespaces leaves containers that are not a pod sandbox alone', () => {
+  // An app container joins the pod's namespaces by path; a ctr container may share the host's.
+  checkPodNamespaces(sandboxSpec(['pid', 'ipc', 'network'], { 'io.kubernetes.cri.container-type': 'container' }));
+  checkPodNamespaces({});
 });

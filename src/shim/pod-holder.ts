@@ -30,11 +30,26 @@ export function holderExit(signal: number): number | undefined {
   return 128 + signal;
 }
 
-/** checkPodNetwork refuses hostNetwork pods: a VM cannot share the host's network namespace. */
-export function checkPodNetwork(spec: OciSpec): void {
+/**
+ * Host namespaces a pod may ask for and why hull refuses each. CRI leaves the namespace out of the
+ * sandbox spec's linux.namespaces when the pod shares the host's (containerd 1.6
+ * sandbox_run_linux.go: WithoutNamespace for NamespaceMode_NODE), so a missing entry is the request.
+ */
+const HOST_NAMESPACES = [
+  { type: 'network', field: 'hostNetwork', what: 'the host network', own: 'its own network' },
+  { type: 'pid', field: 'hostPID', what: "the host's PID namespace", own: 'its own processes' },
+  { type: 'ipc', field: 'hostIPC', what: "the host's IPC namespace", own: 'its own IPC' },
+] as const;
+
+/**
+ * checkPodNamespaces refuses hostNetwork, hostPID and hostIPC pods (InvalidArgument, naming the field):
+ * a pod in a VM cannot share the host's namespaces, and must not seem to. It runs before anything is made.
+ */
+export function checkPodNamespaces(spec: OciSpec): void {
   if (!isPodHolder(spec)) return;
-  const hasNetns = (spec.linux?.namespaces ?? []).some((ns) => ns.type === 'network');
-  if (!hasNetns) {
-    throw new HullError('invalid_argument', 'hull pods cannot use the host network (hostNetwork: true): each hull pod runs in its own VM with its own network');
-  }
+  const types = new Set((spec.linux?.namespaces ?? []).map((ns) => ns.type));
+  const refused = HOST_NAMESPACES.filter((ns) => !types.has(ns.type)).map(
+    (ns) => `hull pods cannot use ${ns.what} (${ns.field}: true): each hull pod runs in its own VM with ${ns.own}`,
+  );
+  if (refused.length > 0) throw new HullError('invalid_argument', refused.join('; '));
 }

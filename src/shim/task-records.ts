@@ -5,6 +5,7 @@
 import type { OciProcess } from '../sandbox/index.js';
 import { Status } from '../proto/gen/task_status_pb.js';
 import type { FifoIO, FifoPaths } from './fifo-io.js';
+import { ProcessEnd, type RecordExit } from './process-end.js';
 
 export interface ProcessRecord {
   execId: string;
@@ -17,6 +18,8 @@ export interface ProcessRecord {
   exited: Promise<void>;
   markExited: () => void;
   io?: FifoIO;
+  /** ending records the exit once: the guest's report, or the deadline after a SIGKILL. */
+  ending: ProcessEnd;
 }
 
 export interface ContainerRecord {
@@ -30,10 +33,21 @@ export interface ContainerRecord {
   execs: Map<string, ProcessRecord>;
 }
 
-export function newProcess(execId: string, paths: FifoPaths, terminal: boolean, spec?: OciProcess): ProcessRecord {
+export interface NewProcess {
+  execId: string;
+  paths: FifoPaths;
+  terminal: boolean;
+  spec?: OciProcess;
+  /** onEnd records the process's exit (called once, by its ProcessEnd). */
+  onEnd: (proc: ProcessRecord, status: number, forced: boolean) => Promise<void>;
+}
+
+export function newProcess({ execId, paths, terminal, spec, onEnd }: NewProcess): ProcessRecord {
   let markExited!: () => void;
   const exited = new Promise<void>((resolve) => (markExited = resolve));
-  return { execId, paths, terminal, spec, status: Status.CREATED, guestPid: 0, exited, markExited };
+  const record: RecordExit = (status, forced) => onEnd(proc, status, forced);
+  const proc: ProcessRecord = { execId, paths, terminal, spec, status: Status.CREATED, guestPid: 0, exited, markExited, ending: new ProcessEnd(record) };
+  return proc;
 }
 
 /** stdioFlags says which streams the guest process gets, from the FIFOs containerd made. */

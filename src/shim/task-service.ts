@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { create } from '@bufbuild/protobuf';
-import { HullError } from '../errors/index.js';
+import { HullError, isDeadlineExceeded, isUnavailable } from '../errors/index.js';
 import { loadConfig, type HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import type { Task } from '../proto/gen/task_pb.js';
@@ -29,13 +29,20 @@ import { openFifos } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
 import { mountRootfs, type RootfsMount } from './rootfs.js';
 import { podVmSize } from './sizing.js';
-import { checkPodNetwork, holderExit, isPodHolder } from './pod-holder.js';
+import { checkPodNamespaces, holderExit, isPodHolder } from './pod-holder.js';
+import { KILLED_STATUS, KILL_EXIT_DEADLINE_MS, SIGKILL, SIGNAL_CALL_TIMEOUT_MS, bounded } from './process-end.js';
 import { runtimeConfigPath } from './runtime-options.js';
 import { newProcess, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
 import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
 
 export const SHIM_VERSION = 'hull 0.1.0';
 const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
+/**
+ * GUEST_REMOVE_TIMEOUT_MS bounds how long Delete waits for the guest to remove a container. The guest
+ * may never answer (a killed process whose exit was forced); what the host shared for the container
+ * goes with the sandbox then.
+ */
+const GUEST_REMOVE_TIMEOUT_MS = 10_000;
 
 type TaskImpl = ServiceImpl<(typeof Task)['method']>;
 
@@ -73,7 +80,7 @@ export class TaskService implements TaskImpl {
     const isSandbox = !this.#sandbox;
     const holder = isSandbox && isPodHolder(spec);
     if (isSandbox) {
-      checkPodNetwork(spec);
+      checkPodNamespaces(spec);
       const configPath = runtimeConfigPath(req.options);
       if (configPath) this.#options.config = await loadConfig(configPath);
     }
@@ -83,7 +90,12 @@ export class TaskService implements TaskImpl {
       bundle: req.bundle,
       rootfsMounted: false,
       holder,
-      init: newProcess('', { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal),
+      init: newProcess({
+        execId: '',
+        paths: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr },
+        terminal: req.terminal,
+        onEnd: (proc, status, forced) => this.#endProcess(record, proc, status, forced),
+      }),
       execs: new Map(),
     };
     try {
@@ -174,7 +186,7 @@ export class TaskService implements TaskImpl {
     container.init.status = Status.RUNNING;
     const pid = this.vmPid;
     this.#options.events.publish('/tasks/start', ev.TaskStartSchema, { containerId: container.id, pid });
-    void sandbox.vm.exited.then(() => this.#endProcess(container, container.init, 255));
+    void sandbox.vm.exited.then(() => container.init.ending.end(255));
     return { pid };
   }
 
@@ -183,6 +195,7 @@ export class TaskService implements TaskImpl {
     const sandbox = this.#requireSandbox();
     const io = proc.io!;
     const output = sandbox.attach(container.id, proc.execId, io).catch((e: Error) => this.#options.log(`stdio of ${container.id}/${proc.execId}: ${e.message}`));
+    // A SIGKILLed process whose guest went away before reporting it was killed, as far as anyone can tell.
     let status = 255;
     let oom = false;
     try {
@@ -190,15 +203,22 @@ export class TaskService implements TaskImpl {
       status = exit.exitStatus;
       oom = exit.oomKilled;
     } catch (e) {
+      if (proc.ending.killed) status = KILLED_STATUS;
       this.#options.log(`wait for ${container.id}/${proc.execId}: ${(e as Error).message}`);
     }
-    if (oom) this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
-    await this.#endProcess(container, proc, status);
+    if (oom && !proc.ending.ended) this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
+    await proc.ending.end(status);
   }
 
-  /** endProcess records a process's exit once and tells containerd. */
-  async #endProcess(container: ContainerRecord, proc: ProcessRecord, status: number): Promise<void> {
+  /**
+   * endProcess records a process's exit and tells containerd: the one exit path, run once per process
+   * by its ProcessEnd (the guest's report, the VM's end, a holder's kill, or the deadline after SIGKILL).
+   */
+  async #endProcess(container: ContainerRecord, proc: ProcessRecord, status: number, forced: boolean): Promise<void> {
     if (proc.status === Status.STOPPED) return;
+    if (forced) {
+      this.#options.log(`${container.id}/${proc.execId}: the guest did not report the exit within ${KILL_EXIT_DEADLINE_MS} ms of SIGKILL: recorded as killed`);
+    }
     proc.status = Status.STOPPED;
     proc.exit = { status, at: new Date() };
     await proc.io?.close();
@@ -219,6 +239,7 @@ export class TaskService implements TaskImpl {
       throw new HullError('failed_precondition', `Process "${req.execId || req.id}" is running: kill it first`);
     }
     await proc.io?.close(); // a process that never started still holds its FIFOs
+    proc.ending.dispose();
     const pid = this.vmPid;
     const exitStatus = proc.exit?.status ?? 0;
     const exitedAt = timestampFromDate(proc.exit?.at ?? new Date());
@@ -229,7 +250,11 @@ export class TaskService implements TaskImpl {
     const endsSandbox = req.id === this.#sandboxContainerId;
     // The VM ends with the container that booted it: tidying the guest first would only delay that
     // (destroy unmounts what the host shared with it).
-    if (!endsSandbox) await this.#sandbox?.removeContainer(req.id).catch((e: Error) => this.#options.log(`remove ${req.id} in guest: ${e.message}`));
+    if (!endsSandbox && this.#sandbox) {
+      await bounded(this.#sandbox.removeContainer(req.id), GUEST_REMOVE_TIMEOUT_MS, `Removing ${req.id} in the guest`).catch((e: Error) =>
+        this.#options.log(`remove ${req.id} in guest: ${e.message}`),
+      );
+    }
     if (container.rootfsMounted) await unmountQuietly(join(container.bundle, 'rootfs'));
     this.#containers.delete(req.id);
     this.#options.events.publish('/tasks/delete', ev.TaskDeleteSchema, { containerId: req.id, pid, exitStatus, exitedAt, id: req.id });
@@ -252,7 +277,13 @@ export class TaskService implements TaskImpl {
     } catch (e) {
       throw new HullError('invalid_argument', `Malformed exec process spec: ${(e as Error).message}`);
     }
-    const proc = newProcess(req.execId, { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr }, req.terminal, spec);
+    const proc = newProcess({
+      execId: req.execId,
+      paths: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr },
+      terminal: req.terminal,
+      spec,
+      onEnd: (p, status, forced) => this.#endProcess(container, p, status, forced),
+    });
     proc.io = await openFifos(proc.paths);
     container.execs.set(req.execId, proc);
     this.#options.events.publish('/tasks/exec-added', ev.TaskExecAddedSchema, { containerId: req.id, execId: req.execId });
@@ -331,11 +362,29 @@ export class TaskService implements TaskImpl {
     }
     if (container.holder) {
       const status = holderExit(req.signal);
-      if (status !== undefined) await this.#endProcess(container, proc, status);
+      if (status !== undefined) await proc.ending.end(status);
       return {};
     }
-    await this.#requireSandbox().signal(req.id, req.execId, req.signal, req.all);
+    const sandbox = this.#requireSandbox();
+    const name = req.execId ? `${req.id}/${req.execId}` : req.id;
+    // Armed before the call: the guest may answer neither it nor with the exit.
+    if (req.signal === SIGKILL) for (const killed of this.#killedBy(container, proc, req.all)) killed.ending.armKillDeadline();
+    try {
+      await bounded(sandbox.signal(req.id, req.execId, req.signal, req.all), SIGNAL_CALL_TIMEOUT_MS, `Signal ${req.signal} to ${name} in the guest`);
+    } catch (e) {
+      // A Kill that fails because the guest did not answer fails StopContainer and StopPodSandbox, which
+      // kubelet retries for ever. After SIGKILL the deadline ends the process whatever the guest says;
+      // another signal it did not confirm is one the process ignored (callers escalate to SIGKILL).
+      if (req.signal !== SIGKILL && !isDeadlineExceeded(e) && !isUnavailable(e)) throw e;
+      this.#options.log(`signal ${req.signal} to ${name}: ${(e as Error).message}`);
+    }
     return {};
+  }
+
+  /** killedBy lists the processes a SIGKILL ends: with `all` on the init, its container's too. */
+  #killedBy(container: ContainerRecord, proc: ProcessRecord, all: boolean): ProcessRecord[] {
+    const procs = all && proc === container.init ? [container.init, ...container.execs.values()] : [proc];
+    return procs.filter((p) => p.status === Status.RUNNING || p.status === Status.PAUSED);
   }
 
   async closeIO(req: { id: string; execId: string; stdin: boolean }) {
