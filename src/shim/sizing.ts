@@ -1,8 +1,9 @@
 /**
  * VM size of a pod: default vCPUs + ceil(sum of CPU limits), default memory +
- * sum of memory limits (requests are ignored). CRI puts the pod's summed
- * limits on the sandbox spec as annotations; a container run alone (ctr run)
- * brings its own limits in linux.resources.
+ * sum of memory limits (requests are ignored), the memory rounded up to a
+ * multiple of MEMORY_STEP_MIB. CRI puts the pod's summed limits on the sandbox
+ * spec as annotations; a container run alone (ctr run) brings its own limits
+ * in linux.resources.
  */
 import type { OciSpec } from '../sandbox/index.js';
 
@@ -14,6 +15,13 @@ const MIB = 1024 * 1024;
 // Nobody gets a VM bigger than this from annotations, whatever they say.
 const MAX_EXTRA_VCPUS = 64;
 const MAX_EXTRA_MEMORY_MIB = 256 * 1024;
+/**
+ * MEMORY_STEP_MIB: VM memory is rounded up to a multiple of it. Each VM size has its own template
+ * (~150-250 MiB of tmpfs), so limits of 1Mi, 2Mi, ... must not each make one: with this step they
+ * share a template per 256 MiB. A pod gets at least what it asked for (its containers are still
+ * capped at their own limits inside the guest); the VM's unused memory costs the host nothing.
+ */
+export const MEMORY_STEP_MIB = 256;
 
 export interface VmSize {
   vcpus: number;
@@ -33,6 +41,10 @@ export function podVmSize(spec: OciSpec, defaults: VmSize): VmSize {
   const memory = positive(annotations[CRI_MEMORY] ?? resources?.memory?.limit);
   return {
     vcpus: defaults.vcpus + Math.min(MAX_EXTRA_VCPUS, Math.ceil(quota / period)),
-    memoryMiB: defaults.memoryMiB + Math.min(MAX_EXTRA_MEMORY_MIB, Math.ceil(memory / MIB)),
+    memoryMiB: roundUp(defaults.memoryMiB + Math.min(MAX_EXTRA_MEMORY_MIB, Math.ceil(memory / MIB)), MEMORY_STEP_MIB),
   };
+}
+
+function roundUp(value: number, step: number): number {
+  return Math.ceil(value / step) * step;
 }
