@@ -11,6 +11,7 @@ import { parse } from 'smol-toml';
 import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { currentGuestImage } from '../guest/index.js';
+import { listTemplates } from '../vmm/index.js';
 import { CONFIG_KEYS, hullBinDir } from './install.js';
 
 export interface EnvKey {
@@ -43,6 +44,16 @@ export interface EnvReport {
     /** shimOnPath is the first containerd-shim-hull-v2 on PATH (as containerd would find it with this PATH), with its real path. */
     shimOnPath: { path: string; realPath: string } | null;
     hullBin: string | null;
+  };
+  /** templates: what the VM template store holds now against its bounds (template_max_count, template_max_ram_mib). */
+  templates: {
+    dir: string;
+    ramDir: string;
+    count: number;
+    maxCount: number;
+    /** ramMiB is the tmpfs their RAM files hold. */
+    ramMiB: number;
+    maxRamMiB: number;
   };
 }
 
@@ -84,6 +95,7 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
   const image = await currentGuestImage(config.guestImagesDir).catch(() => undefined);
   const shim = await findOnPath('containerd-shim-hull-v2');
   const bin = await hullBinDir().catch(() => undefined);
+  const templates = await listTemplates({ templatesRoot: config.templatesDir, ramRoot: config.templateRamDir }).catch(() => []);
   const [qemu, crun, containerd] = await Promise.all([
     firstLine('qemu-system-x86_64', ['--version']),
     firstLine('crun', ['--version']),
@@ -106,6 +118,14 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
       runRoot: config.runRoot,
       shimOnPath: shim ? { path: shim, realPath: await realpath(shim).catch(() => shim) } : null,
       hullBin: bin ?? null,
+    },
+    templates: {
+      dir: config.templatesDir,
+      ramDir: config.templateRamDir,
+      count: templates.length,
+      maxCount: config.templateMaxCount,
+      ramMiB: Math.round(templates.reduce((sum, t) => sum + t.ramAllocatedBytes, 0) / (1024 * 1024)),
+      maxRamMiB: config.templateMaxRamMiB,
     },
   };
 }
@@ -132,5 +152,9 @@ export function formatEnv(r: EnvReport): string {
   out.push(`  run root          ${p.runRoot}`);
   out.push(`  shim on PATH      ${p.shimOnPath ? (p.shimOnPath.realPath === p.shimOnPath.path ? p.shimOnPath.path : `${p.shimOnPath.path} -> ${p.shimOnPath.realPath}`) : 'containerd-shim-hull-v2 not on PATH (run: hull install)'}`);
   out.push(`  hull bin/         ${p.hullBin ?? 'unknown'}`);
+  const t = r.templates;
+  out.push(`templates ${t.dir} (RAM in ${t.ramDir})`);
+  out.push(`  kept              ${t.count} of at most ${t.maxCount}`);
+  out.push(`  RAM on tmpfs      ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
   return out.join('\n');
 }

@@ -40,6 +40,22 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   },
   { key: 'templates_dir', field: 'templatesDir', doc: ['Where VM template manifests and device states live (an absolute path).'] },
   { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on tmpfs).'] },
+  {
+    key: 'template_max_count',
+    field: 'templateMaxCount',
+    doc: [
+      'At most this many VM templates are kept (one per image, vCPUs and memory size; an integer 1..1024).',
+      'Making one more evicts the least recently used first.',
+    ],
+  },
+  {
+    key: 'template_max_ram_mib',
+    field: 'templateMaxRamMiB',
+    doc: [
+      'At most this much tmpfs in MiB is held by template RAM files together (an integer >= 256; each',
+      'template holds ~150-250 MiB). A VM whose template cannot fit boots without one (slower start).',
+    ],
+  },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

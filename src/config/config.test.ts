@@ -17,3 +17,17 @@ test('parseConfig() rejects unknown keys and bad values', () => {
 test('loadConfig() of an explicit missing file is an error', async () => {
   await assert.rejects(loadConfig('/nonexistent/hull.toml'), /Cannot read config/);
 });
+
+test('parseConfig() reads the template store bounds, with defaults, and checks them', () => {
+  assert.equal(DEFAULT_CONFIG.templateMaxCount, 8);
+  assert.equal(DEFAULT_CONFIG.templateMaxRamMiB, 2048);
+  const config = parseConfig('template_max_count = 3\ntemplate_max_ram_mib = 1024\n', 'x');
+  assert.equal(config.templateMaxCount, 3);
+  assert.equal(config.templateMaxRamMiB, 1024);
+  for (const bad of ['template_max_count = 0', 'template_max_count = 1.5', 'template_max_count = "8"', 'template_max_count = 2000']) {
+    assert.throws(() => parseConfig(bad, 'x'), /Invalid "template_max_count" in config "x": expected an integer 1\.\.1024/, bad);
+  }
+  for (const bad of ['template_max_ram_mib = 255', 'template_max_ram_mib = -1', 'template_max_ram_mib = true']) {
+    assert.throws(() => parseConfig(bad, 'x'), /Invalid "template_max_ram_mib" in config "x": expected an integer >= 256 \(MiB\)/, bad);
+  }
+});

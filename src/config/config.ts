@@ -28,6 +28,10 @@ export interface HullConfig {
   templatesDir: string;
   /** Where template RAM files live: must be tmpfs. */
   templateRamDir: string;
+  /** At most this many templates are kept; the least recently used go first. */
+  templateMaxCount: number;
+  /** At most this much tmpfs (MiB) is held by template RAM files together. */
+  templateMaxRamMiB: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
@@ -40,6 +44,9 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   templates: true,
   templatesDir: '/var/lib/hull/templates',
   templateRamDir: '/dev/shm/hull-templates',
+  // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/vmm/template.ts (a test checks).
+  templateMaxCount: 8,
+  templateMaxRamMiB: 2048,
 };
 
 // TOML key -> config field, with the check each value must pass.
@@ -53,6 +60,9 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   templates: { field: 'templates', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   templates_dir: { field: 'templatesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
+  template_max_count: { field: 'templateMaxCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1024, expect: 'an integer 1..1024' },
+  // One template of a small VM holds ~150-200 MiB: a smaller bound would never keep any.
+  template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
 
 /** parseConfig reads TOML text over the defaults. */

@@ -8,11 +8,15 @@
  * Leftovers of a creator that died are named after its pid and pruned by later creators.
  *
  * The RAM root is checked to be a directory of ours, mode 0700: /dev/shm is world-writable, and
- * whoever could write a template's RAM would own every clone made from it.
+ * whoever could write a template's RAM would own every clone made from it (template-dirs.ts).
+ *
+ * The store is bounded (template-limits.ts): a lookup records the template's use, and a new
+ * template first evicts the least recently used ones; when it cannot fit, none is made and
+ * createTemplate returns undefined (the caller boots the VM cold).
  */
 
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, open, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
@@ -22,8 +26,10 @@ import { TtrpcClient } from '../ttrpc/index.js';
 import type { VmHandle } from './driver.js';
 import { TEMPLATE_MAC, TEMPLATE_STATE_FILE } from './qemu-args.js';
 import { QemuDriver } from './qemu.js';
+import { ensurePrivateDir } from './template-dirs.js';
+import { enforceBounds, makeRoom, recordTemplateUse } from './template-limits.js';
 import { pruneTemplates, removeSupersededTemplates, removeTemplate } from './template-store.js';
-import { MANIFEST_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
+import { LAST_USED_FILE, MANIFEST_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
 
 const BOOT_CONSOLE_FILE = 'boot-console.log';
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
@@ -32,30 +38,37 @@ const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x958458f6]);
 
 /**
  * createTemplate returns the template for `request`, making it first when there is none (`created`
- * tells which). A published template that lost a file (the RAM file after a host reboot) is
- * replaced. Fails with a HullError carrying the guest's console tail when the template guest does
- * not come up; leaves nothing behind then.
+ * tells which), and records its use (for evicting the least recently used). A published template
+ * that lost a file (the RAM file after a host reboot) is replaced. Returns undefined when a new
+ * template does not fit the store's bounds (request.maxCount, maxRamMiB): then boot the VM cold.
+ * Fails with a HullError carrying the guest's console tail when the template guest does not come
+ * up; leaves nothing behind then.
  */
-export async function createTemplate(request: TemplateRequest): Promise<VmTemplate & { created: boolean }> {
+export async function createTemplate(request: TemplateRequest): Promise<(VmTemplate & { created: boolean }) | undefined> {
   const roots = rootsOf(request);
   validateRequest(request);
   const inputs = await templateInputs(request);
   const key = templateKey(inputs);
   const existing = await inspect(key, roots);
-  if (existing.template) return { ...existing.template, created: false };
+  if (existing.template) {
+    await recordTemplateUse(existing.template.dir);
+    return { ...existing.template, created: false };
+  }
   // Published but unusable (its RAM went with a reboot): replace it. A creator racing us may publish
   // a good one in between and lose it here; clones already running are not affected.
   if (existing.published) await removeTemplate(key, roots);
 
-  await ensurePrivateDir(roots.templatesRoot);
-  await ensurePrivateDir(roots.ramRoot);
+  await ensurePrivateDir(roots.templatesRoot, 'templates directory');
+  await ensurePrivateDir(roots.ramRoot, 'template RAM directory');
   // On a disk the RAM file would cost disk writes while the template boots, and page cache after.
   if (!MEMORY_FILESYSTEMS.has((await statfs(roots.ramRoot)).type)) {
     throw new HullError('failed_precondition', `Cannot make a VM template: ${roots.ramRoot} is not on tmpfs (the template's RAM file belongs in memory)`);
   }
   await pruneTemplates(roots);
+  // Room first: the template's RAM fills while it boots. No room: the caller boots this VM cold.
+  if ((await makeRoom(key, inputs.memoryMiB, request)) !== undefined) return undefined;
   const ramDir = join(roots.ramRoot, key);
-  await ensurePrivateDir(ramDir);
+  await ensurePrivateDir(ramDir, 'template RAM directory');
   const nonce = randomBytes(4).toString('hex');
   const work = join(roots.templatesRoot, `.new-${key}-${process.pid}-${nonce}`);
   const ramFile = join(ramDir, `ram.${process.pid}.${nonce}`);
@@ -64,6 +77,8 @@ export async function createTemplate(request: TemplateRequest): Promise<VmTempla
   let vm: VmHandle | undefined;
   let published = false;
   try {
+    // Made now rather than by QEMU in a moment: other creators count it as a template in the making.
+    await writeFile(ramFile, '', { flag: 'wx', mode: 0o600 });
     await mkdir(stateDir, { mode: 0o700 });
     await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
     const bootTimeoutMs = request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
@@ -114,6 +129,7 @@ export async function createTemplate(request: TemplateRequest): Promise<VmTempla
       bootMs,
       saveMs,
     };
+    await writeFile(join(work, LAST_USED_FILE), '', { mode: 0o644, flag: 'wx' });
     await writeDurably(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     try {
       await rename(work, join(roots.templatesRoot, key));
@@ -125,11 +141,16 @@ export async function createTemplate(request: TemplateRequest): Promise<VmTempla
     if (published) {
       // Upkeep, not part of making this one: a template that will not go must not fail the sandbox.
       await removeSupersededTemplates(key, manifest.inputs, roots).catch(() => []);
+      // Other creators may have published meanwhile, and the estimate may have been low.
+      await enforceBounds(key, request).catch(() => []);
       return { key, dir: join(roots.templatesRoot, key), ramFile, manifest, created: true };
     }
     // Another creator published the same key first: use theirs.
     const theirs = await inspect(key, roots);
-    if (theirs.template) return { ...theirs.template, created: false };
+    if (theirs.template) {
+      await recordTemplateUse(theirs.template.dir);
+      return { ...theirs.template, created: false };
+    }
     throw new HullError('unavailable', `Template ${key} was published concurrently but is not usable: ${theirs.problem}`);
   } catch (error) {
     throw vm !== undefined ? templateFailure(error, vm) : error;
@@ -191,19 +212,6 @@ function templateFailure(error: unknown, vm: VmHandle): HullError {
   const tail = vm.consoleTail(4096).trim();
   const code = error instanceof HullError ? error.code : 'internal';
   return new HullError(code, `Cannot make a VM template: ${reason}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: error });
-}
-
-/**
- * ensurePrivateDir makes `dir` (0700) when missing and checks that it is a real directory of ours
- * that nobody else can enter: /dev/shm is world-writable, so anyone could have made it first.
- */
-async function ensurePrivateDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const info = await lstat(dir);
-  const uid = process.getuid?.() ?? 0;
-  if (!info.isDirectory() || info.uid !== uid || (info.mode & 0o077) !== 0) {
-    throw new HullError('failed_precondition', `${dir} must be a directory owned by uid ${uid} with mode 0700 (found mode ${(info.mode & 0o7777).toString(8)}, uid ${info.uid}${info.isSymbolicLink() ? ', a symlink' : ''})`);
-  }
 }
 
 async function writeDurably(path: string, text: string): Promise<void> {

@@ -8,11 +8,11 @@ import { randomBytes } from 'node:crypto';
 import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { KEY_PATTERN, inspect, isInside, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
+import { KEY_PATTERN, LAST_USED_FILE, MANIFEST_FILE, inspect, isInside, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
 
 /** Work directories and RAM files carry their creator's pid, so that leftovers can be pruned. */
 const WORK_DIR_PATTERN = /^\.(?:new|trash)-([0-9a-f]{20})-(\d+)-[0-9a-f]{8}$/;
-const RAM_FILE_PATTERN = /^ram\.(\d+)\.[0-9a-f]{8}$/;
+export const RAM_FILE_PATTERN = /^ram\.(\d+)\.[0-9a-f]{8}$/;
 
 /** listTemplates lists the published templates under the roots, usable or not. */
 export async function listTemplates(roots: TemplateRoots = {}): Promise<TemplateListing[]> {
@@ -26,12 +26,23 @@ export async function listTemplates(roots: TemplateRoots = {}): Promise<Template
     const found = await inspect(key, r);
     const ramFile = found.template?.ramFile ?? found.ramFile;
     const ram = ramFile !== undefined ? await stat(ramFile).catch(() => undefined) : undefined;
-    const listing: TemplateListing = { key, dir: join(r.templatesRoot, key), ramAllocatedBytes: ram ? ram.blocks * 512 : 0 };
+    const dir = join(r.templatesRoot, key);
+    const listing: TemplateListing = { key, dir, ramAllocatedBytes: ram ? ram.blocks * 512 : 0, lastUsedMs: await lastUsedMs(dir) };
     if (found.template) listing.template = found.template;
     if (found.problem !== undefined) listing.problem = found.problem;
     listings.push(listing);
   }
   return listings;
+}
+
+/** lastUsedMs is when a clone last started from the template in `dir` (see recordTemplateUse), 0 when unknown. */
+async function lastUsedMs(dir: string): Promise<number> {
+  // A template made before LAST_USED_FILE existed was last used, as far as anyone knows, when made.
+  for (const file of [LAST_USED_FILE, MANIFEST_FILE]) {
+    const info = await stat(join(dir, file)).catch(() => undefined);
+    if (info !== undefined) return info.mtimeMs;
+  }
+  return 0;
 }
 
 /**
@@ -105,7 +116,7 @@ export async function pruneTemplates(roots: TemplateRoots = {}): Promise<void> {
   }
 }
 
-function pidAlive(pid: number): boolean {
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -16,11 +16,13 @@
  *   <templatesRoot>/<key>/manifest.json   what it is and was made from (written last)
  *   <templatesRoot>/<key>/state           the device state (~75 KiB)
  *   <templatesRoot>/<key>/boot-console.log
+ *   <templatesRoot>/<key>/last-used       its mtime: when a clone last started from it (LRU eviction)
  *   <ramRoot>/<key>/ram.<pid>.<nonce>     guest RAM (memoryMiB, sparse; must be on tmpfs)
  *
  * This file holds what a template is made from and keyed by (templateInputs, templateKey), its
  * manifest, finding and checking a published one (findTemplate, openTemplate), and a clone's VmSpec
- * (cloneSpec). Listing, removing and pruning templates are in template-store.ts.
+ * (cloneSpec). Listing, removing and pruning templates are in template-store.ts; the bounds on their
+ * number and tmpfs memory, and evicting the least recently used, in template-limits.ts.
  */
 
 import { createHash } from 'node:crypto';
@@ -38,6 +40,11 @@ export const DEFAULT_TEMPLATES_ROOT = '/var/lib/hull/templates';
 /** DEFAULT_TEMPLATE_RAM_ROOT must be on tmpfs (here /run is not; /dev/shm is). */
 export const DEFAULT_TEMPLATE_RAM_ROOT = '/dev/shm/hull-templates';
 export const MANIFEST_FILE = 'manifest.json';
+/** LAST_USED_FILE is empty: its mtime is the template's last use (touched on every clone's lookup). */
+export const LAST_USED_FILE = 'last-used';
+/** Defaults of the store's bounds (config.ts has the same numbers as template_max_count and template_max_ram_mib). */
+export const DEFAULT_TEMPLATE_MAX_COUNT = 8;
+export const DEFAULT_TEMPLATE_MAX_RAM_MIB = 2048;
 export const KEY_PATTERN = /^[0-9a-f]{20}$/;
 const MIB = 1024 * 1024;
 
@@ -49,11 +56,21 @@ export interface TemplateImage {
   rootDisk: string;
 }
 
+/** TemplateRoots says where the templates live and how many of them the store may keep. */
 export interface TemplateRoots {
   /** templatesRoot holds manifests and device states (default DEFAULT_TEMPLATES_ROOT). */
   templatesRoot?: string;
   /** ramRoot holds the RAM files; it must be on tmpfs (default DEFAULT_TEMPLATE_RAM_ROOT). */
   ramRoot?: string;
+  /** maxCount bounds the number of templates kept (default DEFAULT_TEMPLATE_MAX_COUNT). */
+  maxCount?: number;
+  /** maxRamMiB bounds the tmpfs memory their RAM files hold together (default DEFAULT_TEMPLATE_MAX_RAM_MIB). */
+  maxRamMiB?: number;
+  /**
+   * minIdleMs: a template used more recently than this is never evicted (default 30 s), so that a
+   * clone that just looked it up finds its files when QEMU opens them. Tests set 0.
+   */
+  minIdleMs?: number;
 }
 
 /** TemplateRequest says which template is wanted; equal requests on one host mean one key. */
@@ -122,6 +139,8 @@ export interface TemplateListing {
   problem?: string;
   /** ramAllocatedBytes is what the RAM file holds on tmpfs (the memory it costs), 0 when missing. */
   ramAllocatedBytes: number;
+  /** lastUsedMs: when a clone last started from it (the mtime of LAST_USED_FILE, else of the manifest), 0 when unknown. */
+  lastUsedMs: number;
 }
 
 export interface Roots {

@@ -77,6 +77,13 @@ function request(templatesRoot: string, ram: string, img: GuestImage, change: { 
   return { templatesRoot, ramRoot: ram, image: img, vcpus: change.vcpus ?? VCPUS, memoryMiB: change.memoryMiB ?? MEMORY_MIB, bootTimeoutMs: BOOT_MS };
 }
 
+/** mustCreate is createTemplate for a template that fits the store's bounds (the defaults, here). */
+async function mustCreate(req: Parameters<typeof createTemplate>[0]): Promise<VmTemplate & { created: boolean }> {
+  const made = await createTemplate(req);
+  assert.ok(made !== undefined, 'createTemplate made no template: it did not fit the bounds');
+  return made;
+}
+
 /** qemuPidsWithNamePrefix lists processes with an argument starting with `prefix` (our -name hull-<id>). */
 function qemuPidsWithNamePrefix(prefix: string): number[] {
   return readdirSync('/proc')
@@ -198,7 +205,7 @@ describe('VM templates', { skip: SKIP }, () => {
   before(async () => {
     templatesRoot = join(root, 'templates');
     const started = Date.now();
-    const made = await createTemplate(request(templatesRoot, ramRoot, image!));
+    const made = await mustCreate(request(templatesRoot, ramRoot, image!));
     assert.equal(made.created, true);
     template = made;
     console.log(`# template ${made.key}: made in ${Date.now() - started} ms (boot to Check ${made.manifest.bootMs} ms, save ${made.manifest.saveMs} ms, state ${made.manifest.stateBytes} bytes)`);
@@ -208,7 +215,7 @@ describe('VM templates', { skip: SKIP }, () => {
     assert.match(template.key, /^[0-9a-f]{20}$/);
     assert.equal(template.dir, join(templatesRoot, template.key));
     assert.deepEqual(readdirSync(templatesRoot), [template.key], 'only the published template (no .new-* work dir)');
-    assert.deepEqual(readdirSync(template.dir).sort(), ['boot-console.log', 'manifest.json', 'state']);
+    assert.deepEqual(readdirSync(template.dir).sort(), ['boot-console.log', 'last-used', 'manifest.json', 'state']);
     assert.ok(template.ramFile.startsWith(join(ramRoot, template.key) + '/'), template.ramFile);
     const ram = statSync(template.ramFile);
     assert.equal(ram.size, MEMORY_MIB * 1024 * 1024);
@@ -221,7 +228,7 @@ describe('VM templates', { skip: SKIP }, () => {
     assert.ok(manifest.stateBytes > 0 && manifest.stateBytes < 16 * 1024 * 1024, `state of ${manifest.stateBytes} bytes: RAM must not be in it`);
     assert.deepEqual(qemuPidsWithNamePrefix(`hull-template-${template.key}`), [], 'the template QEMU quit');
 
-    const again = await createTemplate(request(templatesRoot, ramRoot, image!));
+    const again = await mustCreate(request(templatesRoot, ramRoot, image!));
     assert.equal(again.created, false, 'an existing template is reused, not remade');
     assert.equal(again.ramFile, template.ramFile);
     const listed = await listTemplates({ templatesRoot, ramRoot });
@@ -351,7 +358,7 @@ describe('VM templates made concurrently', { skip: SKIP }, () => {
     const ram = mkdtempSync('/dev/shm/hull-tpl-it-race-');
     try {
       const req = request(templatesRoot, ram, image!);
-      const [one, two] = await Promise.all([createTemplate(req), createTemplate(req)]);
+      const [one, two] = await Promise.all([mustCreate(req), mustCreate(req)]);
       assert.equal(one.key, two.key);
       assert.equal(one.ramFile, two.ramFile, 'both use the published RAM file');
       assert.equal([one, two].filter((x) => x.created).length, 1, 'exactly one of them published');
@@ -378,10 +385,10 @@ describe('templates of an older hull or QEMU', { skip: SKIP }, () => {
     const ram = mkdtempSync('/dev/shm/hull-tpl-it-sup-');
     try {
       // Another kernel command line stands for another hull: same shape, another key.
-      const old = await createTemplate({ ...request(templatesRoot, ram, image!), kernelArgs: ['hull.made_by=old'] });
-      const otherSize = await createTemplate(request(templatesRoot, ram, image!, { memoryMiB: MEMORY_MIB + 64 }));
+      const old = await mustCreate({ ...request(templatesRoot, ram, image!), kernelArgs: ['hull.made_by=old'] });
+      const otherSize = await mustCreate(request(templatesRoot, ram, image!, { memoryMiB: MEMORY_MIB + 64 }));
       assert.ok(existsSync(old.ramFile));
-      const current = await createTemplate(request(templatesRoot, ram, image!));
+      const current = await mustCreate(request(templatesRoot, ram, image!));
       assert.equal(current.created, true);
       assert.notEqual(current.key, old.key);
       assert.deepEqual((await listTemplates({ templatesRoot, ramRoot: ram })).map((l) => l.key).sort(), [current.key, otherSize.key].sort());
