@@ -9,17 +9,18 @@
  *     permanent neighbour entry lead to the guest's IP and MAC;
  *   - nat OUTPUT DNATs TCP to 127.0.0.1 to the guest IP, POSTROUTING SNATs it
  *     to the link-local address (route_localnet lets 127/8 leave loopback);
- *   - a tc filter ahead of the redirect passes frames for the link-local
- *     address to the netns stack, so the guest's answers come back here.
+ *   - the anti-spoofing guard on the tap (anti-spoof.ts) accepts the
+ *     guest's frames for the link-local address into the netns stack, so
+ *     its answers come back here (after the same source checks as the rest).
  * The guest learns the link-local address's MAC (the tap's) from SetupNetwork.
  * Kata does not support port-forward at all.
  */
 import { HullError } from '../errors/index.js';
 import { inNetns } from './exec.js';
 import type { PodNetwork } from './pod-network.js';
-import { TAP_NAME } from './tap.js';
+import { LINK_ADDRESS, TAP_NAME } from './names.js';
 
-export const LINK_ADDRESS = '169.254.100.1';
+export { LINK_ADDRESS };
 
 export interface PortForwardPlumbing {
   guestIp: string;
@@ -55,9 +56,6 @@ export async function enablePortForward(pod: PodNetwork): Promise<PortForwardPlu
     await inNetns(netns, 'ip', ['addr', 'add', `${LINK_ADDRESS}/32`, 'dev', TAP_NAME]);
     await inNetns(netns, 'ip', ['route', 'add', `${guestIp}/32`, 'dev', TAP_NAME, 'src', LINK_ADDRESS]);
     await inNetns(netns, 'ip', ['neigh', 'replace', guestIp, 'lladdr', pod.iface.mac, 'dev', TAP_NAME, 'nud', 'permanent']);
-    // A match with a class and no action ends classification and lets the frame through (no
-    // act_gact needed, which not every host kernel has).
-    await inNetns(netns, 'tc', ['filter', 'add', 'dev', TAP_NAME, 'parent', 'ffff:', 'prio', '1', 'protocol', 'ip', 'u32', 'match', 'ip', 'dst', `${LINK_ADDRESS}/32`, 'classid', ':1']);
     await inNetns(netns, 'sysctl', ['-q', '-w', 'net.ipv4.conf.all.route_localnet=1']);
     for (const rule of natRules(guestIp)) await iptables(netns, '-A', rule);
     return plumbing;

@@ -1,23 +1,45 @@
 /**
  * The tap that carries the pod's traffic into the VM (Kata's "tcfilter"
- * model): a tap device in the pod netns, and tc ingress filters that
- * redirect every frame arriving on the veth to the tap and every frame the
- * VM sends to the veth. The veth keeps its addresses (CNI's view is
- * unchanged); the netns stack no longer sees the pod's traffic.
+ * model): a tap device in the pod netns; a tc ingress filter redirects
+ * every frame arriving on the veth to the tap, and the anti-spoofing guard
+ * (anti-spoof.ts, nftables on the tap's ingress) forwards to the veth only
+ * what the VM may send as this pod. The veth keeps its addresses (CNI's view
+ * is unchanged); the netns stack no longer sees the pod's traffic.
  */
+import { existsSync } from 'node:fs';
+import { installGuard, removeGuard, type PodIdentity } from './anti-spoof.js';
 import { inNetns } from './exec.js';
+import { LINK_ADDRESS, TAP_NAME } from './names.js';
 
-export const TAP_NAME = 'tap0_hull';
+export { TAP_NAME };
 
-/** connectTap creates the tap and the two redirects; on failure it removes what it made. */
-export async function connectTap(netns: string, veth: string, mtu: number): Promise<string> {
+interface IpAddrJson {
+  address?: string;
+  addr_info?: Array<{ local: string; prefixlen: number; scope?: string }>;
+}
+
+/** vethIdentity reads the pod's MAC and addresses from the veth (CNI gave the guest's identity to it). */
+async function vethIdentity(netns: string, veth: string): Promise<PodIdentity> {
+  const [link] = JSON.parse(await inNetns(netns, 'ip', ['-json', 'address', 'show', 'dev', veth])) as IpAddrJson[];
+  const addresses = (link?.addr_info ?? []).filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`);
+  return { mac: link?.address ?? '', addresses };
+}
+
+/**
+ * connectTap creates the tap, the guard on what the guest sends, and the
+ * veth→tap redirect; on failure it removes what it made. identity is the
+ * pod's MAC and addresses (the guest's); without it they are read from the
+ * veth, which must then still hold them (call before enablePortForward).
+ */
+export async function connectTap(netns: string, veth: string, mtu: number, identity?: PodIdentity): Promise<string> {
   try {
+    const pod = identity ?? (await vethIdentity(netns, veth));
     await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap']);
+    // The guard exists before the tap is up and before QEMU holds it: no frame passes unfiltered.
+    await installGuard(netns, { ...pod, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
     await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'mtu', String(mtu), 'up']);
-    for (const [from, to] of [[veth, TAP_NAME], [TAP_NAME, veth]] as const) {
-      await inNetns(netns, 'tc', ['qdisc', 'add', 'dev', from, 'ingress']);
-      await inNetns(netns, 'tc', ['filter', 'add', 'dev', from, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', to]);
-    }
+    await inNetns(netns, 'tc', ['qdisc', 'add', 'dev', veth, 'ingress']);
+    await inNetns(netns, 'tc', ['filter', 'add', 'dev', veth, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', TAP_NAME]);
     return TAP_NAME;
   } catch (e) {
     await disconnectTap(netns, veth);
@@ -25,8 +47,15 @@ export async function connectTap(netns: string, veth: string, mtu: number): Prom
   }
 }
 
-/** disconnectTap removes the tap and the veth's ingress qdisc (with its filter); tolerant of "already gone". */
+/**
+ * disconnectTap removes the veth's ingress qdisc (with its redirect), the
+ * guard table and the tap; idempotent, never throws (teardown goes on), and
+ * a netns that is gone has nothing left in it. A guard left behind is inert
+ * without its tap, and connectTap replaces it atomically.
+ */
 export async function disconnectTap(netns: string, veth: string): Promise<void> {
+  if (!existsSync(netns)) return;
   await inNetns(netns, 'tc', ['qdisc', 'del', 'dev', veth, 'ingress']).catch(() => {});
+  await removeGuard(netns).catch(() => {});
   await inNetns(netns, 'ip', ['link', 'del', 'dev', TAP_NAME]).catch(() => {});
 }
