@@ -17,6 +17,7 @@ packages=(
   containernetworking-plugins  # CNI bridge/host-local/loopback for the harness's CRI pods
   iproute2          # ip and tc: the tap and its tc redirect in the pod netns (and the harness's bridge)
   iptables          # port-forward into VM pods: the pod netns hands loopback TCP to the guest
+  nftables          # nft: the anti-spoofing guard on each pod's tap (only the pod's own MAC and addresses leave the VM)
   # kubectl parses deploy/*.yaml offline in test/integration/deploy.test.ts. Only when no kubectl is on
   # PATH: another package's kubectl (e.g. Google Cloud's `kubectl`) owns /usr/bin/kubectl too, and
   # dpkg refuses to overwrite it.

@@ -50,6 +50,7 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
     ['setpriv', '--version', 'util-linux', 'makes a VM die with its shim'],
     ['tc', '-V', 'iproute2', 'redirects the pod veth to the VM tap'],
     ['iptables', '--version', 'iptables', 'port-forward into VM pods'],
+    ['nft', '--version', 'nftables', 'filters what a VM sends: only its pod\'s own MAC and addresses reach the network'],
   ] as const) {
     const found = await version(tool, [flag]);
     lines.push({ ok: found !== undefined, what: tool, detail: found !== undefined ? why : `not found (apt-get install ${pkg}): ${why}`, required: true });
