@@ -1,10 +1,9 @@
 /**
- * Host mounts a sandbox makes (bind mounts of container rootfs into the
- * shared directory), and finding any left under a directory, so teardown
- * can undo exactly what exists even after a crash.
+ * The host mount operations a sandbox uses, each one mount(8)/umount(8) call. Targets are always
+ * inside the sandbox's host-private directories (see share.ts), never under a directory the guest
+ * can write, so resolving them cannot be steered by the guest.
  */
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { HullError } from '../errors/index.js';
 
 function run(file: string, args: string[]): Promise<void> {
@@ -15,35 +14,36 @@ function run(file: string, args: string[]): Promise<void> {
   );
 }
 
-/** bindMount mounts `source` on `target` (both existing directories), private, optionally read-only. */
-export async function bindMount(source: string, target: string, readOnly = false): Promise<void> {
+/** bindMount mounts `source` on `target` (an existing directory or file), not recursively, private. */
+export async function bindMount(source: string, target: string): Promise<void> {
   await run('mount', ['--bind', '--make-private', source, target]);
-  if (readOnly) await run('mount', ['-o', 'remount,bind,ro', target]);
 }
 
-/** unmount detaches `target` (lazily, so a busy mount cannot keep teardown from finishing). */
+/** bindMountAsPeer mounts `source` on `target` keeping propagation: a bind of a shared mount joins its peer group. */
+export async function bindMountAsPeer(source: string, target: string): Promise<void> {
+  await run('mount', ['--bind', source, target]);
+}
+
+/** remountBind changes the per-mount flags of the bind at `target` (e.g. "ro,nosuid,nodev"). */
+export async function remountBind(target: string, flags: string): Promise<void> {
+  await run('mount', ['-o', `remount,bind,${flags}`, target]);
+}
+
+/** setPropagation makes the mount at `target` private, shared or a slave (not recursively). */
+export async function setPropagation(target: string, type: 'private' | 'shared' | 'slave'): Promise<void> {
+  await run('mount', [`--make-${type}`, target]);
+}
+
+/**
+ * moveMount moves the mount at `from` (whose parent mount must not be shared) to `to`. A mount
+ * moved under a shared mount propagates to its slaves with its own flags: that is how a read-only
+ * volume reaches the guest's view read-only from the first instant.
+ */
+export async function moveMount(from: string, to: string): Promise<void> {
+  await run('mount', ['--move', from, to]);
+}
+
+/** unmount detaches the mount at exactly `target` (lazily: a busy mount cannot stall teardown). */
 export function unmount(target: string): Promise<void> {
-  return run('umount', ['--lazy', target]);
-}
-
-/** mountsUnder lists mount points at or below `dir`, deepest first. */
-export async function mountsUnder(dir: string): Promise<string[]> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  const points = mountinfo
-    .split('\n')
-    .map((line) => line.split(' ')[4])
-    .filter((p): p is string => p !== undefined)
-    .map(unescapeMountPath)
-    .filter((p) => p === dir || p.startsWith(dir + '/'));
-  return [...new Set(points)].sort((a, b) => b.length - a.length);
-}
-
-/** unmountAllUnder detaches every mount at or below `dir`. */
-export async function unmountAllUnder(dir: string): Promise<void> {
-  for (const point of await mountsUnder(dir)) await unmount(point);
-}
-
-// mountinfo escapes space, tab, newline and backslash as octal.
-function unescapeMountPath(path: string): string {
-  return path.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
+  return run('umount', ['--no-canonicalize', '--lazy', target]);
 }

@@ -1,27 +1,35 @@
 /**
  * Sandbox is one pod's VM seen from the host: the VM process, its agent and
- * its containers. Everything the host makes for it lives under
- * `<runRoot>/<id>/` and is gone after destroy(), also when create() fails
- * half-way.
+ * its containers. Every host resource it makes is recorded in its ledger
+ * (`<runRoot>/<id>/ledger`, ledger.ts) before it is made, and released by
+ * replaying the ledger: on destroy(), when create() fails half-way, when a
+ * container's create fails or the container is removed (its scope only).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, rmdir } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { VmDriver, VmHandle, VmNetSpec } from '../vmm/index.js';
-import { LINK_ADDRESS, connectTap, disablePortForward, disconnectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
-import { QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
+import { LINK_ADDRESS, connectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
+import { DEFAULT_TEMPLATES_ROOT, DEFAULT_TEMPLATE_RAM_ROOT, QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
-import { bindMount, mountsUnder, unmountAllUnder, unmount } from './mounts.js';
+import { Ledger, replayLedger, type LedgerLog } from './ledger.js';
+import { makeShare, shareContainer, shareLayout, type ShareLayout } from './share.js';
 import { pumpOutput, pumpStdin, type HostStdio } from './stdio.js';
 import { readBundleSpec, guestContainerSpec, type OciProcess, type OciSpec } from './spec.js';
-import { guestMounts, planVolumes, releaseVolumes, shareVolumes } from './volumes.js';
+import { guestMounts, planVolumes, type ProtectedPaths } from './volumes.js';
 
 export const DEFAULT_RUN_ROOT = '/run/hull';
 export const DEFAULT_VCPUS = 1;
 export const DEFAULT_MEMORY_MIB = 2048;
+// containerd's identifier rules: ids name directories, so they are checked before anything is made.
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
+// destroy() asks the agent to stop the containers and flush their writes; a guest that does not
+// answer by then is ended anyway.
+const DESTROY_AGENT_TIMEOUT_MS = 3000;
+const SHUTDOWN_DEADLINE_MS = 3000;
 
 export interface GuestAssets {
   /** id of the guest image (templates are keyed by it). */
@@ -49,6 +57,20 @@ export interface SandboxOptions {
    * (made on first use: that sandbox pays one boot) instead of booting it.
    */
   templates?: TemplateRoots;
+  /**
+   * protectedRoots are hull's own directories on this host (guest images, templates, template RAM,
+   * …): no volume may lie in or contain one. The run root and template roots are added here.
+   */
+  protectedRoots?: readonly string[];
+  /** log receives what teardown could not release (each step logs and goes on). */
+  log?: LedgerLog;
+  /** failpoints let tests widen the windows a hostile guest might race (never set in production). */
+  failpoints?: SandboxFailpoints;
+}
+
+export interface SandboxFailpoints {
+  /** beforeGuestCreate runs after a container's rootfs and volumes are shared, before the agent creates it. */
+  beforeGuestCreate?: (containerId: string) => Promise<void>;
 }
 
 export interface ContainerOptions {
@@ -92,41 +114,52 @@ export interface GuestDetails {
 export class Sandbox {
   readonly id: string;
   readonly stateDir: string;
+  /** sharedDir is the read-only view of mountsDir that QEMU exports to the guest (share.ts). */
   readonly sharedDir: string;
+  /** mountsDir is host-private: where containers' rootfs and volumes are bound. */
+  readonly mountsDir: string;
   readonly vm: VmHandle;
   readonly agent: AgentClient;
   /** startup says where create() spent its time. */
   readonly startup: readonly StartupPhase[];
   readonly #client: TtrpcClient;
-  // Containers with a rootfs mounted in the shared dir; changed by createContainer/removeContainer.
+  readonly #ledger: Ledger;
+  readonly #layout: ShareLayout;
+  readonly #protected: ProtectedPaths;
+  readonly #log: LedgerLog;
+  readonly #failpoints: SandboxFailpoints;
+  // Containers with a share made for them; changed by createContainer/removeContainer.
   readonly #containers = new Set<string>();
   // Aborts blocking agent calls (waits, output reads) when the sandbox is destroyed.
   readonly #lifetime = new AbortController();
   #destroyed: Promise<void> | undefined;
-  // The pod network the VM took over (its tap and port-forward plumbing are removed on destroy).
-  readonly #network: AttachedNetwork | undefined;
 
-  private constructor(id: string, stateDir: string, vm: VmHandle, client: TtrpcClient, agent: AgentClient, network: AttachedNetwork | undefined, startup: StartupPhase[]) {
-    this.#network = network;
-    this.startup = startup;
+  private constructor(id: string, parts: { ledger: Ledger; layout: ShareLayout; vm: VmHandle; client: TtrpcClient; agent: AgentClient; startup: StartupPhase[]; protectedPaths: ProtectedPaths; options: SandboxOptions }) {
     this.id = id;
-    this.stateDir = stateDir;
-    this.sharedDir = join(stateDir, 'shared');
-    this.vm = vm;
-    this.#client = client;
-    this.agent = agent;
+    this.stateDir = parts.ledger.stateDir;
+    this.#ledger = parts.ledger;
+    this.#layout = parts.layout;
+    this.sharedDir = parts.layout.sharedDir;
+    this.mountsDir = parts.layout.mountsDir;
+    this.startup = parts.startup;
+    this.vm = parts.vm;
+    this.#client = parts.client;
+    this.agent = parts.agent;
+    this.#protected = parts.protectedPaths;
+    this.#log = parts.options.log ?? (() => {});
+    this.#failpoints = parts.options.failpoints ?? {};
   }
 
   /** create boots the VM and prepares the guest; on failure nothing is left behind. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
-    // The id names a directory: check it before anything is made (containerd's identifier rules).
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/.test(options.id)) throw new HullError('invalid_argument', `Invalid sandbox id "${options.id}"`);
+    if (!ID_PATTERN.test(options.id)) throw new HullError('invalid_argument', `Invalid sandbox id "${options.id}"`);
     const runRoot = options.runRoot ?? DEFAULT_RUN_ROOT;
     const stateDir = join(runRoot, options.id);
     const vcpus = options.vcpus ?? DEFAULT_VCPUS;
     const memoryMiB = options.memoryMiB ?? DEFAULT_MEMORY_MIB;
     if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > 255) throw new HullError('invalid_argument', `Invalid vCPU count ${vcpus}`);
     if (!Number.isInteger(memoryMiB) || memoryMiB < 128) throw new HullError('invalid_argument', `Invalid memory size ${memoryMiB} MiB: at least 128`);
+    const log = options.log ?? (() => {});
     await mkdir(runRoot, { recursive: true, mode: 0o711 });
     try {
       await mkdir(stateDir, { mode: 0o700 });
@@ -134,9 +167,17 @@ export class Sandbox {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new HullError('already_exists', `Sandbox "${options.id}" already exists`);
       throw e;
     }
+    let ledger: Ledger;
+    try {
+      ledger = await Ledger.open(stateDir);
+      ledger.record('', { kind: 'state-dir', path: stateDir });
+    } catch (e) {
+      await rmdir(stateDir).catch(() => {});
+      throw e;
+    }
+    const layout = shareLayout(stateDir);
     let vm: VmHandle | undefined;
     let client: TtrpcClient | undefined;
-    let network: AttachedNetwork | undefined;
     const startup: StartupPhase[] = [];
     let lapStart = performance.now();
     const lap = (name: StartupPhase['name']): void => {
@@ -145,12 +186,16 @@ export class Sandbox {
       lapStart = now;
     };
     try {
-      await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
+      await makeShare(ledger, layout);
       let net: VmNetSpec | undefined;
+      let network: AttachedNetwork | undefined;
       if (options.netns) {
         const pod = await readPodNetwork(options.netns);
+        ledger.record('', { kind: 'network', netns: options.netns, veth: pod.iface.name });
         const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu);
         network = { pod };
+        const v4 = pod.iface.addresses.find((a) => a.family === 4);
+        if (v4) ledger.record('', { kind: 'port-forward', netns: options.netns, veth: pod.iface.name, guestIp: v4.cidr.split('/')[0]!, vethAddress: v4.cidr });
         network.portForward = await enablePortForward(pod);
         net = { tapName, mac: pod.iface.mac, netns: options.netns };
         lap('network');
@@ -163,12 +208,14 @@ export class Sandbox {
         ? await createTemplate({ ...options.templates, image: { ...image, id: image.id }, vcpus, memoryMiB, accel: options.accel ?? 'auto', bootTimeoutMs })
         : undefined;
       if (template) lap('template');
-      const target = { id: options.id, stateDir, sharedDir: join(stateDir, 'shared'), net, startTimeoutMs: bootTimeoutMs };
+      const target = { id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs };
       vm = await driver.start(
         template
           ? cloneSpec(template, target)
           : { ...target, vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel: options.accel ?? 'auto' },
       );
+      // Recorded once it runs: a shim that dies before this line takes QEMU with it (parent-death signal).
+      await ledger.recordProcess('', vm.pid);
       lap('vmm');
       const connection = await connectAgent(vm.agentSocketPath);
       client = connection.client;
@@ -195,12 +242,14 @@ export class Sandbox {
         await connection.agent.setupNetwork(guestNetwork(network), { timeoutMs: AGENT_CALL_TIMEOUT_MS });
         lap('guest-network');
       }
-      return new Sandbox(options.id, stateDir, vm, connection.client, connection.agent, network, startup);
+      const roots = [runRoot, ...(options.protectedRoots ?? [])];
+      if (options.templates) roots.push(options.templates.templatesRoot ?? DEFAULT_TEMPLATES_ROOT, options.templates.ramRoot ?? DEFAULT_TEMPLATE_RAM_ROOT);
+      return new Sandbox(options.id, { ledger, layout, vm, client: connection.client, agent: connection.agent, startup, protectedPaths: { stateDir, roots }, options });
     } catch (e) {
       client?.close();
       await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});
-      if (network) await detachNetwork(network);
-      await removeStateDir(stateDir);
+      ledger.close();
+      await replayLedger(stateDir, { log });
       throw e;
     }
   }
@@ -210,34 +259,25 @@ export class Sandbox {
     return { kernelRelease: checkString('kernel release', d.kernelRelease), onlineCpus: d.onlineCpus, memTotalBytes: d.memTotalBytes };
   }
 
-  /** createContainer shares the bundle's rootfs with the guest and creates (not starts) the container. */
+  /** createContainer shares the bundle's rootfs and volumes with the guest and creates (not starts) the container. */
   async createContainer(containerId: string, options: ContainerOptions): Promise<void> {
+    if (!ID_PATTERN.test(containerId)) throw new HullError('invalid_argument', `Invalid container id "${containerId}"`);
+    if (this.#containers.has(containerId)) throw new HullError('already_exists', `Container "${containerId}" already exists`);
     const spec = options.spec ?? (await readBundleSpec(options.bundle));
     // Volumes are checked before anything is made: a bad source leaves nothing behind.
-    const volumes = await planVolumes(containerId, spec.mounts ?? [], this.stateDir);
+    const volumes = await planVolumes(containerId, spec.mounts ?? [], this.#protected);
     const guestSpec = guestContainerSpec(spec, options.args, guestMounts(volumes));
-    const containerDir = join(this.sharedDir, containerId);
-    const rootfsTarget = join(containerDir, 'rootfs');
     const rootfsSource = spec.root?.path?.startsWith('/') ? spec.root.path : join(options.bundle, spec.root?.path ?? 'rootfs');
-    try {
-      await mkdir(containerDir, { mode: 0o700 });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new HullError('already_exists', `Container "${containerId}" already exists`);
-      throw e;
-    }
     this.#containers.add(containerId);
     try {
-      await mkdir(rootfsTarget);
-      await bindMount(rootfsSource, rootfsTarget).catch((e: Error) => {
-        throw new HullError('invalid_argument', `Cannot share rootfs "${rootfsSource}": ${e.message}`);
-      });
-      await shareVolumes(containerDir, volumes);
+      await shareContainer(this.#ledger, this.#layout, containerId, rootfsSource, volumes.flatMap((p) => (p.share ? [p.share] : [])));
+      await this.#failpoints.beforeGuestCreate?.(containerId);
       await this.agent.createContainer(
         { containerId, specJson: Buffer.from(JSON.stringify(guestSpec)), rootfs: `${containerId}/rootfs`, stdio: options.stdio },
         { timeoutMs: AGENT_CALL_TIMEOUT_MS },
       );
     } catch (e) {
-      await this.#releaseContainerDir(containerId);
+      await this.#releaseContainer(containerId);
       throw e;
     }
   }
@@ -306,58 +346,39 @@ export class Sandbox {
     await this.agent.resumeContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
   }
 
-  /** removeContainer kills what still runs in it and releases its rootfs. */
+  /** removeContainer kills what still runs in it and releases what the host made for it. */
   async removeContainer(containerId: string): Promise<void> {
     await this.agent.removeContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
-    await this.#releaseContainerDir(containerId);
+    await this.#releaseContainer(containerId);
   }
 
-  /** destroy ends the VM and removes everything the host made for it. Idempotent. */
+  /** destroy ends the VM and releases everything the host made for it, whatever the guest does. Idempotent. */
   destroy(): Promise<void> {
     this.#destroyed ??= this.#destroy();
     return this.#destroyed;
   }
 
   async #destroy(): Promise<void> {
-    await this.agent.destroySandbox({}, { timeoutMs: 5000 }).catch(() => {});
+    await this.agent.destroySandbox({}, { timeoutMs: DESTROY_AGENT_TIMEOUT_MS }).catch(() => {});
     this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was destroyed`));
     this.#client.close();
-    await this.vm.shutdown({ deadlineMs: 3000 });
-    if (this.#network) await detachNetwork(this.#network);
-    await removeStateDir(this.stateDir);
+    // The ledger's process entry SIGKILLs QEMU if this fails.
+    await this.vm.shutdown({ deadlineMs: SHUTDOWN_DEADLINE_MS }).catch((e: Error) => this.#log(`shutdown of VM ${this.id}: ${e.message}`));
+    this.#ledger.close();
+    const failures = await replayLedger(this.stateDir, { log: this.#log });
+    if (failures > 0) throw new HullError('internal', `Sandbox "${this.id}": ${failures} resources could not be released (see the shim log)`);
   }
 
-  async #releaseContainerDir(containerId: string): Promise<void> {
-    const containerDir = join(this.sharedDir, containerId);
-    // The volumes a container shares are the mounts under its volumes/ folder (volumes.ts).
-    await releaseVolumes(containerDir);
-    await unmount(join(containerDir, 'rootfs')).catch(() => {});
-    await rmdir(join(containerDir, 'rootfs')).catch(() => {});
-    await rmdir(containerDir).catch(() => {});
+  /** releaseContainer replays the container's scope of the ledger: its volumes, rootfs and directories. */
+  async #releaseContainer(containerId: string): Promise<void> {
+    await replayLedger(this.stateDir, { scope: containerId, log: this.#log });
     this.#containers.delete(containerId);
   }
-}
-
-/**
- * removeStateDir unmounts what is left under a sandbox's directory and removes
- * it. It refuses to delete while anything is still mounted there: a recursive
- * delete through a bind mount would destroy the host directory behind it.
- */
-export async function removeStateDir(stateDir: string): Promise<void> {
-  await unmountAllUnder(stateDir).catch(() => {});
-  const left = await mountsUnder(stateDir);
-  if (left.length > 0) throw new HullError('internal', `Cannot remove ${stateDir}: still mounted: ${left.join(', ')}`);
-  await rm(stateDir, { recursive: true, force: true });
 }
 
 interface AttachedNetwork {
   pod: PodNetwork;
   portForward?: PortForwardPlumbing;
-}
-
-async function detachNetwork(network: AttachedNetwork): Promise<void> {
-  if (network.portForward) await disablePortForward(network.pod, network.portForward);
-  await disconnectTap(network.pod.netns, network.pod.iface.name);
 }
 
 /** guestNetwork is the SetupNetwork request giving the guest the pod's interface and routes. */

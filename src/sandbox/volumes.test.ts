@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,12 +15,11 @@ import {
   guestTmpfsMount,
   isReadOnly,
   memoryEmptyDir,
-  mountAt,
-  parseMountinfo,
   parseSize,
   planVolumes,
   tmpfsSize,
 } from './volumes.js';
+import { mountAt, mountContaining, parseMountinfo } from './mountinfo.js';
 
 const MOUNTINFO = [
   '22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw',
@@ -180,7 +180,7 @@ test('planVolumes() shares files and directories, resolving symlinks on the host
     { destination: '/proc', type: 'proc', source: 'proc' },
     { destination: '/data', type: 'bind', source: dir, options: ['rbind', 'ro'] },
     { destination: '/etc/hosts', type: 'bind', source: join(scratch, 'hosts-link'), options: ['rbind'] },
-  ], join(scratch, 'state'));
+  ], { stateDir: join(scratch, 'state'), roots: [] });
   assert.deepEqual(plans.map((p) => [p.index, p.guest.source, p.share?.realSource, p.share?.file, p.share?.readOnly]), [
     [1, '/run/hull/shared/c1/volumes/1', dir, false, true],
     [2, '/run/hull/shared/c1/volumes/2', join(scratch, 'hosts'), true, false],
@@ -195,21 +195,50 @@ test('planVolumes() refuses missing, special, relative and state-dir sources cle
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   try {
-    const plan = (source: string) => planVolumes('c1', [{ destination: '/x', type: 'bind', source, options: ['rbind'] }], state);
+    const guard = { stateDir: state, roots: [] };
+    const plan = (source: string) => planVolumes('c1', [{ destination: '/x', type: 'bind', source, options: ['rbind'] }], guard);
+    const device = join(scratch, 'null-device');
+    execFileSync('mknod', [device, 'c', '1', '3']);
     await assert.rejects(plan('/nonexistent/hull-volume'), /^HullError: Cannot share volume "\/nonexistent\/hull-volume" for "\/x": no such file$/);
     await assert.rejects(plan(socketPath), /for "\/x": it is a socket: only directories and regular files/);
-    await assert.rejects(plan('/dev/null'), /it is a device/);
+    await assert.rejects(plan(device), /it is a device/);
     await assert.rejects(plan('relative/path'), /the source must be an absolute path/);
     await assert.rejects(plan(join(state, 'shared')), /in the sandbox's own state directory/);
-    await assert.rejects(plan(join(scratch, 'into-state')), /resolves to ".*state2\/shared", in the sandbox's own state directory/);
-    await assert.rejects(planVolumes('c1', [{ destination: 'x', type: 'bind', source: '/' }], state), /destination must be an absolute path/);
+    await assert.rejects(plan(join(scratch, 'into-state')), /resolves to ".*state2\/shared": it lies in the sandbox's own state directory/);
+    await assert.rejects(planVolumes('c1', [{ destination: 'x', type: 'bind', source: '/' }], guard), /destination must be an absolute path/);
     // A run root reached through a symlink does not hide the state directory.
     symlinkSync(state, join(scratch, 'state-link'));
     await assert.rejects(
-      planVolumes('c1', [{ destination: '/x', type: 'bind', source: join(state, 'shared'), options: ['rbind'] }], join(scratch, 'state-link')),
+      planVolumes('c1', [{ destination: '/x', type: 'bind', source: join(state, 'shared'), options: ['rbind'] }], { stateDir: join(scratch, 'state-link'), roots: [] }),
       /in the sandbox's own state directory/,
     );
   } finally {
     server.close();
   }
+});
+
+test('planVolumes() refuses sources in or around hull\'s roots and on kernel interface file systems', async () => {
+  const root = join(scratch, 'hull-root');
+  mkdirSync(join(root, 'guest', 'img'), { recursive: true });
+  symlinkSync(join(root, 'guest'), join(scratch, 'into-root'));
+  const guard = { stateDir: join(scratch, 'state3'), roots: [join(root, 'guest'), '/relative-ignored'] };
+  const plan = (source: string) => planVolumes('c1', [{ destination: '/x', type: 'bind', source, options: ['rbind', 'ro'] }], guard);
+  await assert.rejects(plan(join(root, 'guest', 'img')), /it lies in hull's own directory ".*hull-root\/guest"/);
+  await assert.rejects(plan(join(root, 'guest')), /it lies in hull's own directory/);
+  await assert.rejects(plan(root), /it contains hull's own directory ".*hull-root\/guest"/);
+  await assert.rejects(plan('/'), /it contains hull's own directory/);
+  await assert.rejects(plan(join(scratch, 'into-root')), /resolves to ".*hull-root\/guest": it lies in hull's own directory/);
+  await assert.rejects(plan('/proc/self'), /it is on proc, a kernel interface: it cannot be shared with the VM/);
+  await assert.rejects(plan('/proc/sys/kernel'), /it is on proc, a kernel interface/);
+  await assert.rejects(plan('/sys/kernel'), /it is on sysfs, a kernel interface/);
+  await assert.rejects(plan('/dev'), /it is on devtmpfs, a kernel interface/);
+  const cgroup = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
+  if (cgroup) await assert.rejects(plan(cgroup.mountPoint), new RegExp(`it is on ${cgroup.fsType}, a kernel interface`));
+});
+
+test('mountContaining() finds the deepest mount above a path', () => {
+  const entries = parseMountinfo(MOUNTINFO);
+  assert.equal(mountContaining(entries, '/mnt/with space/a/b')?.mountId, 46);
+  assert.equal(mountContaining(entries, '/run/x')?.mountId, 30);
+  assert.equal(mountContaining(entries, '/runner')?.mountId, 22);
 });

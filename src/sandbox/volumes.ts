@@ -6,7 +6,8 @@
  *
  * A host path reaches the guest through the sandbox's virtio-9p share: the
  * source of spec mount N is bind-mounted (private, non-recursive, nosuid,
- * nodev, read-only when the spec says so) at `<shared>/<cid>/volumes/<N>` —
+ * nodev, read-only when the spec says so) at `<mounts>/<cid>/volumes/<N>` —
+ * seen by the guest through the read-only view `<shared>` (share.ts) —
  * a directory, or an empty file for a single-file source — and the guest spec
  * binds `/run/hull/shared/<cid>/volumes/<N>` at the destination. Nothing else
  * of the host is exposed:
@@ -43,11 +44,10 @@
  *    CRI's 64 MiB.
  */
 import { createHash } from 'node:crypto';
-import { execFile } from 'node:child_process';
-import { lstat, mkdir, readFile, readdir, realpath, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { realpath, stat } from 'node:fs/promises';
+import { posix } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { bindMount, mountsUnder, unmount } from './mounts.js';
+import { isInside, mountAt, mountContaining, readMountinfo, type MountInfo } from './mountinfo.js';
 import { isBindMount, type OciMount } from './spec.js';
 
 /** GUEST_SHARED_DIR is where the agent mounts the 9p share (the agent's SHARED_DIR). */
@@ -90,57 +90,6 @@ export interface HostShare {
   /** dev and ino identify what was checked; the bind must show the same. */
   dev: number;
   ino: number;
-}
-
-/** MountInfo is one line of /proc/<pid>/mountinfo. */
-export interface MountInfo {
-  mountId: number;
-  parentId: number;
-  /** root is the path inside the file system that is mounted ("/" for a whole one). */
-  root: string;
-  mountPoint: string;
-  mountOptions: string[];
-  fsType: string;
-  source: string;
-  superOptions: string[];
-}
-
-/** parseMountinfo reads /proc/<pid>/mountinfo text (proc(5)); malformed lines are skipped. */
-export function parseMountinfo(text: string): MountInfo[] {
-  const entries: MountInfo[] = [];
-  for (const line of text.split('\n')) {
-    const dash = line.indexOf(' - ');
-    if (dash < 0) continue;
-    const left = line.slice(0, dash).split(' ');
-    const right = line.slice(dash + 3).split(' ');
-    const [mountId, parentId, , root, mountPoint, mountOptions] = left;
-    const [fsType, source, superOptions] = right;
-    if (mountId === undefined || parentId === undefined || root === undefined || mountPoint === undefined || mountOptions === undefined || fsType === undefined) continue;
-    if (!/^\d+$/.test(mountId) || !/^\d+$/.test(parentId)) continue;
-    entries.push({
-      mountId: Number(mountId),
-      parentId: Number(parentId),
-      root: unescapeMountinfo(root),
-      mountPoint: unescapeMountinfo(mountPoint),
-      mountOptions: mountOptions.split(','),
-      fsType: unescapeMountinfo(fsType),
-      source: unescapeMountinfo(source ?? ''),
-      superOptions: (superOptions ?? '').split(',').filter(Boolean),
-    });
-  }
-  return entries;
-}
-
-/** unescapeMountinfo undoes the kernel's octal escapes (space, tab, newline, backslash). */
-export function unescapeMountinfo(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-}
-
-/** mountAt is the mount on top at `path` (the last one listed there), if any. */
-export function mountAt(entries: readonly MountInfo[], path: string): MountInfo | undefined {
-  let found: MountInfo | undefined;
-  for (const entry of entries) if (entry.mountPoint === path) found = entry;
-  return found;
 }
 
 /**
@@ -228,23 +177,64 @@ export function guestMounts(plans: readonly VolumePlan[]): Map<number, OciMount>
 }
 
 /**
- * planVolumes checks every bind mount of a spec and says what each becomes.
- * It changes nothing: a missing or unshareable source fails here, before
- * anything is mounted. `stateDir` is the sandbox's state directory.
+ * ProtectedPaths are host paths no volume may lie in or contain: the sandbox's own state
+ * directory and hull's roots (run root, guest images, templates, template RAM). A volume there
+ * would hand the guest other pods' state, its own share's structure, or the pods' memory.
  */
-export async function planVolumes(containerId: string, mounts: readonly OciMount[], stateDir: string): Promise<VolumePlan[]> {
+export interface ProtectedPaths {
+  stateDir: string;
+  roots: readonly string[];
+}
+
+/**
+ * KERNEL_FS_TYPES are the kernel's interface file systems: a volume on one would hand the guest a
+ * view of the host kernel (procfs, sysfs, devtmpfs, cgroupfs and their kin).
+ */
+const KERNEL_FS_TYPES = new Set(['proc', 'sysfs', 'devtmpfs', 'devpts', 'cgroup', 'cgroup2', 'securityfs', 'debugfs', 'tracefs', 'bpf', 'configfs', 'efivarfs', 'pstore', 'fusectl', 'binfmt_misc', 'mqueue', 'nsfs', 'hugetlbfs']);
+
+/**
+ * planVolumes checks every bind mount of a spec and says what each becomes.
+ * It changes nothing: a missing, forbidden or unshareable source fails here,
+ * before anything is mounted.
+ */
+export async function planVolumes(containerId: string, mounts: readonly OciMount[], protectedPaths: ProtectedPaths): Promise<VolumePlan[]> {
   const binds = mounts.flatMap((m, index) => (isBindMount(m) ? [{ m, index }] : []));
   if (binds.length === 0) return [];
   if (binds.length > MAX_VOLUMES) throw new HullError('invalid_argument', `Cannot share ${binds.length} volumes with the VM: at most ${MAX_VOLUMES}`);
-  const entries = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
-  // The state directory as given and as resolved: a run root reached through a symlink must not hide it.
-  const stateDirs = [...new Set([posix.normalize(stateDir), await realpath(stateDir).catch(() => posix.normalize(stateDir))])];
+  const entries = await readMountinfo();
+  const guard = await resolveProtected(protectedPaths);
   const plans: VolumePlan[] = [];
-  for (const { m, index } of binds) plans.push(await planVolume(containerId, m, index, entries, stateDirs));
+  for (const { m, index } of binds) plans.push(await planVolume(containerId, m, index, entries, guard));
   return plans;
 }
 
-async function planVolume(containerId: string, m: OciMount, index: number, entries: readonly MountInfo[], stateDirs: readonly string[]): Promise<VolumePlan> {
+interface Guard {
+  /** stateDirs: the state directory as given and as resolved (a run root behind a symlink must not hide it). */
+  stateDirs: string[];
+  /** roots: each of hull's roots as given and as resolved. */
+  roots: string[];
+}
+
+async function resolveProtected(p: ProtectedPaths): Promise<Guard> {
+  const both = async (path: string): Promise<string[]> => {
+    const normal = posix.normalize(path);
+    return [normal, await realpath(normal).catch(() => normal)];
+  };
+  const roots = (await Promise.all(p.roots.filter((r) => r.startsWith('/')).map(both))).flat();
+  return { stateDirs: [...new Set(await both(p.stateDir))], roots: [...new Set(roots)] };
+}
+
+/** forbiddenReason says why a volume source at `path` (normalised or resolved) is refused, if it is. */
+function forbiddenReason(path: string, guard: Guard): string | undefined {
+  if (guard.stateDirs.some((dir) => isInside(dir, path))) return "it lies in the sandbox's own state directory";
+  const inside = guard.roots.find((root) => isInside(root, path));
+  if (inside !== undefined) return `it lies in hull's own directory "${inside}"`;
+  const contains = guard.roots.find((root) => isInside(path, root));
+  if (contains !== undefined) return `it contains hull's own directory "${contains}"`;
+  return undefined;
+}
+
+async function planVolume(containerId: string, m: OciMount, index: number, entries: readonly MountInfo[], guard: Guard): Promise<VolumePlan> {
   const destination = m.destination;
   if (typeof destination !== 'string' || !destination.startsWith('/')) {
     throw new HullError('invalid_argument', `Invalid mount ${index} in the OCI spec: destination must be an absolute path`);
@@ -254,8 +244,8 @@ async function planVolume(containerId: string, m: OciMount, index: number, entri
     throw new HullError('invalid_argument', `Cannot share volume "${source ?? ''}" for "${destination}": ${reason}`);
   };
   if (typeof source !== 'string' || !source.startsWith('/')) return fail('the source must be an absolute path');
-  const inState = (path: string): boolean => stateDirs.some((dir) => isInside(dir, path));
-  if (inState(posix.normalize(source))) return fail("it lies in the sandbox's own state directory");
+  const given = forbiddenReason(posix.normalize(source), guard);
+  if (given !== undefined) return fail(given);
   let real: string;
   let st: Awaited<ReturnType<typeof stat>>;
   try {
@@ -264,7 +254,10 @@ async function planVolume(containerId: string, m: OciMount, index: number, entri
   } catch (e) {
     return fail(errnoReason(e));
   }
-  if (inState(real)) return fail(`it resolves to "${real}", in the sandbox's own state directory`);
+  const resolved = forbiddenReason(real, guard);
+  if (resolved !== undefined) return fail(`it resolves to "${real}": ${resolved}`);
+  const fsType = mountContaining(entries, real)?.fsType;
+  if (fsType !== undefined && KERNEL_FS_TYPES.has(fsType)) return fail(`it is on ${fsType}, a kernel interface: it cannot be shared with the VM`);
   if (!st.isDirectory() && !st.isFile()) return fail(`${fileKind(st)}: only directories and regular files can be shared with the VM`);
   const readOnly = isReadOnly(m.options);
   if (st.isDirectory()) {
@@ -288,83 +281,6 @@ async function planVolume(containerId: string, m: OciMount, index: number, entri
     guest: guestShareMount(containerId, index, m),
     share: { name: String(index), source, destination, realSource: real, file: st.isFile(), readOnly, dev: st.dev, ino: st.ino },
   };
-}
-
-/**
- * shareVolumes bind-mounts the planned host paths into `<containerDir>/volumes/`.
- * On failure it undoes what it did and throws.
- */
-export async function shareVolumes(containerDir: string, plans: readonly VolumePlan[]): Promise<void> {
-  const shares = plans.flatMap((p) => (p.share ? [p.share] : []));
-  if (shares.length === 0) return;
-  const dir = join(containerDir, VOLUMES_DIR);
-  await mkdir(dir, { mode: 0o700 });
-  try {
-    for (const share of shares) await shareOne(dir, share);
-  } catch (e) {
-    await releaseVolumes(containerDir);
-    throw e;
-  }
-}
-
-async function shareOne(dir: string, share: HostShare): Promise<void> {
-  const target = join(dir, share.name);
-  const what = `volume "${share.source}" for "${share.destination}"`;
-  if (share.file) await writeFile(target, '', { flag: 'wx', mode: 0o600 });
-  else await mkdir(target, { mode: 0o700 });
-  try {
-    await bindMount(share.realSource, target);
-    await mountCommand(['-o', `remount,bind,nosuid,nodev${share.readOnly ? ',ro' : ''}`, target]);
-  } catch (e) {
-    throw new HullError('invalid_argument', `Cannot share ${what}: ${(e as Error).message}`, { cause: e });
-  }
-  const shown = await stat(target);
-  if (shown.dev !== share.dev || shown.ino !== share.ino) {
-    throw new HullError('failed_precondition', `Cannot share ${what}: "${share.realSource}" changed while it was being shared`);
-  }
-}
-
-/**
- * releaseVolumes unmounts everything under `<containerDir>/volumes/` and
- * removes the mount targets. It never deletes recursively: what is still
- * mounted stays (removeStateDir refuses to delete it too). Best effort.
- */
-export async function releaseVolumes(containerDir: string): Promise<void> {
-  const dir = join(containerDir, VOLUMES_DIR);
-  // A target may carry more than one mount if something stacked on it: unmount until none is left.
-  for (let round = 0; round < 4; round++) {
-    const points = await mountsUnder(dir).catch(() => []);
-    if (points.length === 0) break;
-    for (const point of points) await unmount(point).catch(() => {});
-  }
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return;
-  }
-  const mounted = new Set(await mountsUnder(dir).catch(() => []));
-  for (const name of names) {
-    const path = join(dir, name);
-    if (mounted.has(path)) continue;
-    try {
-      if ((await lstat(path)).isDirectory()) await rmdir(path);
-      else await unlink(path);
-    } catch {
-      // left for removeStateDir
-    }
-  }
-  await rmdir(dir).catch(() => {});
-}
-
-function mountCommand(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile('mount', args, (e, _stdout, stderr) => (e ? reject(new Error(`mount ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve())),
-  );
-}
-
-function isInside(dir: string, path: string): boolean {
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : dir + '/');
 }
 
 function errnoReason(e: unknown): string {

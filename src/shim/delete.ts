@@ -1,18 +1,19 @@
 /**
  * `containerd-shim-hull-v2 delete`: clean up after container `-id` with
  * nothing in memory (the daemon may be gone or still serving the rest of
- * the pod). It only touches that container: its rootfs mounts, and the VM
- * and state of its pod when it booted the pod's VM — as recorded in its
- * bundle at Create. Prints a raw DeleteResponse on stdout, as containerd expects.
+ * the pod). It replays the sandbox's ledger: all of it for the container
+ * that booted the pod's VM (the VMM, network, mounts, state), only that
+ * container's scope for the others — as recorded in its bundle at Create.
+ * Prints a raw DeleteResponse on stdout, as containerd expects.
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import { timestampNow } from '@bufbuild/protobuf/wkt';
-import { access, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
-import { releaseVolumes } from '../sandbox/index.js';
+import { join } from 'node:path';
+import { replayLedger } from '../sandbox/index.js';
 import { DeleteResponseSchema } from '../proto/gen/task_pb.js';
-import { destroySandboxState, readCleanupRecord, unmountQuietly } from './cleanup.js';
+import { readCleanupRecord, unmountQuietly } from './cleanup.js';
 import type { ShimFlags } from './flags.js';
 import { SHIM_SOCKET_DIR } from './address.js';
 
@@ -32,13 +33,13 @@ async function removeStaleSocket(bundle: string): Promise<void> {
 export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   const bundle = flags.bundle || process.cwd();
   const record = await readCleanupRecord(bundle);
-  if (record.sharedRootfs) {
-    // The container's volumes and rootfs in the pod's share (left mounted if its shim crashed).
-    await releaseVolumes(dirname(record.sharedRootfs)).catch(() => {});
-    await unmountQuietly(record.sharedRootfs);
+  // containerd shows the delete command's stderr in its log.
+  const log = (line: string): void => void process.stderr.write(`hull delete ${flags.id}: ${line}\n`);
+  if (record.stateDir) {
+    if (record.endsSandbox) await replayLedger(record.stateDir, { log });
+    else if (record.containerId) await replayLedger(record.stateDir, { scope: record.containerId, log });
   }
   await unmountQuietly(join(bundle, 'rootfs'));
-  if (record.stateDir && (await access(record.stateDir).then(() => true, () => false))) await destroySandboxState(record.stateDir);
   if (record.stateDir) await removeStaleSocket(bundle);
   return toBinary(DeleteResponseSchema, create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }));
 }

@@ -286,9 +286,12 @@ describe('volumes of a sandbox', () => {
     } finally {
       server.close();
     }
-    await assert.rejects(create('device', ['true'], [bind('/dev/null', '/null')]), /for "\/null": it is a device/);
+    const device = join(hostDir, 'null-device');
+    execFileSync('mknod', [device, 'c', '1', '3']);
+    await assert.rejects(create('device', ['true'], [bind(device, '/null')]), /for "\/null": it is a device/);
+    await assert.rejects(create('devtmpfs', ['true'], [bind('/dev/null', '/null')]), /it is on devtmpfs, a kernel interface/);
     await assert.rejects(create('state', ['true'], [bind(sandbox.sharedDir, '/shared')]), /own state directory/);
-    assert.deepEqual(mountsUnder(sandbox.sharedDir), []);
+    assert.deepEqual(mountsUnder(sandbox.sharedDir), [sandbox.sharedDir], 'mounts left in the share');
     assert.deepEqual(entriesIn(sandbox.sharedDir), []);
   });
 
@@ -298,7 +301,7 @@ describe('volumes of a sandbox', () => {
     writeFileSync(join(good, 'keep'), 'kept\n');
     const spec = { process: { ...(defaultSpec(['true']) as OciSpec).process, cwd: 'relative' } };
     await assert.rejects(create('refused', ['true'], [bind(good, '/good')], spec), /process.cwd must be an absolute path/);
-    assert.deepEqual(mountsUnder(sandbox.sharedDir), []);
+    assert.deepEqual(mountsUnder(sandbox.sharedDir), [sandbox.sharedDir], 'mounts left in the share');
     assert.equal(existsSync(join(sandbox.sharedDir, 'refused')), false);
     assert.equal(readFileSync(join(good, 'keep'), 'utf8'), 'kept\n');
   });

@@ -1,0 +1,129 @@
+/**
+ * The sandbox's share, laid out so that the guest cannot restructure what the host walks (the
+ * class of Kata's CVE-2020-2024/2026). In the state directory (0700, host-private):
+ *
+ *   mounts/                 its own mount, shared: the host makes every bind here, never exported
+ *     <cid>/rootfs          bind of the container's rootfs (rw, as the pod may write it)
+ *     <cid>/volumes/<N>     bind of volume N (its own ro/rw, nosuid, nodev)
+ *   shared/                 a read-only slave bind of mounts/: what QEMU exports over 9p
+ *   stage/                  its own private mount, where a volume is bound and made read-only
+ *                           before it is moved into mounts/
+ *
+ * Mounts made under mounts/ propagate to shared/ with their own flags, so the guest can write
+ * inside a writable rootfs or volume, but every directory of the structure (shared/, <cid>/,
+ * volumes/) is on the read-only view: the guest cannot create, rename, replace or remove anything
+ * there, and QEMU's 9p server cannot do it for the guest. The host only resolves paths in mounts/
+ * and stage/, which the guest never sees. A read-only volume is bound in stage/ and remounted
+ * read-only there before it is moved into mounts/, so its copy in shared/ is read-only from the
+ * first instant (a remount does not propagate, a mount does, with its flags).
+ *
+ * Every directory, file and mount is recorded in the ledger before it is made (ledger.ts).
+ */
+import { mkdir, stat, unlink, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HullError } from '../errors/index.js';
+import type { Ledger } from './ledger.js';
+import { bindMount, bindMountAsPeer, moveMount, remountBind, setPropagation } from './mounts.js';
+import { VOLUMES_DIR, type HostShare } from './volumes.js';
+
+export interface ShareLayout {
+  /** mountsDir is host-private: where the host makes every bind. */
+  mountsDir: string;
+  /** sharedDir is the read-only view QEMU exports to the guest. */
+  sharedDir: string;
+  /** stageDir is host-private: where volumes are prepared before they move into mountsDir. */
+  stageDir: string;
+}
+
+export function shareLayout(stateDir: string): ShareLayout {
+  return { mountsDir: join(stateDir, 'mounts'), sharedDir: join(stateDir, 'shared'), stageDir: join(stateDir, 'stage') };
+}
+
+/** makeShare makes the three directories and their mounts (see the module comment). */
+export async function makeShare(ledger: Ledger, layout: ShareLayout): Promise<void> {
+  const { mountsDir, sharedDir, stageDir } = layout;
+  await makeDir(ledger, '', mountsDir);
+  const mountsSeq = ledger.record('', { kind: 'mount', target: mountsDir });
+  // Private first: a shared peer group of its own, unrelated to the state dir's parent mount.
+  await bindMount(mountsDir, mountsDir);
+  await setPropagation(mountsDir, 'shared');
+  await ledger.noteMount(mountsSeq, mountsDir);
+
+  await makeDir(ledger, '', sharedDir);
+  const sharedSeq = ledger.record('', { kind: 'mount', target: sharedDir });
+  await bindView(mountsDir, sharedDir);
+  await ledger.noteMount(sharedSeq, sharedDir);
+
+  await makeDir(ledger, '', stageDir);
+  const stageSeq = ledger.record('', { kind: 'mount', target: stageDir });
+  // Its own private mount: `mount --move` refuses a mount whose parent mount is shared.
+  await bindMount(stageDir, stageDir);
+  await ledger.noteMount(stageSeq, stageDir);
+}
+
+/** bindView binds `mountsDir` at `sharedDir` as a read-only slave: it receives later mounts, sends none. */
+async function bindView(mountsDir: string, sharedDir: string): Promise<void> {
+  // A plain bind of a shared mount joins its peer group; --make-slave then turns it into a receiver.
+  await bindMountAsPeer(mountsDir, sharedDir);
+  await setPropagation(sharedDir, 'slave');
+  await remountBind(sharedDir, 'ro,nosuid,nodev');
+}
+
+/** containerShareDir is where container `containerId`'s rootfs and volumes are bound on the host. */
+export function containerShareDir(layout: ShareLayout, containerId: string): string {
+  return join(layout.mountsDir, containerId);
+}
+
+/**
+ * shareContainer binds a container's rootfs and volumes into mounts/<cid>/ (all recorded under
+ * the container's scope). On failure the caller replays that scope.
+ */
+export async function shareContainer(ledger: Ledger, layout: ShareLayout, containerId: string, rootfsSource: string, volumes: readonly HostShare[]): Promise<void> {
+  const dir = containerShareDir(layout, containerId);
+  await makeDir(ledger, containerId, dir);
+  const rootfs = join(dir, 'rootfs');
+  await makeDir(ledger, containerId, rootfs);
+  const rootfsSeq = ledger.record(containerId, { kind: 'mount', target: rootfs });
+  await bindMount(rootfsSource, rootfs).catch((e: Error) => {
+    throw new HullError('invalid_argument', `Cannot share rootfs "${rootfsSource}": ${e.message}`);
+  });
+  await ledger.noteMount(rootfsSeq, rootfs);
+  if (volumes.length === 0) return;
+  const volumesDir = join(dir, VOLUMES_DIR);
+  await makeDir(ledger, containerId, volumesDir);
+  for (const share of volumes) await shareVolume(ledger, layout, containerId, volumesDir, share);
+}
+
+async function shareVolume(ledger: Ledger, layout: ShareLayout, containerId: string, volumesDir: string, share: HostShare): Promise<void> {
+  const what = `volume "${share.source}" for "${share.destination}"`;
+  const staged = join(layout.stageDir, `${containerId}.${share.name}`);
+  const target = join(volumesDir, share.name);
+  await makeMountPoint(ledger, containerId, staged, share.file);
+  ledger.record(containerId, { kind: 'mount', target: staged });
+  try {
+    await bindMount(share.realSource, staged);
+    await remountBind(staged, `nosuid,nodev${share.readOnly ? ',ro' : ''}`);
+  } catch (e) {
+    throw new HullError('invalid_argument', `Cannot share ${what}: ${(e as Error).message}`, { cause: e });
+  }
+  await makeMountPoint(ledger, containerId, target, share.file);
+  const targetSeq = ledger.record(containerId, { kind: 'mount', target });
+  await moveMount(staged, target);
+  await ledger.noteMount(targetSeq, target);
+  await (share.file ? unlink(staged) : rmdir(staged)).catch(() => {}); // recorded: replay retries
+  const shown = await stat(target);
+  if (shown.dev !== share.dev || shown.ino !== share.ino) {
+    throw new HullError('failed_precondition', `Cannot share ${what}: "${share.realSource}" changed while it was being shared`);
+  }
+}
+
+async function makeDir(ledger: Ledger, scope: string, path: string): Promise<void> {
+  ledger.record(scope, { kind: 'dir', path });
+  await mkdir(path, { mode: 0o700 });
+}
+
+async function makeMountPoint(ledger: Ledger, scope: string, path: string, file: boolean): Promise<void> {
+  if (!file) return makeDir(ledger, scope, path);
+  ledger.record(scope, { kind: 'file', path });
+  await writeFile(path, '', { flag: 'wx', mode: 0o600 });
+}
