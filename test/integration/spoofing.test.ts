@@ -163,6 +163,8 @@ describe('anti-spoofing on the tap', () => {
       inNetns(victim.netns, ['sysctl', '-q', '-w', 'net.ipv4.conf.eth0.arp_accept=1']);
       inNetns(victim.netns, ['ip', 'neigh', 'flush', 'dev', 'eth0']);
       const udp = await startListener(victim.netns);
+      const victimLinkLocal = /inet6 (fe80::[0-9a-f:]+)\//.exec(inNetns(victim.netns, ['ip', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link']))?.[1] ?? '';
+      assert.ok(victimLinkLocal, 'the victim has no link-local address');
 
       // The attack: another address on the subnet (ARP announcement, ARP request, UDP, IPv6 UDP) and another MAC.
       const attack = await sh([
@@ -203,6 +205,9 @@ describe('anti-spoofing on the tap', () => {
         `arping -U -c 2 -s ${hull.ip} -I eth0 ${hull.ip}`,
         udpFrom(hull.ip, victim.ip, false),
         udpFrom(hull.ip6, victim.ip6, true),
+        // Link-local too: the guest's own fe80:: address (EUI-64 of the pod MAC) passes the guard.
+        'ip -6 addr show dev eth0 scope link',
+        `ping6 -c 1 -W 5 -I eth0 ${victimLinkLocal}`,
         'true',
       ].join('\n'));
       await waitFor(() => udp.sources().length >= 2, 5000);
@@ -211,6 +216,7 @@ describe('anti-spoofing on the tap', () => {
       assert.ok(grew('own_arp') && grew('own_ip4') && grew('own_ip6'), `own traffic did not arrive (${JSON.stringify(own)}); the guest did:\n${control}`);
       assert.match(inNetns(victim.netns, ['ip', 'neigh', 'show', 'dev', 'eth0']), new RegExp(`^${hull.ip.replace(/\./g, '\\.')} lladdr ${mac}`, 'm'));
       assert.deepEqual([...new Set(udp.sources())].sort(), [hull.ip, hull.ip6].sort());
+      assert.match(control, /1 packets received/, `no link-local answer from the victim:\n${control}`);
       // Nothing spoofed slipped in meanwhile.
       assert.deepEqual([own['spoof_arp'], own['spoof_ip4'], own['spoof_ip6'], own['spoof_mac']], [0, 0, 0, 0]);
     } finally {
