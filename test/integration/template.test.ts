@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, readdirSync, readFileSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readSync, readdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,7 @@ import { bindMount, unmount } from '../../src/sandbox/mounts.js';
 import { guestContainerSpec } from '../../src/sandbox/spec.js';
 import { pumpOutput } from '../../src/sandbox/stdio.js';
 import type { TtrpcClient } from '../../src/ttrpc/index.js';
+import { estimateTemplateBytes } from '../../src/vmm/template-limits.js';
 import {
   QemuDriver,
   TEMPLATE_MAC,
@@ -41,6 +42,7 @@ import {
   type VmSpec,
   type VmTemplate,
 } from '../../src/vmm/index.js';
+import { listTemplates as listAll } from '../../src/vmm/template-store.js';
 import { defaultSpec, makeBusyboxBundle, type TestBundle } from '../helpers/bundle.js';
 import { mountsUnder, processAlive } from '../helpers/leaks.js';
 
@@ -408,5 +410,111 @@ describe('a cold boot of the same size, for comparison', { skip: SKIP }, () => {
     await setup(guest);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     t.diagnostic(`cold boot: idle PSS ${Math.round(pssKiB(guest.vm.pid) / 1024)} MiB`);
+  });
+});
+
+/** tmpfsBytes is what the files under `dir` hold on tmpfs (as du counts them). */
+function tmpfsBytes(dir: string): number {
+  let total = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += statSync(join(entry.parentPath ?? entry.path, entry.name)).blocks * 512;
+  }
+  return total;
+}
+
+describe('the template store is bounded', { skip: SKIP }, () => {
+  it('keeps at most the count and tmpfs bounds, evicting the least recently used; a clone of an evicted template keeps running', async (t) => {
+    const templatesRoot = join(root, 'templates-bounded');
+    const ram = mkdtempSync('/dev/shm/hull-tpl-it-bound-');
+    t.after(() => rmSync(ram, { recursive: true, force: true }));
+    const MIB = 1024 * 1024;
+    // minIdleMs 0: templates made seconds apart may be evicted (the default protects 30 s of use).
+    const bounded = (memoryMiB: number, bounds: { maxCount: number; maxRamMiB: number }) => ({ ...request(templatesRoot, ram, image!, { memoryMiB }), ...bounds, minIdleMs: 0 });
+    const store = async () => {
+      const listed = await listAll({ templatesRoot, ramRoot: ram });
+      return { keys: listed.map((l) => l.key).sort(), bytes: listed.reduce((sum, l) => sum + l.ramAllocatedBytes, 0) };
+    };
+    const checkBounds = async (bounds: { maxCount: number; maxRamMiB: number }, step: string) => {
+      const { keys, bytes } = await store();
+      assert.ok(keys.length <= bounds.maxCount, `${step}: ${keys.length} templates, at most ${bounds.maxCount}`);
+      assert.ok(tmpfsBytes(ram) <= bounds.maxRamMiB * MIB, `${step}: ${tmpfsBytes(ram)} bytes on tmpfs, at most ${bounds.maxRamMiB} MiB`);
+      assert.equal(tmpfsBytes(ram), bytes, `${step}: only published templates hold tmpfs`);
+      t.diagnostic(`${step}: ${keys.length} templates, ${Math.round(bytes / MIB)} MiB of tmpfs`);
+    };
+
+    const two = { maxCount: 2, maxRamMiB: 4096 };
+    const a = await mustCreate(bounded(256, two));
+    const b = await mustCreate(bounded(320, two));
+    await checkBounds(two, 'A 256 MiB, B 320 MiB');
+    const clone = await startGuest(t, b);
+    await setup(clone);
+    // A clone starts from A: A is now more recently used than B.
+    assert.equal((await mustCreate(bounded(256, two))).created, false);
+    const c = await mustCreate(bounded(384, two));
+    assert.deepEqual((await store()).keys, [a.key, c.key].sort(), 'B, the least recently used, was evicted');
+    assert.ok(!existsSync(b.ramFile) && !existsSync(b.dir), "B's files are gone");
+    await checkBounds(two, 'C 384 MiB');
+    // B's clone maps B's RAM: it keeps running, and runs containers.
+    const result = await run(clone, 'echo still here');
+    assert.equal(result.exitStatus, 0, result.stderr);
+    assert.equal(result.stdout.trim(), 'still here');
+
+    // The tmpfs bound: A and C with a new estimate do not fit, so A (the least recently used) goes.
+    const { bytes } = await store();
+    const tight = { maxCount: 3, maxRamMiB: Math.floor(bytes / MIB) + estimateTemplateBytes(448) / MIB - 1 };
+    const d = await mustCreate(bounded(448, tight));
+    assert.deepEqual((await store()).keys, [c.key, d.key].sort(), 'A, the least recently used, was evicted for the tmpfs bound');
+    await checkBounds(tight, 'D 448 MiB');
+
+    // Every template used within minIdleMs (the default, 30 s): no room is made, the VM boots cold.
+    assert.equal((await mustCreate(bounded(384, two))).created, false); // C is used now, D was just made
+    assert.equal(await createTemplate({ ...bounded(512, two), minIdleMs: undefined }), undefined);
+    assert.deepEqual((await store()).keys, [c.key, d.key].sort(), 'nothing was evicted');
+    for (const key of [c.key, d.key]) await removeTemplate(key, { templatesRoot, ramRoot: ram });
+    assert.deepEqual(readdirSync(ram), []);
+  });
+
+  it('a template that alone would pass the tmpfs bound is not made: the VM boots cold, nothing is evicted', async () => {
+    const templatesRoot = join(root, 'templates-too-big');
+    const ram = mkdtempSync('/dev/shm/hull-tpl-it-big-');
+    try {
+      assert.equal(await createTemplate({ ...request(templatesRoot, ram, image!, { memoryMiB: 1024 }), maxRamMiB: 256 }), undefined);
+      assert.deepEqual(readdirSync(templatesRoot), []);
+      assert.deepEqual(readdirSync(ram), [], 'no RAM file was made: no template VM was started');
+    } finally {
+      rmSync(ram, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a RAM root or key directory someone else made first, or others can write', async () => {
+    const templatesRoot = join(root, 'templates-refused');
+    const refusal = (dir: string, why: RegExp) => (e: Error) => {
+      assert.equal(errorCode(e), 'failed_precondition');
+      assert.ok(e.message.startsWith(`Refusing the template RAM directory "${dir}": `), e.message);
+      assert.match(e.message, why);
+      assert.match(e.message, /someone else may own or read the memory of pods/);
+      return true;
+    };
+    const theirs = mkdtempSync('/dev/shm/hull-tpl-it-theirs-');
+    const open = mkdtempSync('/dev/shm/hull-tpl-it-open-');
+    const good = mkdtempSync('/dev/shm/hull-tpl-it-good-');
+    try {
+      chownSync(theirs, 65534, 65534);
+      await assert.rejects(createTemplate(request(templatesRoot, theirs, image!)), refusal(theirs, /owned by uid 65534, not uid 0 \(root\)/));
+      assert.equal(statSync(theirs).uid, 65534, 'left as it was');
+      chmodSync(open, 0o777);
+      await assert.rejects(createTemplate(request(templatesRoot, open, image!)), refusal(open, /its mode 0777 lets anyone write in it/));
+      // The RAM root is ours, but the template's own directory in it was made by someone else, who
+      // put a file in it. (An empty one is pruned as a leftover, and made again.)
+      const key = templateKey(await templateInputs(request(templatesRoot, good, image!)));
+      mkdirSync(join(good, key), { mode: 0o700 });
+      writeFileSync(join(good, key, 'planted'), '');
+      chownSync(join(good, key), 65534, 65534);
+      await assert.rejects(createTemplate(request(templatesRoot, good, image!)), refusal(join(good, key), /owned by uid 65534/));
+      assert.deepEqual(readdirSync(templatesRoot), [], 'nothing was made');
+      assert.deepEqual(qemuPidsWithNamePrefix(`hull-template-${key}`), [], 'no template VM was started');
+    } finally {
+      for (const dir of [theirs, open, good]) rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
