@@ -192,7 +192,9 @@ export class Sandbox {
       if (options.netns) {
         const pod = await readPodNetwork(options.netns);
         ledger.record('', { kind: 'network', netns: options.netns, veth: pod.iface.name });
-        const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu);
+        // The guard on the tap lets through only what the guest may send as this pod (src/net/anti-spoof.ts).
+        const identity = { mac: pod.iface.mac, addresses: pod.iface.addresses.map((a) => a.cidr) };
+        const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu, identity);
         network = { pod };
         const v4 = pod.iface.addresses.find((a) => a.family === 4);
         if (v4) ledger.record('', { kind: 'port-forward', netns: options.netns, veth: pod.iface.name, guestIp: v4.cidr.split('/')[0]!, vethAddress: v4.cidr });

@@ -40,9 +40,10 @@ const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Pro
 /**
  * GUEST_REMOVE_TIMEOUT_MS bounds how long Delete waits for the guest to remove a container. The guest
  * may never answer (a killed process whose exit was forced); what the host shared for the container
- * goes with the sandbox then.
+ * goes with the sandbox then. containerd deletes the task while handling its exit event, which it
+ * gives up (and retries) after 10 s: stay well under that.
  */
-const GUEST_REMOVE_TIMEOUT_MS = 10_000;
+const GUEST_REMOVE_TIMEOUT_MS = 5_000;
 
 type TaskImpl = ServiceImpl<(typeof Task)['method']>;
 
@@ -60,6 +61,8 @@ export class TaskService implements TaskImpl {
   // container id -> container; changed by create() and delete().
   readonly #containers = new Map<string, ContainerRecord>();
   #sandbox: Sandbox | undefined;
+  // The destroy of the sandbox, once begun: the shim must not exit before it has finished.
+  #destroying: Promise<void> | undefined;
   // The container that booted the VM; deleting it ends the VM.
   #sandboxContainerId: string | undefined;
 
@@ -443,7 +446,9 @@ export class TaskService implements TaskImpl {
     const sandbox = this.#sandbox;
     this.#sandbox = undefined;
     this.#sandboxContainerId = undefined;
-    await sandbox?.destroy().catch((e: Error) => this.#options.log(`destroy sandbox: ${e.message}`));
+    // A Delete that containerd gave up waiting for is followed by Shutdown: wait for the same destroy.
+    if (sandbox) this.#destroying = sandbox.destroy().catch((e: Error) => this.#options.log(`destroy sandbox: ${e.message}`));
+    await this.#destroying;
   }
 
   #requireSandbox(): Sandbox {
