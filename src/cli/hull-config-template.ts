@@ -53,7 +53,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     field: 'templateMaxRamMiB',
     doc: [
       'At most this much tmpfs in MiB is held by template RAM files together (an integer >= 256; each',
-      'template holds ~150-250 MiB). A VM whose template cannot fit boots without one (slower start).',
+      'template holds ~150-300 MiB, more for VMs of many GiB). A VM whose template cannot fit boots without one.',
     ],
   },
 ];

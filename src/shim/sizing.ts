@@ -17,7 +17,7 @@ const MAX_EXTRA_VCPUS = 64;
 const MAX_EXTRA_MEMORY_MIB = 256 * 1024;
 /**
  * MEMORY_STEP_MIB: VM memory is rounded up to a multiple of it. Each VM size has its own template
- * (~150-250 MiB of tmpfs), so limits of 1Mi, 2Mi, ... must not each make one: with this step they
+ * (~150-300 MiB of tmpfs), so limits of 1Mi, 2Mi, ... must not each make one: with this step they
  * share a template per 256 MiB. A pod gets at least what it asked for (its containers are still
  * capped at their own limits inside the guest); the VM's unused memory costs the host nothing.
  */

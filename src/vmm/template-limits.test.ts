@@ -115,6 +115,9 @@ describe('the store on disk', () => {
     assert.equal(DEFAULT_CONFIG.templateMaxCount, DEFAULT_TEMPLATE_MAX_COUNT);
     assert.equal(DEFAULT_CONFIG.templateMaxRamMiB, DEFAULT_TEMPLATE_MAX_RAM_MIB);
     assert.equal(estimateTemplateBytes(512), 192 * MIB);
+    // With the default bound, VMs up to ~29 GiB have templates.
+    assert.ok(estimateTemplateBytes(29 * 1024) <= DEFAULT_TEMPLATE_MAX_RAM_MIB * MIB);
+    assert.ok(estimateTemplateBytes(30 * 1024) > DEFAULT_TEMPLATE_MAX_RAM_MIB * MIB);
   });
 
   it('recordTemplateUse touches last-used (made when missing); listTemplates reports it', async () => {
@@ -151,9 +154,9 @@ describe('the store on disk', () => {
     const a = fakeTemplate(64, 8, 30_000);
     const b = fakeTemplate(64, 8, 20_000);
     const c = fakeTemplate(64, 8, 10_000);
-    // 3 x 8 MiB + an estimate of 80 MiB for a 64 MiB VM: 104 MiB, over 100.
-    assert.equal(estimateTemplateBytes(64), 80 * MIB);
-    assert.equal(await makeRoom('0'.repeat(20), 64, { ...roots, maxRamMiB: 100, minIdleMs: 0 }), undefined);
+    // 3 x 8 MiB + an estimate of 164 MiB for a 64 MiB VM: 188 MiB, over 187.
+    assert.equal(estimateTemplateBytes(64), 164 * MIB);
+    assert.equal(await makeRoom('0'.repeat(20), 64, { ...roots, maxRamMiB: 187, minIdleMs: 0 }), undefined);
     assert.deepEqual(await keys(), [b, c].sort());
     void a;
   });
@@ -161,8 +164,8 @@ describe('the store on disk', () => {
   it('makeRoom refuses, evicting nothing, when the new template alone is over the bound or the others are in use', async () => {
     const a = fakeTemplate(64, 1, 30_000);
     const b = fakeTemplate(64, 1, 1_000);
-    const tooBig = await makeRoom('0'.repeat(20), 4096, { ...roots, maxRamMiB: 1024 });
-    assert.match(tooBig ?? '', /a template of a 4096 MiB VM would hold about 1088 MiB of tmpfs, more than all templates may \(template_max_ram_mib = 1024\)/);
+    const tooBig = await makeRoom('0'.repeat(20), 16384, { ...roots, maxRamMiB: 1024 });
+    assert.match(tooBig ?? '', /a template of a 16384 MiB VM would hold about 1184 MiB of tmpfs, more than all templates may \(template_max_ram_mib = 1024\)/);
     const busy = await makeRoom('0'.repeat(20), 64, { ...roots, maxCount: 1, minIdleMs: 60_000 });
     assert.match(busy ?? '', /were all used in the last 60 s/);
     assert.deepEqual(await keys(), [a, b].sort());

@@ -1,6 +1,6 @@
 /**
  * Bounds on the template store, so that templates cannot exhaust the node: every VM size makes its
- * own template, each holding ~150–250 MiB of tmpfs, and a tenant cycling through memory limits
+ * own template, each holding ~150–300 MiB of tmpfs, and a tenant cycling through memory limits
  * would otherwise make one per limit until /dev/shm is full.
  *
  * The store keeps at most `maxCount` templates whose RAM files hold at most `maxRamMiB` on tmpfs
@@ -40,12 +40,12 @@ export function boundsOf(roots: TemplateRoots): Bounds {
 
 /**
  * estimateTemplateBytes guesses, before it is made, what a template of a `memoryMiB` VM will hold
- * on tmpfs: what its guest touched while booting. Measured under TCG: 163 MiB for 512 MiB, 203 MiB
- * for 768 MiB (the guest kernel's memory map and free-page handling grow with the VM). On the high
- * side on purpose; after publishing, the real size is what counts.
+ * on tmpfs: what its guest touched while booting. Measured (TCG, 1 vCPU): ~150 MiB for 256–448 MiB,
+ * 163 MiB for 512, 192 MiB for 2304, 301 MiB for 4096 (the guest kernel's memory map grows with the
+ * VM). On the high side on purpose; after publishing, the real size is what counts.
  */
 export function estimateTemplateBytes(memoryMiB: number): number {
-  return (64 + Math.ceil(memoryMiB / 4)) * MIB;
+  return (160 + Math.ceil(memoryMiB / 16)) * MIB;
 }
 
 /** StoreEntry is one template as eviction sees it. */

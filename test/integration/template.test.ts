@@ -478,7 +478,7 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     const templatesRoot = join(root, 'templates-too-big');
     const ram = mkdtempSync('/dev/shm/hull-tpl-it-big-');
     try {
-      assert.equal(await createTemplate({ ...request(templatesRoot, ram, image!, { memoryMiB: 1024 }), maxRamMiB: 256 }), undefined);
+      assert.equal(await createTemplate({ ...request(templatesRoot, ram, image!, { memoryMiB: 2048 }), maxRamMiB: 256 }), undefined);
       assert.deepEqual(readdirSync(templatesRoot), []);
       assert.deepEqual(readdirSync(ram), [], 'no RAM file was made: no template VM was started');
     } finally {
