@@ -11,12 +11,17 @@
  * listener (host node under nsenter) records datagram sources, and its
  * neighbour table shows what ARP taught it. All traffic stays between the
  * two pods this test made.
+ *
+ * A second part drives the same guard with crafted frames (forged neighbour
+ * discovery, VLAN tags, other protocols) in namespaces of its own, no VM.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
+import { installGuard, ipv6Hex, removeGuard } from '../../src/net/anti-spoof.js';
+import { LINK_ADDRESS, TAP_NAME } from '../../src/net/names.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
 import { prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
@@ -29,23 +34,6 @@ const { work, runRoot } = hullRuntime;
 let ctrd: PrivateContainerd;
 let cri: CriClient;
 let listener: ChildProcess | undefined;
-
-before(async () => {
-  assert.ok(await currentGuestImage(), 'no guest image: run `make image` first');
-  ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: hullRuntime.shimDir, ipv6: true });
-  await ensureTestImages(ctrd);
-  cri = await CriClient.connect(ctrd.address);
-});
-
-after(async () => {
-  if (listener?.pid && processAlive(listener.pid)) process.kill(listener.pid, 'SIGKILL');
-  cri?.close();
-  const report = await ctrd?.stop();
-  const left = { vms: qemuPidsUnder(runRoot), mounts: mountsUnder(work), state: entriesIn(runRoot), listener: listener?.pid && processAlive(listener.pid) ? [listener.pid] : [] };
-  hullRuntime.remove();
-  assert.deepEqual(report?.leakedShims ?? [], [], 'leaked shims');
-  assert.deepEqual(left, { vms: [], mounts: [], state: [], listener: [] });
-});
 
 interface Pod {
   podId: string;
@@ -140,7 +128,24 @@ s.bind(${UDP_PORT}, '::', () => process.stdout.write('ready\\n'));`;
 const udpFrom = (source: string, to: string, v6: boolean): string =>
   `${v6 ? 'traceroute6' : 'traceroute'} -n -m 1 -q 1 -w 1 -s ${source} -p ${UDP_PORT - 1} ${to}`;
 
-describe('anti-spoofing on the tap', () => {
+describe('anti-spoofing on the tap of a VM pod', () => {
+  before(async () => {
+    assert.ok(await currentGuestImage(), 'no guest image: run `make image` first');
+    ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: hullRuntime.shimDir, ipv6: true });
+    await ensureTestImages(ctrd);
+    cri = await CriClient.connect(ctrd.address);
+  });
+
+  after(async () => {
+    if (listener?.pid && processAlive(listener.pid)) process.kill(listener.pid, 'SIGKILL');
+    cri?.close();
+    const report = await ctrd?.stop();
+    const left = { vms: qemuPidsUnder(runRoot), mounts: mountsUnder(work), state: entriesIn(runRoot), listener: listener?.pid && processAlive(listener.pid) ? [listener.pid] : [] };
+    hullRuntime.remove();
+    assert.deepEqual(report?.leakedShims ?? [], [], 'leaked shims');
+    assert.deepEqual(left, { vms: [], mounts: [], state: [], listener: [] });
+  });
+
   it('lets only the pod\'s own MAC and addresses out of the VM', async () => {
     const victim = await startPod('victim', '');
     const hull = await startPod('attacker', 'hull');
@@ -239,3 +244,185 @@ async function waitFor(ok: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
 }
+
+/*
+ * The same guard on frames a VM's kernel would never send by itself but a
+ * hostile one can (forged neighbour discovery, VLAN tags, other protocols).
+ * No VM: three network namespaces of this test's own stand in for the pod
+ * netns (guard on a veth named like the tap), the guest and the pod network,
+ * and python3 writes raw frames (AF_PACKET) on the guest side.
+ */
+const POD_MAC = '0a:58:0a:63:00:05';
+const OTHER_MAC = '0a:58:0a:63:00:77';
+const POD4 = '10.99.0.5';
+const PEER4 = '10.99.0.2';
+const POD6 = 'fd99::5';
+const PEER6 = 'fd99::2';
+const POD_LL = 'fe80::858:aff:fe63:5';
+
+const mac = (m: string): number[] => m.split(':').map((x) => parseInt(x, 16));
+const ip4 = (a: string): number[] => a.split('.').map(Number);
+const ip6 = (a: string): number[] => [...Buffer.from(ipv6Hex(a), 'hex')];
+const u16 = (n: number): number[] => [n >> 8, n & 0xff];
+const eth = (src: string, type: number, payload: number[], dst = 'ff:ff:ff:ff:ff:ff'): number[] => [...mac(dst), ...mac(src), ...u16(type), ...payload];
+const arp = (op: number, sha: string, spa: string, tpa: string): number[] => [0, 1, 8, 0, 6, 4, ...u16(op), ...mac(sha), ...ip4(spa), 0, 0, 0, 0, 0, 0, ...ip4(tpa)];
+/** The IPv4 header checksum (the netns stack drops a header without it); other checksums stay zero. */
+function ipv4Header(src: string, dst: string, length: number, proto: number): number[] {
+  const h = [0x45, 0, ...u16(length), 0, 0, 0, 0, 64, proto, 0, 0, ...ip4(src), ...ip4(dst)];
+  let sum = 0;
+  for (let i = 0; i < h.length; i += 2) sum += (h[i]! << 8) | h[i + 1]!;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+  h.splice(10, 2, ...u16(~sum & 0xffff));
+  return h;
+}
+const udp4 = (src: string, dst: string): number[] => [...ipv4Header(src, dst, 28, 17), ...u16(5000), ...u16(5001), ...u16(8), 0, 0];
+const ipv6 = (src: string, dst: string, next: number, payload: number[]): number[] => [0x60, 0, 0, 0, ...u16(payload.length), next, 255, ...ip6(src), ...ip6(dst), ...payload];
+const udp6 = (src: string, dst: string): number[] => ipv6(src, dst, 17, [...u16(5000), ...u16(5001), ...u16(8), 0, 0]);
+const icmp6 = (src: string, dst: string, type: number, body: number[]): number[] => ipv6(src, dst, 58, [type, 0, 0, 0, ...body]);
+const lladdr = (type: 1 | 2, m: string): number[] => [type, 1, ...mac(m)];
+const ns = (src: string, target: string, options: number[] = []): number[] => icmp6(src, 'ff02::1:ff00:2', 135, [0, 0, 0, 0, ...ip6(target), ...options]);
+const na = (src: string, target: string, options: number[] = []): number[] => icmp6(src, 'ff02::1', 136, [0x20, 0, 0, 0, ...ip6(target), ...options]);
+
+/** Each case: a frame the "guest" writes, and whether the pod network may see it. */
+const CASES: Array<{ what: string; frame: number[]; passes: boolean }> = [
+  { what: 'ARP request as the pod', frame: eth(POD_MAC, 0x0806, arp(1, POD_MAC, POD4, PEER4)), passes: true },
+  { what: 'UDP from the pod IPv4', frame: eth(POD_MAC, 0x0800, udp4(POD4, PEER4)), passes: true },
+  { what: 'UDP from the pod IPv6', frame: eth(POD_MAC, 0x86dd, udp6(POD6, PEER6)), passes: true },
+  { what: 'neighbour advertisement of its own address, its own MAC', frame: eth(POD_MAC, 0x86dd, na(POD6, POD6, lladdr(2, POD_MAC))), passes: true },
+  { what: 'neighbour advertisement from its link-local, no option', frame: eth(POD_MAC, 0x86dd, na(POD_LL, POD_LL)), passes: true },
+  { what: 'neighbour solicitation with its own MAC', frame: eth(POD_MAC, 0x86dd, ns(POD6, PEER6, lladdr(1, POD_MAC))), passes: true },
+  { what: 'duplicate address detection of its own address', frame: eth(POD_MAC, 0x86dd, ns('::', POD6, [14, 1, 1, 2, 3, 4, 5, 6])), passes: true },
+  { what: 'another source MAC', frame: eth(OTHER_MAC, 0x0800, udp4(POD4, PEER4)), passes: false },
+  { what: 'ARP with another sender MAC', frame: eth(POD_MAC, 0x0806, arp(2, OTHER_MAC, POD4, PEER4)), passes: false },
+  { what: 'ARP with another sender IP', frame: eth(POD_MAC, 0x0806, arp(2, POD_MAC, '10.99.0.77', PEER4)), passes: false },
+  { what: 'ARP with an odd opcode', frame: eth(POD_MAC, 0x0806, arp(3, POD_MAC, POD4, PEER4)), passes: false },
+  { what: 'UDP from another IPv4', frame: eth(POD_MAC, 0x0800, udp4('10.99.0.77', PEER4)), passes: false },
+  { what: 'UDP from another IPv6', frame: eth(POD_MAC, 0x86dd, udp6('fd99::77', PEER6)), passes: false },
+  { what: 'UDP from another link-local', frame: eth(POD_MAC, 0x86dd, udp6('fe80::1', PEER6)), passes: false },
+  { what: 'neighbour advertisement of another address', frame: eth(POD_MAC, 0x86dd, na(POD6, 'fd99::77', lladdr(2, POD_MAC))), passes: false },
+  { what: 'neighbour advertisement with another MAC', frame: eth(POD_MAC, 0x86dd, na(POD6, POD6, lladdr(2, OTHER_MAC))), passes: false },
+  { what: 'neighbour advertisement with a second option', frame: eth(POD_MAC, 0x86dd, na(POD6, POD6, [...lladdr(2, POD_MAC), ...lladdr(2, OTHER_MAC)])), passes: false },
+  { what: 'neighbour solicitation with another MAC', frame: eth(POD_MAC, 0x86dd, ns(POD6, PEER6, lladdr(1, OTHER_MAC))), passes: false },
+  { what: 'duplicate address detection of another address', frame: eth(POD_MAC, 0x86dd, ns('::', 'fd99::77')), passes: false },
+  { what: 'router advertisement', frame: eth(POD_MAC, 0x86dd, icmp6(POD_LL, 'ff02::1', 134, Array<number>(12).fill(0))), passes: false },
+  { what: 'router solicitation with another MAC', frame: eth(POD_MAC, 0x86dd, icmp6(POD_LL, 'ff02::2', 133, [0, 0, 0, 0, ...lladdr(1, OTHER_MAC)])), passes: false },
+  { what: 'VLAN-tagged IPv4 from the pod', frame: eth(POD_MAC, 0x8100, [0, 5, 8, 0, ...udp4(POD4, PEER4)]), passes: false },
+  { what: 'another protocol (LLDP)', frame: eth(POD_MAC, 0x88cc, Array<number>(46).fill(0), '01:80:c2:00:00:0e'), passes: false },
+];
+
+// One python3 for all frames: a hex frame per line in, "sent" per line out.
+const SENDER = `import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+for line in sys.stdin:
+    s.send(bytes.fromhex(line.strip()))
+    print('sent', flush=True)`;
+
+/** frameSender writes raw frames on a device of a netns; send() resolves once the frame is out. */
+function frameSender(netns: string, device: string): { send: (frame: number[]) => Promise<void>; child: ChildProcess } {
+  const child = spawn('nsenter', [`--net=${netns}`, '--', 'python3', '-c', SENDER, device], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let acks = 0;
+  const waiting: Array<() => void> = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    acks += (d.toString().match(/sent/g) ?? []).length;
+    while (waiting.length > 0 && acks > 0) {
+      acks--;
+      waiting.shift()!();
+    }
+  });
+  const send = (frame: number[]): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the frame sender did not answer')), 10_000);
+      waiting.push(() => (clearTimeout(timer), resolve()));
+      child.stdin!.write(`${Buffer.from(frame).toString('hex')}\n`);
+    });
+  return { send, child };
+}
+
+function hasPython(): boolean {
+  try {
+    execFileSync('python3', ['-c', 'import socket; socket.AF_PACKET'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('the guard on crafted frames (no VM)', { skip: hasPython() ? false : 'python3 is not installed (it writes the raw frames)' }, () => {
+  const prefix = `hullspoof-${process.pid}`;
+  const [podNs, guestNs, netNs] = ['pod', 'guest', 'net'].map((n) => `${prefix}-${n}`) as [string, string, string];
+  const path = (n: string): string => `/run/netns/${n}`;
+  let sender: ReturnType<typeof frameSender> | undefined;
+  const ip = (args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
+
+  before(async () => {
+    for (const n of [podNs, guestNs, netNs]) ip(['netns', 'add', n]);
+    // The kernels of these namespaces stay quiet (no IPv6 of their own) so that only our frames are counted.
+    for (const n of [podNs, guestNs, netNs]) inNetns(path(n), ['sysctl', '-q', '-w', 'net.ipv6.conf.default.disable_ipv6=1', 'net.ipv6.conf.all.disable_ipv6=1']);
+    ip(['-n', podNs, 'link', 'add', TAP_NAME, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', guestNs]);
+    ip(['-n', podNs, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netNs]);
+    for (const [n, dev] of [[podNs, TAP_NAME], [podNs, 'eth0'], [guestNs, 'eth0'], [netNs, 'eth0']] as const) ip(['-n', n, 'link', 'set', dev, 'up']);
+    await installGuard(path(podNs), { mac: POD_MAC, addresses: [`${POD4}/24`, `${POD6}/64`], tap: TAP_NAME, veth: 'eth0', localAddress: LINK_ADDRESS });
+    sender = frameSender(path(guestNs), 'eth0');
+    inNetns(path(netNs), ['nft', '-f', '-'], `table netdev watch {
+  chain seen {
+    type filter hook ingress device "eth0" priority 0;
+    ether saddr { ${POD_MAC}, ${OTHER_MAC} } counter
+  }
+}
+`);
+  });
+
+  after(() => {
+    const pid = sender?.child.pid;
+    if (pid && processAlive(pid)) process.kill(pid, 'SIGKILL');
+    for (const n of [podNs, guestNs, netNs]) {
+      try {
+        ip(['netns', 'del', n]);
+      } catch {
+        // not made
+      }
+    }
+    assert.deepEqual(ip(['netns', 'list']).split('\n').filter((l) => l.startsWith(prefix)), []);
+    assert.equal(pid && processAlive(pid), false, 'the frame sender is still running');
+  });
+
+  const seen = (): number => Number(/counter packets (\d+)/.exec(inNetns(path(netNs), ['nft', 'list', 'chain', 'netdev', 'watch', 'seen']))?.[1] ?? NaN);
+
+  it('forwards exactly the frames that carry the pod\'s own identity', async () => {
+    const wrong: string[] = [];
+    for (const c of CASES) {
+      const before = seen();
+      await sender!.send(c.frame);
+      await new Promise((r) => setTimeout(r, 20));
+      const passed = seen() > before;
+      if (passed !== c.passes) wrong.push(`${c.what}: ${passed ? 'passed' : 'dropped'}`);
+    }
+    assert.deepEqual(wrong, []);
+  });
+
+  it('accepts IPv4 for the port-forward address into the netns stack, from the pod only', async () => {
+    inNetns(path(podNs), ['nft', '-f', '-'], `table ip watch {
+  chain pre {
+    type filter hook prerouting priority -300;
+    ip daddr ${LINK_ADDRESS} ip saddr ${POD4} counter
+    ip daddr ${LINK_ADDRESS} ip saddr 10.99.0.77 counter
+  }
+}
+`);
+    const before = seen();
+    for (const source of [POD4, '10.99.0.77']) {
+      await sender!.send(eth(POD_MAC, 0x0800, udp4(source, LINK_ADDRESS)));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    const counts = [...inNetns(path(podNs), ['nft', 'list', 'chain', 'ip', 'watch', 'pre']).matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
+    assert.deepEqual(counts, [1, 0], 'the pod\'s frame reaches the netns stack, the spoofed one nothing');
+    assert.equal(seen(), before, 'neither goes to the pod network');
+  });
+
+  it('is removed by removeGuard, twice without complaint', async () => {
+    await removeGuard(path(podNs));
+    await removeGuard(path(podNs));
+    assert.doesNotMatch(inNetns(path(podNs), ['nft', 'list', 'tables']), /hull_guard/);
+  });
+});
