@@ -191,6 +191,23 @@ describe('the store on disk', () => {
     void a;
   });
 
+  it('creators making room at the same time evict safely: no error, no trash, the most recently used stay', async () => {
+    const made = [40_000, 30_000, 20_000, 10_000, 5_000].map((age) => fakeTemplate(64, 1, age));
+    const limits = { ...roots, maxCount: 3, minIdleMs: 0 };
+    const reasons = await Promise.all(['1', '2', '3', '4'].map((d) => makeRoom(d.repeat(20), 64, limits)));
+    assert.deepEqual(reasons, [undefined, undefined, undefined, undefined]);
+    const left = await keys();
+    // Each saw five templates and made room for one more: the two most recently used stay.
+    assert.deepEqual(left, made.slice(3).sort());
+    assert.deepEqual(readdirSync(roots.templatesRoot).sort(), left, 'no trash left');
+    assert.deepEqual(readdirSync(roots.ramRoot).sort(), left, 'the evicted RAM directories are gone');
+    // Two creators that published at once, with the default minIdleMs (30 s): neither evicts the
+    // other's fresh template, which its caller is about to clone; the bound is passed until later.
+    const bounded = { ...roots, maxCount: 1 };
+    assert.deepEqual(await Promise.all([enforceBounds(made[3]!, bounded), enforceBounds(made[4]!, bounded)]), [[], []]);
+    assert.deepEqual(await keys(), left);
+  });
+
   it('enforceBounds, after publishing, evicts others until the published ones fit, never the new one', async () => {
     const a = fakeTemplate(64, 4, 30_000);
     const b = fakeTemplate(64, 4, 20_000);
