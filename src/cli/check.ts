@@ -7,6 +7,7 @@ import { access, constants, readFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
+import { guardRuleset } from '../net/index.js';
 import { chooseAccel, readHostFacts } from '../vmm/index.js';
 
 export interface CheckLine {
@@ -55,7 +56,29 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
     const found = await version(tool, [flag]);
     lines.push({ ok: found !== undefined, what: tool, detail: found !== undefined ? why : `not found (apt-get install ${pkg}): ${why}`, required: true });
   }
+  lines.push(await checkGuardKernel());
   const vhostVsock = await access('/dev/vhost-vsock', constants.R_OK | constants.W_OK).then(() => true, () => false);
   lines.push({ ok: true, what: 'agent transport', detail: vhostVsock ? 'virtio-serial (vhost-vsock present, not used yet)' : 'virtio-serial (no /dev/vhost-vsock)', required: false });
   return lines;
+}
+
+/**
+ * checkGuardKernel asks the kernel (nft --check, in a throwaway network
+ * namespace) whether it takes the anti-spoofing guard: nftables netdev
+ * ingress hooks, `fwd`, ARP and raw payload matches. Without them no pod can start.
+ */
+function checkGuardKernel(): Promise<CheckLine> {
+  const what = 'nftables netdev guard (kernel)';
+  const script = guardRuleset({ mac: '02:00:00:00:00:01', addresses: ['10.0.0.1/24', 'fd00::1/64'], tap: 'lo', veth: 'lo', localAddress: '169.254.100.1' });
+  return new Promise((resolve) => {
+    const child = execFile('unshare', ['--net', '--', 'nft', '--check', '-f', '-'], (e, _stdout, stderr) =>
+      resolve(
+        e
+          ? { ok: false, what, detail: `the kernel refuses the anti-spoofing ruleset (needs NF_TABLES_NETDEV, NFT_FWD_NETDEV, NETFILTER_INGRESS): ${stderr.trim().split('\n')[0] || e.message}`, required: true }
+          : { ok: true, what, detail: 'netdev ingress hooks and fwd: only a pod\'s own MAC and addresses leave its VM', required: true },
+      ),
+    );
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(script);
+  });
 }

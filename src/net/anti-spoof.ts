@@ -150,7 +150,14 @@ export function guardRuleset(options: GuardOptions): string {
 /** installGuard applies the guard table in the pod netns, replacing any earlier one atomically. */
 export async function installGuard(netns: string, options: GuardOptions): Promise<void> {
   const script = guardRuleset(options);
-  await inNetns(netns, 'nft', ['-f', '-'], script);
+  try {
+    await inNetns(netns, 'nft', ['-f', '-'], script);
+  } catch (e) {
+    if (/failed to execute nft/.test((e as Error).message)) {
+      throw new HullError('failed_precondition', 'nft is not installed (Debian package nftables): hull needs it to keep a VM from spoofing other pods (see hull check)', { cause: e });
+    }
+    throw e;
+  }
 }
 
 /** removeGuard deletes the guard table; tolerant of "already gone". */
