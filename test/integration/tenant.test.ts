@@ -112,6 +112,9 @@ describe('a guest that never reports an exit', () => {
     assert.equal(vms.length, 1, `QEMU processes: ${vms.join(', ')}`);
     assert.equal(shims.length, 1, `hull shims: ${shims.join(', ')}`);
     const [qemu, shim] = [vms[0]!, shims[0]!];
+    // The task pid the shim reports for the pod is its VM's: the process this test will freeze.
+    const tasks = await ctrd.ctr(['tasks', 'ls'], { namespace: 'k8s.io' });
+    assert.match(tasks.stdout, new RegExp(`^${podId}\\s+${qemu}\\s`, 'm'), tasks.stdout);
     const netns = specNamespaces((await cri.podSandboxStatus(podId, true)).info).find((ns) => ns.type === 'network')?.path ?? '';
     assert.ok(netns, 'no netns in the sandbox status');
     let frozen = false;
