@@ -66,7 +66,11 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
   }
   await pruneTemplates(roots);
   // Room first: the template's RAM fills while it boots. No room: the caller boots this VM cold.
-  if ((await makeRoom(key, inputs.memoryMiB, request)) !== undefined) return undefined;
+  const noRoom = await makeRoom(key, inputs.memoryMiB, request);
+  if (noRoom !== undefined) {
+    request.log?.(`no VM template made for ${inputs.vcpus} vCPU ${inputs.memoryMiB} MiB, the VM boots cold: ${noRoom}`);
+    return undefined;
+  }
   const ramDir = join(roots.ramRoot, key);
   await ensurePrivateDir(ramDir, 'template RAM directory');
   const nonce = randomBytes(4).toString('hex');

@@ -140,9 +140,11 @@ describe('the store on disk', () => {
     const old = fakeTemplate(64, 1, 30_000);
     const mid = fakeTemplate(64, 1, 20_000);
     const recent = fakeTemplate(64, 1, 10_000);
-    const limits = { ...roots, maxCount: 3, minIdleMs: 0 };
+    const logged: string[] = [];
+    const limits = { ...roots, maxCount: 3, minIdleMs: 0, log: (line: string) => logged.push(line) };
     assert.equal(await makeRoom('0'.repeat(20), 64, limits), undefined);
     assert.deepEqual(await keys(), [mid, recent].sort());
+    assert.deepEqual(logged, [`evicted VM template ${old}, the least recently used, to make room for a new one (template_max_count 3, template_max_ram_mib 2048)`]);
     assert.ok(!existsSync(join(roots.ramRoot, old)), "the evicted template's RAM is freed");
     // Using `mid` makes `recent` the least recently used.
     await recordTemplateUse(join(roots.templatesRoot, mid));

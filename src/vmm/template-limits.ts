@@ -115,7 +115,7 @@ export async function makeRoom(key: string, memoryMiB: number, roots: TemplateRo
   if (!plan.fits) {
     return `the ${entries.length} templates kept (at most ${bounds.maxCount}, ${bounds.maxRamBytes / MIB} MiB of tmpfs) were all used in the last ${bounds.minIdleMs / 1000} s or are being made`;
   }
-  await evict(plan.evict, roots);
+  await evict(plan.evict, roots, 'to make room for a new one');
   return undefined;
 }
 
@@ -132,7 +132,7 @@ export async function enforceBounds(key: string, roots: TemplateRoots): Promise<
     keep: new Set([key]),
     now: Date.now(),
   });
-  await evict(plan.evict, roots);
+  await evict(plan.evict, roots, `after publishing ${key}`);
   return plan.evict;
 }
 
@@ -155,9 +155,12 @@ async function storeEntries(roots: TemplateRoots): Promise<StoreEntry[]> {
   return (await listTemplates(roots)).map((l) => ({ key: l.key, bytes: l.ramAllocatedBytes, lastUsedMs: l.lastUsedMs, usable: l.template !== undefined }));
 }
 
-async function evict(keys: string[], roots: TemplateRoots): Promise<void> {
+async function evict(keys: string[], roots: TemplateRoots, why: string): Promise<void> {
+  const bounds = boundsOf(roots);
   // Another creator may evict the same template at the same time: removeTemplate allows that.
-  for (const key of keys) await removeTemplate(key, roots);
+  for (const key of keys) {
+    if (await removeTemplate(key, roots)) roots.log?.(`evicted VM template ${key}, the least recently used, ${why} (template_max_count ${bounds.maxCount}, template_max_ram_mib ${bounds.maxRamBytes / MIB})`);
+  }
 }
 
 /**

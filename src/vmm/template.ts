@@ -71,6 +71,8 @@ export interface TemplateRoots {
    * clone that just looked it up finds its files when QEMU opens them. Tests set 0.
    */
   minIdleMs?: number;
+  /** log, when given, hears of evicted templates and of templates not made for want of room. */
+  log?: (line: string) => void;
 }
 
 /** TemplateRequest says which template is wanted; equal requests on one host mean one key. */

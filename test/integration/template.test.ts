@@ -429,7 +429,9 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     t.after(() => rmSync(ram, { recursive: true, force: true }));
     const MIB = 1024 * 1024;
     // minIdleMs 0: templates made seconds apart may be evicted (the default protects 30 s of use).
-    const bounded = (memoryMiB: number, bounds: { maxCount: number; maxRamMiB: number }) => ({ ...request(templatesRoot, ram, image!, { memoryMiB }), ...bounds, minIdleMs: 0 });
+    const logged: string[] = [];
+    const log = (line: string) => logged.push(line);
+    const bounded = (memoryMiB: number, bounds: { maxCount: number; maxRamMiB: number }) => ({ ...request(templatesRoot, ram, image!, { memoryMiB }), ...bounds, minIdleMs: 0, log });
     const store = async () => {
       const listed = await listAll({ templatesRoot, ramRoot: ram });
       return { keys: listed.map((l) => l.key).sort(), bytes: listed.reduce((sum, l) => sum + l.ramAllocatedBytes, 0) };
@@ -470,6 +472,7 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     assert.equal((await mustCreate(bounded(384, two))).created, false); // C is used now, D was just made
     assert.equal(await createTemplate({ ...bounded(512, two), minIdleMs: undefined }), undefined);
     assert.deepEqual((await store()).keys, [c.key, d.key].sort(), 'nothing was evicted');
+    assert.deepEqual(logged.map((line) => /^evicted VM template (\w+)/.exec(line)?.[1] ?? line.replace(/:.*/, '')), [b.key, a.key, 'no VM template made for 1 vCPU 512 MiB, the VM boots cold']);
     for (const key of [c.key, d.key]) await removeTemplate(key, { templatesRoot, ramRoot: ram });
     assert.deepEqual(readdirSync(ram), []);
   });
