@@ -41,7 +41,9 @@ export async function runContainer(config: HullConfig, image: GuestAssets, optio
       accel: config.accel,
       runRoot: config.runRoot,
       bootTimeoutMs: config.bootTimeoutMs,
-      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir } : undefined,
+      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB } : undefined,
+      protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
+      log: (line) => process.stderr.write(`hull: ${line}\n`),
     });
     if (interrupted) return interrupted;
     const size = tty && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : { rows: 24, cols: 80 };

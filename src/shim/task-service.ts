@@ -101,6 +101,12 @@ export class TaskService implements TaskImpl {
       }),
       execs: new Map(),
     };
+    // Written before anything is made: after a crash, `shim delete` replays the ledger it points to.
+    await writeCleanupRecord(req.bundle, {
+      stateDir: isSandbox ? join(this.#options.config.runRoot, req.id) : this.#sandbox!.stateDir,
+      containerId: req.id,
+      endsSandbox: isSandbox,
+    });
     try {
       record.init.io = await openFifos(record.init.paths);
       if (req.rootfs.length > 0 && !holder) {
@@ -125,10 +131,6 @@ export class TaskService implements TaskImpl {
       throw e;
     }
     this.#containers.set(req.id, record);
-    await writeCleanupRecord(req.bundle, {
-      stateDir: isSandbox ? this.#sandbox!.stateDir : undefined,
-      sharedRootfs: holder ? undefined : join(this.#sandbox!.sharedDir, req.id, 'rootfs'),
-    });
     const pid = this.vmPid;
     this.#options.events.publish('/tasks/create', ev.TaskCreateSchema, {
       containerId: req.id,
@@ -155,7 +157,10 @@ export class TaskService implements TaskImpl {
       bootTimeoutMs: config.bootTimeoutMs,
       // CRI's pod netns, plumbed by CNI before Create; a container run alone (ctr) has none.
       netns: spec.linux?.namespaces?.find((ns) => ns.type === 'network' && ns.path)?.path,
-      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir } : undefined,
+      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB, log: this.#options.log } : undefined,
+      // No volume may lie in or contain one of hull's own directories.
+      protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
+      log: this.#options.log,
     });
     this.#sandboxContainerId = id;
     const phases = this.#sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
