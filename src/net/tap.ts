@@ -13,30 +13,16 @@ import { LINK_ADDRESS, TAP_NAME } from './names.js';
 
 export { TAP_NAME };
 
-interface IpAddrJson {
-  address?: string;
-  addr_info?: Array<{ local: string; prefixlen: number; scope?: string }>;
-}
-
-/** vethIdentity reads the pod's MAC and addresses from the veth (CNI gave the guest's identity to it). */
-async function vethIdentity(netns: string, veth: string): Promise<PodIdentity> {
-  const [link] = JSON.parse(await inNetns(netns, 'ip', ['-json', 'address', 'show', 'dev', veth])) as IpAddrJson[];
-  const addresses = (link?.addr_info ?? []).filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`);
-  return { mac: link?.address ?? '', addresses };
-}
-
 /**
  * connectTap creates the tap, the guard on what the guest sends, and the
  * veth→tap redirect; on failure it removes what it made. identity is the
- * pod's MAC and addresses (the guest's); without it they are read from the
- * veth, which must then still hold them (call before enablePortForward).
+ * pod's MAC and addresses as CNI gave them (the guest takes the same).
  */
-export async function connectTap(netns: string, veth: string, mtu: number, identity?: PodIdentity): Promise<string> {
+export async function connectTap(netns: string, veth: string, mtu: number, identity: PodIdentity): Promise<string> {
   try {
-    const pod = identity ?? (await vethIdentity(netns, veth));
     await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap']);
     // The guard exists before the tap is up and before QEMU holds it: no frame passes unfiltered.
-    await installGuard(netns, { ...pod, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
+    await installGuard(netns, { ...identity, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
     await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'mtu', String(mtu), 'up']);
     await inNetns(netns, 'tc', ['qdisc', 'add', 'dev', veth, 'ingress']);
     await inNetns(netns, 'tc', ['filter', 'add', 'dev', veth, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', TAP_NAME]);
