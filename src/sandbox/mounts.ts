@@ -6,9 +6,13 @@
 import { execFile } from 'node:child_process';
 import { HullError } from '../errors/index.js';
 
+// mount(8) and umount(8) answer in milliseconds; a wedged one (a hung NFS source, say) must not
+// hold a pod's create or teardown for ever.
+const MOUNT_COMMAND_TIMEOUT_MS = 30_000;
+
 function run(file: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) =>
-    execFile(file, args, (e, _stdout, stderr) =>
+    execFile(file, args, { timeout: MOUNT_COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (e, _stdout, stderr) =>
       e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
     ),
   );

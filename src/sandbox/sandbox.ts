@@ -350,8 +350,12 @@ export class Sandbox {
 
   /** removeContainer kills what still runs in it and releases what the host made for it. */
   async removeContainer(containerId: string): Promise<void> {
-    await this.agent.removeContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
-    await this.#releaseContainer(containerId);
+    try {
+      await this.agent.removeContainer({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+    } finally {
+      // Whatever the guest answers: what the host made for the container is the host's to release.
+      await this.#releaseContainer(containerId);
+    }
   }
 
   /** destroy ends the VM and releases everything the host made for it, whatever the guest does. Idempotent. */

@@ -222,13 +222,15 @@ export class QemuVm implements VmHandle {
     }
     if (this.exitStatus === undefined) {
       this.child.kill('SIGKILL'); // a no-op once Node has reaped the child, so never another process
-      if (!(await withTimeout(this.processExit, KILL_WAIT_MS))) {
-        throw new HullError('internal', `QEMU (pid ${this.pid}) of VM "${this.spec.id}" did not die within ${KILL_WAIT_MS} ms of SIGKILL`);
-      }
+      await withTimeout(this.processExit, KILL_WAIT_MS);
     }
+    // Our ends of the sockets are closed whether or not QEMU is gone: the shim must not keep them.
     this.qmp?.close();
-    await this.exited;
+    if (this.exitStatus !== undefined) await this.exited;
     await this.console?.close();
+    if (this.exitStatus === undefined) {
+      throw new HullError('internal', `QEMU (pid ${this.pid}) of VM "${this.spec.id}" did not die within ${KILL_WAIT_MS} ms of SIGKILL`);
+    }
     await removeFiles(this.paths);
   }
 
