@@ -4,10 +4,12 @@
  * its own short run root. CRI sandbox ids are 64 hex digits and unix socket
  * paths hold 107 bytes, so the run root must stay short.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RuntimeSpec } from './containerd.js';
+import { mountsUnder } from '../helpers/leaks.js';
 
 export const HULL_RUNTIME = 'io.containerd.hull.v2';
 const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
@@ -41,6 +43,11 @@ export function prepareHullRuntime(opts: { name: string; memoryMiB?: number }): 
     configPath,
     runtimes: { hull: { runtimeType: HULL_RUNTIME, configPath } },
     remove() {
+      // A failed run may leave a sandbox's binds here: a recursive delete would go through them into
+      // their sources (rootfs snapshots, hostPath directories). Detach them first, deepest first.
+      for (const point of [...mountsUnder(runRoot), ...mountsUnder(work)].sort((a, b) => b.length - a.length)) {
+        spawnSync('umount', ['--lazy', point]);
+      }
       rmSync(work, { recursive: true, force: true });
       rmSync(runRoot, { recursive: true, force: true });
     },
