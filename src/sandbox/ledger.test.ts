@@ -99,6 +99,10 @@ test('a read-only volume is read-only in the guest\'s view from the first instan
   assert.deepEqual(flags(join(view, 'volumes', '1')), ['ro']);
   assert.deepEqual(flags(join(view, 'rootfs')), ['rw']);
   assert.deepEqual(flags(layout.sharedDir), ['ro']);
+  // QEMU must never open a device node for the guest: nodev on every bind it reaches.
+  for (const point of [join(view, 'rootfs'), join(view, 'volumes', '1')]) {
+    assert.ok(entries.filter((e) => e.mountPoint === point).every((e) => e.mountOptions.includes('nodev') && e.mountOptions.includes('nosuid')), point);
+  }
   // What QEMU's 9p server would do for the guest, done through the view: all refused.
   for (const attempt of [
     () => symlinkSync('/etc', join(view, 'evil')),

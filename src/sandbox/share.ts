@@ -3,19 +3,21 @@
  * class of Kata's CVE-2020-2024/2026). In the state directory (0700, host-private):
  *
  *   mounts/                 its own mount, shared: the host makes every bind here, never exported
- *     <cid>/rootfs          bind of the container's rootfs (rw, as the pod may write it)
+ *     <cid>/rootfs          bind of the container's rootfs (rw, as the pod may write it; nosuid, nodev)
  *     <cid>/volumes/<N>     bind of volume N (its own ro/rw, nosuid, nodev)
  *   shared/                 a read-only slave bind of mounts/: what QEMU exports over 9p
- *   stage/                  its own private mount, where a volume is bound and made read-only
- *                           before it is moved into mounts/
+ *   stage/                  its own private mount, where a rootfs or volume is bound and given
+ *                           its flags before it is moved into mounts/
  *
  * Mounts made under mounts/ propagate to shared/ with their own flags, so the guest can write
  * inside a writable rootfs or volume, but every directory of the structure (shared/, <cid>/,
  * volumes/) is on the read-only view: the guest cannot create, rename, replace or remove anything
  * there, and QEMU's 9p server cannot do it for the guest. The host only resolves paths in mounts/
- * and stage/, which the guest never sees. A read-only volume is bound in stage/ and remounted
- * read-only there before it is moved into mounts/, so its copy in shared/ is read-only from the
- * first instant (a remount does not propagate, a mount does, with its flags).
+ * and stage/, which the guest never sees. Every rootfs and volume is bound in stage/ and remounted
+ * there (nosuid, nodev, ro when asked) before it is moved into mounts/, so its copy in shared/ has
+ * those flags from the first instant (a remount does not propagate, a mount does, with its flags):
+ * a volume is never writable when it should not be, and QEMU never opens a device node for the
+ * guest.
  *
  * Every directory, file and mount is recorded in the ledger before it is made (ledger.ts).
  */
@@ -81,13 +83,8 @@ export function containerShareDir(layout: ShareLayout, containerId: string): str
 export async function shareContainer(ledger: Ledger, layout: ShareLayout, containerId: string, rootfsSource: string, volumes: readonly HostShare[]): Promise<void> {
   const dir = containerShareDir(layout, containerId);
   await makeDir(ledger, containerId, dir);
-  const rootfs = join(dir, 'rootfs');
-  await makeDir(ledger, containerId, rootfs);
-  const rootfsSeq = ledger.record(containerId, { kind: 'mount', target: rootfs });
-  await bindMount(rootfsSource, rootfs).catch((e: Error) => {
-    throw new HullError('invalid_argument', `Cannot share rootfs "${rootfsSource}": ${e.message}`);
-  });
-  await ledger.noteMount(rootfsSeq, rootfs);
+  // nodev: QEMU must never open a device node for the guest, whatever its 9p client asks for.
+  await shareStaged(ledger, layout, containerId, { source: rootfsSource, target: join(dir, 'rootfs'), name: 'rootfs', file: false, flags: 'nosuid,nodev', what: `rootfs "${rootfsSource}"` });
   if (volumes.length === 0) return;
   const volumesDir = join(dir, VOLUMES_DIR);
   await makeDir(ledger, containerId, volumesDir);
@@ -96,25 +93,34 @@ export async function shareContainer(ledger: Ledger, layout: ShareLayout, contai
 
 async function shareVolume(ledger: Ledger, layout: ShareLayout, containerId: string, volumesDir: string, share: HostShare): Promise<void> {
   const what = `volume "${share.source}" for "${share.destination}"`;
-  const staged = join(layout.stageDir, `${containerId}.${share.name}`);
   const target = join(volumesDir, share.name);
-  await makeMountPoint(ledger, containerId, staged, share.file);
-  ledger.record(containerId, { kind: 'mount', target: staged });
-  try {
-    await bindMount(share.realSource, staged);
-    await remountBind(staged, `nosuid,nodev${share.readOnly ? ',ro' : ''}`);
-  } catch (e) {
-    throw new HullError('invalid_argument', `Cannot share ${what}: ${(e as Error).message}`, { cause: e });
-  }
-  await makeMountPoint(ledger, containerId, target, share.file);
-  const targetSeq = ledger.record(containerId, { kind: 'mount', target });
-  await moveMount(staged, target);
-  await ledger.noteMount(targetSeq, target);
-  await (share.file ? unlink(staged) : rmdir(staged)).catch(() => {}); // recorded: replay retries
+  const flags = `nosuid,nodev${share.readOnly ? ',ro' : ''}`;
+  await shareStaged(ledger, layout, containerId, { source: share.realSource, target, name: share.name, file: share.file, flags, what });
   const shown = await stat(target);
   if (shown.dev !== share.dev || shown.ino !== share.ino) {
     throw new HullError('failed_precondition', `Cannot share ${what}: "${share.realSource}" changed while it was being shared`);
   }
+}
+
+/**
+ * shareStaged binds `source` in stage/, sets its flags there, then moves it to `target`: the copy
+ * that propagates to the guest's view carries the flags from the first instant.
+ */
+async function shareStaged(ledger: Ledger, layout: ShareLayout, containerId: string, m: { source: string; target: string; name: string; file: boolean; flags: string; what: string }): Promise<void> {
+  const staged = join(layout.stageDir, `${containerId}.${m.name}`);
+  await makeMountPoint(ledger, containerId, staged, m.file);
+  ledger.record(containerId, { kind: 'mount', target: staged });
+  try {
+    await bindMount(m.source, staged);
+    await remountBind(staged, m.flags);
+  } catch (e) {
+    throw new HullError('invalid_argument', `Cannot share ${m.what}: ${(e as Error).message}`, { cause: e });
+  }
+  await makeMountPoint(ledger, containerId, m.target, m.file);
+  const targetSeq = ledger.record(containerId, { kind: 'mount', target: m.target });
+  await moveMount(staged, m.target);
+  await ledger.noteMount(targetSeq, m.target);
+  await (m.file ? unlink(staged) : rmdir(staged)).catch(() => {}); // recorded: replay retries
 }
 
 async function makeDir(ledger: Ledger, scope: string, path: string): Promise<void> {

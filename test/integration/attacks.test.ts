@@ -130,6 +130,26 @@ describe('a hostile guest root against the host side of the share', () => {
     assert.match(out, /^0\n1\n/);
   });
 
+  it('cannot make QEMU open a host device through a device node it creates in its rootfs or a volume', async () => {
+    const rw = join(hostDir, 'dev-volume');
+    mkdirSync(rw);
+    const spec = defaultSpec(['sleep', '100000']) as OciSpec;
+    spec.mounts = [...(spec.mounts ?? []), bind(rw, '/rw')];
+    await sandbox.createContainer('devnodes', { bundle: bundle.dir, spec, stdio: {} });
+    await sandbox.startContainer('devnodes');
+    const c = `${GUEST_SHARE}/devnodes`;
+    // 1:5 is /dev/zero: harmless, and any bytes read back mean QEMU opened a host device for the guest.
+    const out = await asGuestRoot([
+      `mknod ${c}/rootfs/zero-node c 1 5 && echo made-rootfs`,
+      `mknod ${c}/volumes/6/zero-node c 1 5 && echo made-volume`,
+      `try head -c 4 ${c}/rootfs/zero-node`,
+      `try head -c 4 ${c}/volumes/6/zero-node`,
+    ].join('\n'));
+    assert.deepEqual(allowed(out), [], out);
+    await sandbox.removeContainer('devnodes');
+    rmSync(join(bundle.rootfs, 'zero-node'), { force: true });
+  });
+
   it('refuses symlinks and renames at every level of a container\'s share before its delete', async () => {
     const roDir = join(hostDir, 'ro');
     const rwDir = join(hostDir, 'rw');
