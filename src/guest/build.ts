@@ -28,6 +28,7 @@ import {
   type GuestManifest,
 } from './manifest.js';
 import { GUEST_KERNEL_MODULES } from './modules.js';
+import { ON_DEMAND_MODULES, ON_DEMAND_MODULE_DIRS } from './on-demand.js';
 import { busyboxApplets, stageRootfs } from './rootfs.js';
 import { makeTempDir, removeStaleTempDirs } from './temp-dirs.js';
 
@@ -75,6 +76,7 @@ async function planImage(deb: KernelDeb, agentBundle: string): Promise<Plan> {
     builderVersion: BUILDER_VERSION,
     kernelDeb: { file: deb.fileName, sha256: deb.sha256 },
     kernelModules: [...GUEST_KERNEL_MODULES],
+    onDemandModules: { names: [...ON_DEMAND_MODULES], dirs: [...ON_DEMAND_MODULE_DIRS] },
     hostFiles: hostFiles.map((f) => ({ path: f.guestPath, sha256: f.sha256, mode: f.mode })),
     agentBundleSha256: sha256Hex(agent),
     texts,
@@ -141,7 +143,7 @@ async function buildInto(work: string, cache: string, deb: KernelDeb, plan: Plan
     log(`${what} (${Date.now() - t0} ms)`);
     return result;
   };
-  const kernel = await step('kernel ready', () => prepareKernel(cache, deb, GUEST_KERNEL_MODULES, log));
+  const kernel = await step('kernel ready', () => prepareKernel(cache, deb, GUEST_KERNEL_MODULES, log, { names: ON_DEMAND_MODULES, dirs: ON_DEMAND_MODULE_DIRS }));
   await copyFile(kernel.kernel, join(work, IMAGE_FILES.kernel));
 
   const busybox = plan.hostFiles.find((f) => f.guestPath === BUSYBOX)!;
@@ -150,7 +152,7 @@ async function buildInto(work: string, cache: string, deb: KernelDeb, plan: Plan
   const rootfs = join(work, 'rootfs');
   await mkdir(rootfs);
   const applets = await busyboxApplets(busybox.hostPath);
-  await step('root file system staged', () => stageRootfs(rootfs, { hostFiles: plan.hostFiles, agent: plan.agent, applets }));
+  await step('root file system staged', () => stageRootfs(rootfs, { hostFiles: plan.hostFiles, agent: plan.agent, applets, moduleTree: { release: kernel.release, dir: kernel.moduleTree.dir } }));
   await step('root disk written', () => makeExt4Image(join(work, IMAGE_FILES.rootDisk), rootfs, { label: ROOT_LABEL, seed: plan.id }));
   await rm(rootfs, { recursive: true, force: true });
 
@@ -169,6 +171,7 @@ async function buildInto(work: string, cache: string, deb: KernelDeb, plan: Plan
     kernelRelease: kernel.release,
     kernelPackage: { name: kernel.packageName, version: kernel.packageVersion, debFile: deb.fileName, debSha256: deb.sha256 },
     modules: kernel.modules.map((m) => m.fileName),
+    onDemandModules: kernel.moduleTree.modules.map((m) => m.relPath),
     nodeVersion: (await exec(NODE, ['--version'])).stdout.trim(),
     inputs: plan.inputs,
     hostFiles: plan.hostFiles.map((f) => ({ guestPath: f.guestPath, hostPath: f.hostPath, size: f.size })),

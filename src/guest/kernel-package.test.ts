@@ -73,7 +73,8 @@ test('prepareKernel() keeps the kernel and the module closure, in load order, an
   const deb = { path: join(cache, basename(built)), fileName: basename(built), sha256: await hashFile(built) };
 
   const lines: string[] = [];
-  const k = await prepareKernel(cache, deb, GUEST_KERNEL_MODULES, (l) => lines.push(l));
+  const onDemand = { names: ['bridge'], dirs: [] };
+  const k = await prepareKernel(cache, deb, GUEST_KERNEL_MODULES, (l) => lines.push(l), onDemand);
   assert.equal(k.release, '6.1.0-99-amd64');
   assert.equal(k.packageName, 'linux-image-6.1.0-99-amd64');
   assert.equal(k.packageVersion, '6.1.999-1');
@@ -81,10 +82,13 @@ test('prepareKernel() keeps the kernel and the module closure, in load order, an
   assert.deepEqual(k.modules.map((m) => m.name), [...GUEST_KERNEL_MODULES]);
   assert.equal(k.modules.find((m) => m.name === 'virtio_rng')?.fileName, 'virtio_rng.ko');
   assert.equal(lines.filter((l) => l.includes('unpacked')).length, 1);
+  assert.deepEqual(k.moduleTree.modules.map((m) => m.relPath), ['kernel/net/802/stp.ko', 'kernel/net/bridge/bridge.ko', 'kernel/net/llc/llc.ko']);
+  assert.match(await readFile(join(k.moduleTree.dir, 'modules.dep'), 'utf8'), /^kernel\/net\/bridge\/bridge.ko: kernel\/net\/802\/stp.ko kernel\/net\/llc\/llc.ko$/m);
+  assert.ok((await readFile(join(k.moduleTree.dir, 'kernel/net/llc/llc.ko'))).length > 0);
   // Nothing but the prepared directory and the .deb is left in the cache.
   assert.deepEqual((await readdir(cache)).sort(), [basename(k.dir), basename(built)].sort());
 
-  const again = await prepareKernel(cache, deb, GUEST_KERNEL_MODULES, (l) => lines.push(l));
+  const again = await prepareKernel(cache, deb, GUEST_KERNEL_MODULES, (l) => lines.push(l), onDemand);
   assert.deepEqual(again, k);
   assert.equal(lines.filter((l) => l.includes('unpacked')).length, 1, 'second call unpacks nothing');
 });

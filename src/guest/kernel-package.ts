@@ -5,18 +5,20 @@
  * downloaded once with `apt-get download` into the cache and kept there, checked against the sha256
  * of apt's index, and unpacked with `dpkg-deb -x` into a scratch directory (never installed into the
  * host's /boot). Only what the guest needs is kept from it, in a prepared directory keyed by the .deb's
- * hash: the kernel image and the closure of GUEST_KERNEL_MODULES.
+ * hash: the kernel image, the closure of GUEST_KERNEL_MODULES (for the initramfs) and the on-demand
+ * modules laid out as `/lib/modules/<release>/` (for the root disk, see on-demand.ts).
  *
  * Without package lists apt knows no packages, so a failed look-up or download runs `apt-get update`
  * once and tries again. When apt cannot be asked at all (offline) the newest cached .deb is used.
  */
 
 import { readFile, readdir, rename, rm, stat, writeFile, mkdir, copyFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { hashFile, sha256Hex } from './content-hash.js';
 import { exec } from './exec.js';
-import { resolveModules } from './modules.js';
+import { indexModules, resolveIndexed } from './modules.js';
+import { resolveOnDemand } from './on-demand.js';
 import { makeTempDir } from './temp-dirs.js';
 import { extractVmlinux } from './vmlinux.js';
 
@@ -52,6 +54,14 @@ export interface PreparedKernel {
   packageVersion: string;
   /** modules in load order; files are `${dir}/modules/${fileName}`. */
   modules: Array<{ name: string; fileName: string; path: string; size: number }>;
+  /** moduleTree is the root disk's `/lib/modules/<release>/`: on-demand modules, modules.dep, modules.alias. */
+  moduleTree: { dir: string; modules: Array<{ name: string; relPath: string; size: number }> };
+}
+
+/** OnDemandModules names the modules the root disk carries for loading on demand. */
+export interface OnDemandModules {
+  names: readonly string[];
+  dirs: readonly string[];
 }
 
 /**
@@ -194,11 +204,18 @@ async function downloadKernelDeb(cacheDir: string, pkg: KernelPackage, log: Log)
 }
 
 /**
- * prepareKernel unpacks `deb` and keeps the kernel image and the module closure of `roots` in
- * `${cacheDir}/kernel-<key>/`, reusing that directory when an earlier build made it.
+ * prepareKernel unpacks `deb` and keeps the kernel image, the module closure of `roots` and the
+ * on-demand module tree in `${cacheDir}/kernel-<key>/`, reusing that directory when an earlier build
+ * made it.
  */
-export async function prepareKernel(cacheDir: string, deb: KernelDeb, roots: readonly string[], log: Log): Promise<PreparedKernel> {
-  const key = sha256Hex(JSON.stringify({ deb: deb.sha256, roots, layout: 2 })).slice(0, 16);
+export async function prepareKernel(
+  cacheDir: string,
+  deb: KernelDeb,
+  roots: readonly string[],
+  log: Log,
+  onDemand: OnDemandModules = { names: [], dirs: [] },
+): Promise<PreparedKernel> {
+  const key = sha256Hex(JSON.stringify({ deb: deb.sha256, roots, onDemand, layout: 3 })).slice(0, 16);
   const dir = join(cacheDir, `kernel-${key}`);
   const existing = await readPrepared(dir);
   if (existing !== undefined) return existing;
@@ -215,8 +232,14 @@ export async function prepareKernel(cacheDir: string, deb: KernelDeb, roots: rea
     const release = kernels[0]!.slice('vmlinuz-'.length);
     let moduleDir = join(tree, 'lib/modules', release);
     if (!(await stat(moduleDir).then((s) => s.isDirectory(), () => false))) moduleDir = join(tree, 'usr/lib/modules', release);
-    const modules = await resolveModules(moduleDir, release, roots);
-    log(`kernel: unpacked ${packageName} ${packageVersion} (release ${release}, ${modules.length} modules) in ${Date.now() - started} ms`);
+    const index = await indexModules(moduleDir, release);
+    const modules = await resolveIndexed(index, roots);
+    const extra = await resolveOnDemand(index, onDemand.names, onDemand.dirs, new Set(modules.map((m) => m.name)));
+    const extraBytes = extra.modules.reduce((sum, m) => sum + m.data.length, 0);
+    log(
+      `kernel: unpacked ${packageName} ${packageVersion} (release ${release}, ${modules.length} modules at boot, ` +
+        `${extra.modules.length} on demand, ${(extraBytes / 2 ** 20).toFixed(1)} MiB) in ${Date.now() - started} ms`,
+    );
 
     const out = join(work, 'prepared');
     await mkdir(join(out, 'modules'), { recursive: true });
@@ -225,11 +248,20 @@ export async function prepareKernel(cacheDir: string, deb: KernelDeb, roots: rea
       await copyFile(join(tree, 'boot', kernels[0]!), join(out, 'kernel'));
     }
     for (const m of modules) await writeFile(join(out, 'modules', m.fileName), m.data);
+    const moduleTree = join(out, 'tree');
+    await mkdir(moduleTree);
+    for (const m of extra.modules) {
+      await mkdir(dirname(join(moduleTree, m.relPath)), { recursive: true });
+      await writeFile(join(moduleTree, m.relPath), m.data);
+    }
+    await writeFile(join(moduleTree, 'modules.dep'), extra.modulesDep);
+    await writeFile(join(moduleTree, 'modules.alias'), extra.modulesAlias);
     const meta: PreparedMeta = {
       release,
       packageName,
       packageVersion,
       modules: modules.map((m) => ({ name: m.name, fileName: m.fileName, size: m.data.length })),
+      onDemand: extra.modules.map((m) => ({ name: m.name, relPath: m.relPath, size: m.data.length })),
     };
     await writeFile(join(out, 'kernel.json'), JSON.stringify(meta, null, 2) + '\n');
     await rename(out, dir).catch(async (e: NodeJS.ErrnoException) => {
@@ -249,6 +281,7 @@ interface PreparedMeta {
   packageName: string;
   packageVersion: string;
   modules: Array<{ name: string; fileName: string; size: number }>;
+  onDemand: Array<{ name: string; relPath: string; size: number }>;
 }
 
 async function readPrepared(dir: string): Promise<PreparedKernel | undefined> {
@@ -256,9 +289,20 @@ async function readPrepared(dir: string): Promise<PreparedKernel | undefined> {
     const meta = JSON.parse(await readFile(join(dir, 'kernel.json'), 'utf8')) as PreparedMeta;
     const modules = meta.modules.map((m) => ({ ...m, path: join(dir, 'modules', m.fileName) }));
     for (const m of modules) if ((await stat(m.path)).size !== m.size) return undefined;
+    const tree = join(dir, 'tree');
+    for (const m of meta.onDemand) if ((await stat(join(tree, m.relPath))).size !== m.size) return undefined;
+    for (const f of ['modules.dep', 'modules.alias']) await stat(join(tree, f));
     const kernel = join(dir, 'kernel');
     await stat(kernel);
-    return { dir, kernel, release: meta.release, packageName: meta.packageName, packageVersion: meta.packageVersion, modules };
+    return {
+      dir,
+      kernel,
+      release: meta.release,
+      packageName: meta.packageName,
+      packageVersion: meta.packageVersion,
+      modules,
+      moduleTree: { dir: tree, modules: meta.onDemand },
+    };
   } catch {
     return undefined;
   }

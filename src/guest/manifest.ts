@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { hashFile, imageIdOf } from './content-hash.js';
 
 /** BUILDER_VERSION changes whenever the builder makes different images from the same inputs. */
-export const BUILDER_VERSION = 2;
+export const BUILDER_VERSION = 3;
 
 /** MANIFEST_SCHEMA is the version of manifest.json's layout. */
 export const MANIFEST_SCHEMA = 1;
@@ -24,6 +24,8 @@ export interface GuestInputs {
   builderVersion: number;
   kernelDeb: { file: string; sha256: string };
   kernelModules: string[];
+  /** onDemandModules: the modules (and whole module directories) on the root disk, loaded on demand. */
+  onDemandModules?: { names: string[]; dirs: string[] };
   /** hostFiles: guest path, content hash and mode of every file copied from the host. */
   hostFiles: Array<{ path: string; sha256: string; mode: number }>;
   agentBundleSha256: string;
@@ -46,6 +48,8 @@ export interface GuestManifest {
   kernelPackage: { name: string; version: string; debFile: string; debSha256: string };
   /** modules: the initramfs's modules, in load order. */
   modules: string[];
+  /** onDemandModules: the root disk's modules below /lib/modules/<release>/ (absent before builder version 3). */
+  onDemandModules?: string[];
   nodeVersion: string;
   inputs: GuestInputs;
   /** hostFiles: where each copied file came from (informational; not part of the id). */

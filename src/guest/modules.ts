@@ -54,6 +54,8 @@ export interface KernelModule {
   /** data is the uncompressed ELF object. */
   data: Buffer;
   depends: string[];
+  /** aliases from its modinfo (what the kernel asks modprobe for: "fs-overlay", "rtnl-link-bridge"). */
+  aliases: string[];
 }
 
 /** moduleNameOf maps a module file name to the module's name: no suffix, "-" becomes "_". */
@@ -138,12 +140,17 @@ export function moduleLoadOrder(
   return order;
 }
 
-/**
- * resolveModules finds `roots` and their dependency closure under `moduleDir`
- * (an extracted `/lib/modules/<release>`), checks each module was built for `release`, and returns
- * them in load order with their uncompressed contents.
- */
-export async function resolveModules(moduleDir: string, release: string, roots: readonly string[]): Promise<KernelModule[]> {
+/** ModuleIndex is an extracted `/lib/modules/<release>`: each module's file by name, and the built-in ones. */
+export interface ModuleIndex {
+  moduleDir: string;
+  release: string;
+  /** files maps a module's name to its path under moduleDir/kernel. */
+  files: Map<string, string>;
+  builtin: Set<string>;
+}
+
+/** indexModules lists the modules of an extracted `/lib/modules/<release>` (`moduleDir`). */
+export async function indexModules(moduleDir: string, release: string): Promise<ModuleIndex> {
   const files = new Map<string, string>();
   for (const path of await walk(join(moduleDir, 'kernel'))) {
     const base = path.slice(path.lastIndexOf('/') + 1);
@@ -156,8 +163,22 @@ export async function resolveModules(moduleDir: string, release: string, roots: 
   const builtin = new Set<string>();
   const builtinList = await readFile(join(moduleDir, 'modules.builtin'), 'utf8').catch(() => '');
   for (const line of builtinList.split('\n')) if (line.trim() !== '') builtin.add(moduleNameOf(line.trim().split('/').pop() ?? ''));
+  return { moduleDir, release, files, builtin };
+}
 
-  const loaded = new Map<string, { path: string; data: Buffer; depends: string[] }>();
+/**
+ * resolveModules finds `roots` and their dependency closure under `moduleDir`
+ * (an extracted `/lib/modules/<release>`), checks each module was built for `release`, and returns
+ * them in load order with their uncompressed contents.
+ */
+export async function resolveModules(moduleDir: string, release: string, roots: readonly string[]): Promise<KernelModule[]> {
+  return resolveIndexed(await indexModules(moduleDir, release), roots);
+}
+
+/** resolveIndexed is resolveModules on an index already made. */
+export async function resolveIndexed(index: ModuleIndex, roots: readonly string[]): Promise<KernelModule[]> {
+  const { files, builtin, release } = index;
+  const loaded = new Map<string, { path: string; data: Buffer; depends: string[]; aliases: string[] }>();
   const load = async (name: string): Promise<void> => {
     const path = files.get(name);
     if (loaded.has(name) || path === undefined || builtin.has(name)) return;
@@ -168,7 +189,7 @@ export async function resolveModules(moduleDir: string, release: string, roots: 
       throw new HullError('failed_precondition', `Kernel module ${path} was built for "${vermagic.split(' ')[0]}", not for kernel ${release}`);
     }
     const depends = dependsOf(info);
-    loaded.set(name, { path, data, depends });
+    loaded.set(name, { path, data, depends, aliases: info.get('alias') ?? [] });
     for (const dep of depends) await load(dep);
   };
   for (const root of roots) await load(root);
@@ -176,7 +197,7 @@ export async function resolveModules(moduleDir: string, release: string, roots: 
   const order = moduleLoadOrder(roots, (name) => loaded.get(name)?.depends, (name) => builtin.has(name));
   return order.map((name) => {
     const m = loaded.get(name)!;
-    return { name, fileName: `${name}.ko`, sourcePath: m.path, data: m.data, depends: m.depends };
+    return { name, fileName: `${name}.ko`, sourcePath: m.path, data: m.data, depends: m.depends, aliases: m.aliases };
   });
 }
 
@@ -194,6 +215,7 @@ export function decompress(data: Buffer, path: string): Buffer {
   return data;
 }
 
+/** walk lists the files below `dir`, recursively. */
 async function walk(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const entry of await readdir(dir, { withFileTypes: true })) {

@@ -49,3 +49,26 @@ test('stageRootfs() lays out programs, applet links, init, /etc, the agent and m
   assert.equal((await lstat(join(root, 'root'))).mode & 0o7777, 0o700);
   assert.ok(paths.includes('/hull/agent.js') && paths.includes('/bin/sh') && paths.includes('/lib/x86_64-linux-gnu'));
 });
+
+test('stageRootfs() copies the module tree to /lib/modules/<release> and links /sbin/modprobe to busybox', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'hull-rootfs-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const root = join(dir, 'root');
+  const tree = join(dir, 'tree');
+  await writeFile(join(dir, 'prog'), 'PROGRAM');
+  await mkdir(join(tree, 'kernel/net/bridge'), { recursive: true });
+  await writeFile(join(tree, 'kernel/net/bridge/bridge.ko'), 'MODULE');
+  await writeFile(join(tree, 'modules.dep'), 'kernel/net/bridge/bridge.ko:\n');
+  await mkdir(root);
+  const paths = await stageRootfs(root, {
+    hostFiles: [hostFile('/bin/busybox', join(dir, 'prog'))],
+    agent: Buffer.from(''),
+    applets: ['modprobe'],
+    moduleTree: { release: '6.1.0-99-amd64', dir: tree },
+  });
+  assert.equal(await readFile(join(root, 'lib/modules/6.1.0-99-amd64/kernel/net/bridge/bridge.ko'), 'utf8'), 'MODULE');
+  assert.equal((await lstat(join(root, 'lib/modules/6.1.0-99-amd64/modules.dep'))).mode & 0o7777, 0o644);
+  assert.equal((await lstat(join(root, 'lib/modules/6.1.0-99-amd64/kernel'))).mode & 0o7777, 0o755);
+  assert.equal(await readlink(join(root, 'sbin/modprobe')), '/bin/busybox');
+  assert.ok(paths.includes('/sbin/modprobe') && paths.includes('/lib/modules/6.1.0-99-amd64'));
+});

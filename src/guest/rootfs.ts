@@ -5,7 +5,7 @@
  * mount made by /sbin/init, so the directories here are only mount points.
  */
 
-import { chmod, copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { exec } from './exec.js';
 import type { HostFile } from './host-files.js';
@@ -48,7 +48,15 @@ export interface RootfsInput {
   agent: Uint8Array;
   /** applets is `busybox --list`. */
   applets: readonly string[];
+  /** moduleTree is copied to /lib/modules/<release>/ (on-demand modules, modules.dep, modules.alias). */
+  moduleTree?: { release: string; dir: string };
 }
+
+/**
+ * MODPROBE is where the kernel runs modprobe to load a module it needs (its default kernel.modprobe):
+ * busybox's, which reads /lib/modules/<release>/modules.dep and modules.alias.
+ */
+export const MODPROBE = '/sbin/modprobe';
 
 /** busyboxApplets lists the applets of the busybox at `path`. */
 export async function busyboxApplets(path: string): Promise<string[]> {
@@ -96,8 +104,26 @@ export async function stageRootfs(dir: string, input: RootfsInput): Promise<stri
     await symlink(BUSYBOX.slice(BUSYBOX.lastIndexOf('/') + 1), join(dir, link));
     paths.push(link);
   }
+  if (input.moduleTree) {
+    if (!/^[\w.+-]+$/.test(input.moduleTree.release)) throw new Error(`Bad kernel release "${input.moduleTree.release}"`);
+    const guestDir = `/lib/modules/${input.moduleTree.release}`;
+    await ensureDir(guestDir);
+    await cp(input.moduleTree.dir, join(dir, guestDir), { recursive: true });
+    await chmodTree(join(dir, guestDir));
+    await symlink(BUSYBOX, join(dir, MODPROBE));
+    paths.push(MODPROBE);
+  }
   await put('/sbin/init', ROOT_INIT, 0o755);
   for (const [path, text] of Object.entries(ETC_FILES)) await put(path, text, 0o644);
   await put(AGENT_PATH, input.agent, 0o644);
   return paths;
+}
+
+/** chmodTree makes a copied tree 0755 directories and 0644 files, whatever the cache's modes were. */
+async function chmodTree(path: string): Promise<void> {
+  await chmod(path, 0o755);
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    if (entry.isDirectory()) await chmodTree(join(path, entry.name));
+    else if (entry.isFile()) await chmod(join(path, entry.name), 0o644);
+  }
 }

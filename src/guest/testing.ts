@@ -72,6 +72,9 @@ export async function fakeKernelDeb(dir: string, release: string, version: strin
     'drivers/net/net_failover': 'failover',
     'drivers/net/virtio_net': 'virtio_ring,virtio,net_failover',
     'fs/unrelated': '',
+    'net/bridge/bridge': 'stp,llc',
+    'net/802/stp': 'llc',
+    'net/llc/llc': '',
   };
   for (const [path, depends] of Object.entries(deps)) {
     await put(`lib/modules/${release}/kernel/${path}.ko`, fakeModule([`depends=${depends}`, `vermagic=${release} SMP mod_unload`]));
