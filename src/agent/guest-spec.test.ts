@@ -39,6 +39,35 @@ test('guestSpec() confines the container to what the guest owns', () => {
   assert.deepEqual(spec.mounts?.[1]?.options, ['nosuid', 'mode=755']);
 });
 
+test("guestSpec() names the pod's namespaces as PID 1's when the container has sysctls, so crun applies them", () => {
+  const withSysctls = { ...base, linux: { ...base.linux, sysctl: { 'kernel.shm_rmid_forced': '1', 'net.ipv4.ip_forward': '1' } } };
+  const spec = guestSpec('c1', withSysctls, '/run/hull/shared/c1/rootfs', false);
+  assert.deepEqual(spec.linux?.namespaces, [
+    { type: 'pid' },
+    { type: 'network', path: '/proc/1/ns/net' },
+    { type: 'ipc', path: '/proc/1/ns/ipc' },
+    { type: 'mount' },
+  ]);
+  assert.deepEqual(spec.linux?.sysctl, withSysctls.linux.sysctl);
+  // A container that asked for a network namespace of its own is in the pod's too (the VM's network).
+  const own = { ...withSysctls, linux: { ...withSysctls.linux, namespaces: [{ type: 'network' }, { type: 'uts', path: '/proc/9/ns/uts' }] } };
+  assert.deepEqual(guestSpec('c2', own, '/r', false).linux?.namespaces, [
+    { type: 'network', path: '/proc/1/ns/net' },
+    { type: 'uts', path: '/proc/1/ns/uts' },
+  ]);
+});
+
+test('guestSpec() shows a container that may load modules the guest kernel\'s, read-only', () => {
+  const caps = ['CAP_SYS_ADMIN', 'CAP_SYS_MODULE', 'CAP_NET_ADMIN'];
+  const privileged = { ...base, process: { ...base.process, capabilities: { bounding: caps, effective: caps, permitted: caps } } };
+  const spec = guestSpec('c1', privileged, '/run/hull/shared/c1/rootfs', false);
+  assert.deepEqual(spec.mounts?.at(-1), { destination: '/lib/modules', type: 'bind', source: '/lib/modules', options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+  assert.equal(guestSpec('c2', base, '/r', false).mounts?.some((m) => m.destination === '/lib/modules'), false, 'an unprivileged container does not get them');
+  const own = { ...privileged, mounts: [...base.mounts, { destination: '/lib/modules/', type: 'bind', source: '/run/hull/shared/c3/volumes/0', options: ['rbind'] }] };
+  const mine = guestSpec('c3', own, '/r', false).mounts?.filter((m) => m.destination.startsWith('/lib/modules'));
+  assert.deepEqual(mine?.map((m) => m.source), ['/run/hull/shared/c3/volumes/0'], "the container's own mount wins");
+});
+
 test('guestSpec() adds a tmpfs /dev when the spec has none', () => {
   const spec = guestSpec('c1', { ...base, mounts: [] }, '/run/hull/shared/c1/rootfs', false);
   assert.equal(spec.mounts?.[0]?.destination, '/dev');

@@ -33,6 +33,7 @@ export interface OciSpec {
     cgroupsPath?: string;
     namespaces?: Array<{ type: string; path?: string }>;
     resources?: Record<string, unknown>;
+    sysctl?: Record<string, string>;
     [key: string]: unknown;
   };
   [key: string]: unknown;
@@ -49,6 +50,16 @@ export interface OciProcess {
   consoleSize?: { height: number; width: number };
   [key: string]: unknown;
 }
+
+/** GUEST_MODULES_DIR holds the guest kernel's on-demand modules (src/guest/on-demand.ts). */
+export const GUEST_MODULES_DIR = '/lib/modules';
+
+/**
+ * The namespaces a container shares with its pod are the guest's own (the VM is the pod), so they are
+ * dropped from the spec. crun applies a sysctl only in a namespace the spec names, so a container with
+ * sysctls names them again, as joins of PID 1's: the same namespaces, now visible to crun's check.
+ */
+const POD_NAMESPACE_FILES: Readonly<Record<string, string>> = { ipc: 'ipc', uts: 'uts', network: 'net' };
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -120,12 +131,15 @@ export function podTmpfsMounts(spec: OciSpec): Array<{ key: string; options: str
 export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, terminal: boolean, podPidNamespace?: string): OciSpec {
   const process = checkProcess(spec.process, `spec of container "${id}"`);
   process.terminal = terminal;
+  const hasSysctls = Object.keys(spec.linux?.sysctl ?? {}).length > 0;
   const namespaces = (spec.linux?.namespaces ?? []).flatMap((ns) => {
     // A shared PID namespace (the host's path is the sandbox's) is the pod's one in the guest.
     if (ns.type === 'pid' && ns.path && podPidNamespace) return [{ type: 'pid', path: podPidNamespace }];
     // The VM is the pod: its network is the pod network, and the other namespaces the host asked
     // to join (paths) are the pod's own, which the guest already is.
-    return ns.type !== 'network' && !ns.path ? [ns] : [];
+    if (ns.type !== 'network' && !ns.path) return [ns];
+    const file = POD_NAMESPACE_FILES[ns.type];
+    return hasSysctls && file ? [{ type: ns.type, path: `/proc/1/ns/${file}` }] : [];
   });
   const mounts = (spec.mounts ?? []).flatMap((m) => {
     if (typeof m?.destination !== 'string' || !m.destination.startsWith('/')) {
@@ -152,6 +166,11 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
   if (!mounts.some((m) => m.destination === '/dev')) {
     mounts.unshift({ destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'mode=755', 'size=65536k'] });
   }
+  // A container that may load modules (privileged) sees the guest kernel's, so its own modprobe works
+  // as on a node; a mount of its own at /lib/modules wins.
+  if (mayLoadModules(process) && !mounts.some((m) => isInside(GUEST_MODULES_DIR, posix.normalize(m.destination)))) {
+    mounts.push({ destination: GUEST_MODULES_DIR, type: 'bind', source: GUEST_MODULES_DIR, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+  }
   const out: OciSpec = {
     ...spec,
     process,
@@ -161,6 +180,12 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
   };
   delete out.hooks;
   return out;
+}
+
+/** mayLoadModules tells whether a process keeps CAP_SYS_MODULE in its bounding set. */
+export function mayLoadModules(process: OciProcess): boolean {
+  const caps = process['capabilities'] as { bounding?: unknown } | undefined;
+  return Array.isArray(caps?.bounding) && caps.bounding.includes('CAP_SYS_MODULE');
 }
 
 function isBind(m: { type?: string; options?: string[] }): boolean {
