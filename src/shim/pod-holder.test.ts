@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HullError } from '../errors/index.js';
-import { checkPodNamespaces, holderExit, isPodHolder } from './pod-holder.js';
+import { checkPodNamespaces, holderExit, isPodHolder, podSysctls } from './pod-holder.js';
 
 test('only a CRI sandbox container is a pod holder', () => {
   assert.equal(isPodHolder({ annotations: { 'io.kubernetes.cri.container-type': 'sandbox' } }), true);
@@ -50,4 +50,18 @@ test('checkPodNamespaces leaves containers that are not a pod sandbox alone', ()
   // An app container joins the pod's namespaces by path; a ctr container may share the host's.
   checkPodNamespaces(sandboxSpec(['pid', 'ipc', 'network'], { 'io.kubernetes.cri.container-type': 'container' }));
   checkPodNamespaces({});
+});
+
+test('podSysctls are the sandbox spec\'s; checkPodNamespaces refuses a pod sysctl that is not namespaced', () => {
+  const pod = (sysctl: Record<string, string>) => ({ ...sandboxSpec(), linux: { ...sandboxSpec().linux, sysctl } });
+  const safe = { 'kernel.shm_rmid_forced': '1', 'fs.mqueue.msg_max': '100', 'net.ipv4.ip_local_port_range': '1024 65000' };
+  checkPodNamespaces(pod(safe));
+  assert.deepEqual(podSysctls(pod(safe)), safe);
+  assert.deepEqual(podSysctls(sandboxSpec()), {});
+  assert.deepEqual(podSysctls({ linux: { sysctl: { 'kernel.panic': '1' } } }), {}, 'only a pod holder carries pod sysctls');
+  assert.throws(
+    () => checkPodNamespaces(pod({ 'kernel.shm_rmid_forced': '1', 'kernel.panic': '1' })),
+    refusal(/^The pod sets sysctl "kernel.panic", which is not namespaced: a hull pod may set only the sysctls of its own namespaces \(kernel.shm\*, kernel.msg\*, kernel.sem, fs.mqueue.\*, net.\*\)$/),
+  );
+  assert.throws(() => checkPodNamespaces(pod({ 'vm.swappiness': '10', 'fs.file-max': '1' })), refusal(/sysctls "vm.swappiness", "fs.file-max", which are not namespaced/));
 });

@@ -6,6 +6,7 @@
  */
 import { HullError } from '../errors/index.js';
 import type { OciSpec } from '../sandbox/index.js';
+import { checkSysctls } from '../sandbox/spec.js';
 import { CRI_CONTAINER_TYPE } from './address.js';
 
 const SIGINT = 2;
@@ -43,7 +44,9 @@ const HOST_NAMESPACES = [
 
 /**
  * checkPodNamespaces refuses hostNetwork, hostPID and hostIPC pods (InvalidArgument, naming the field):
- * a pod in a VM cannot share the host's namespaces, and must not seem to. It runs before anything is made.
+ * a pod in a VM cannot share the host's namespaces, and must not seem to. It refuses as well a pod
+ * sysctl that is not namespaced (it would set the guest kernel's, outside the pod's namespaces). It
+ * runs before anything is made.
  */
 export function checkPodNamespaces(spec: OciSpec): void {
   if (!isPodHolder(spec)) return;
@@ -52,4 +55,14 @@ export function checkPodNamespaces(spec: OciSpec): void {
     (ns) => `hull pods cannot use ${ns.what} (${ns.field}: true): each hull pod runs in its own VM with ${ns.own}`,
   );
   if (refused.length > 0) throw new HullError('invalid_argument', refused.join('; '));
+  podSysctls(spec);
+}
+
+/**
+ * podSysctls are the pod's sysctls, from a pod holder's spec (CRI's sandbox spec carries them);
+ * refuses (InvalidArgument) one that is not namespaced. Every app container of the pod gets them
+ * (withPodSysctls in src/sandbox/spec.ts). Empty for a container that is not a pod holder.
+ */
+export function podSysctls(spec: OciSpec): Record<string, string> {
+  return isPodHolder(spec) ? checkSysctls(spec.linux?.sysctl, 'The pod') : {};
 }
