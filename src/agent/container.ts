@@ -3,7 +3,7 @@
  * /run/hull/containers/<id>, its init process and its execs. crun keeps the
  * runtime state; the agent keeps the processes it is the parent of.
  */
-import { mkdir, readFile, rm, rmdir, stat, writeFile, realpath } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, rmdir, stat, writeFile, realpath } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
@@ -13,6 +13,9 @@ import { podPidNamespace, sharesPodPidNamespace } from './pod-pid-namespace.js';
 import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
 
 export const CONTAINERS_DIR = '/run/hull/containers';
+
+// The files exec() writes (json) and crun writes (pid, log) for each exec, in the bundle directory.
+const EXEC_FILES = ['json', 'pid', 'log'] as const;
 
 export type ContainerState = 'created' | 'running' | 'stopped';
 
@@ -102,7 +105,10 @@ export class Container {
     try {
       return await proc.start();
     } catch (e) {
+      // The host never learns of an exec that did not start: nothing of it may stay.
       this.execs.delete(execId);
+      await proc.release();
+      await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
       throw e;
     }
   }
@@ -131,10 +137,23 @@ export class Container {
     return cgroupPids(containerCgroup(this.id));
   }
 
-  removeExec(execId: string): void {
-    const proc = this.process(execId);
-    if (!proc.exit) throw new HullError('failed_precondition', `Exec "${execId}" is still running`);
+  /**
+   * removeExec forgets an exec: its record (and with it its stdio buffers) and its files in the
+   * bundle. The host removes an exec once it has ended; one that still runs (its exit was forced
+   * on the host) is killed first.
+   */
+  async removeExec(execId: string): Promise<void> {
+    checkId('exec id', execId);
+    const proc = this.execs.get(execId);
+    if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in container "${this.id}"`);
     this.execs.delete(execId);
+    await proc.release();
+    await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
+  }
+
+  /** bundleFiles counts the entries of the bundle directory (DebugState). */
+  async bundleFiles(): Promise<number> {
+    return (await readdir(this.bundleDir).catch(() => [])).length;
   }
 
   async pause(): Promise<void> {

@@ -137,6 +137,28 @@ export class GuestProcess {
   killCrun(): void {
     if (!this.exit) this.#child?.kill('SIGKILL');
   }
+
+  /**
+   * release ends the process if it still runs (SIGKILL to it and to its crun parent), waits for
+   * crun to be gone, and drops its stdio: readers still blocked get end of stream.
+   */
+  async release(): Promise<void> {
+    if (this.#child && !this.exit) {
+      if (this.pid > 0) {
+        try {
+          process.kill(this.pid, 9);
+        } catch {
+          // already gone
+        }
+      }
+      this.killCrun();
+      await this.exited;
+    }
+    for (const stream of [this.#child?.stdin, this.#child?.stdout, this.#child?.stderr]) stream?.destroy();
+    this.stdout.end();
+    this.stderr.end();
+    this.#child = undefined;
+  }
 }
 
 /** waitForPidFile resolves with the pid crun wrote, or undefined if `exited` settles first. */

@@ -6,6 +6,8 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Agent } from '../proto/gen/agent_pb.js';
 import { OutputStream, type Stdio } from '../proto/gen/agent_pb.js';
 import type { ServiceImpl } from '../proto/rpc.js';
@@ -108,6 +110,11 @@ export class AgentService implements AgentImpl {
     return { pid: await this.#container(req.containerId).exec(req.execId, processSpec, stdioRequest(req.stdio)) };
   }
 
+  async removeExec(req: { containerId: string; execId: string }) {
+    await this.#container(req.containerId).removeExec(req.execId);
+    return {};
+  }
+
   async signalProcess(req: { containerId: string; execId: string; signal: number; all: boolean }) {
     if (req.signal < 1 || req.signal > 64) throw new HullError('invalid_argument', `Invalid signal ${req.signal}`);
     await this.#container(req.containerId).signal(req.execId, req.signal, req.all);
@@ -186,6 +193,15 @@ export class AgentService implements AgentImpl {
     return {};
   }
 
+  async debugState(req: { collectGarbage: boolean }) {
+    if (req.collectGarbage) collectGarbage();
+    const containers = await Promise.all(
+      [...this.#containers.values()].map(async (c) => ({ containerId: c.id, execs: c.execs.size, bundleFiles: await c.bundleFiles() })),
+    );
+    const memory = process.memoryUsage();
+    return { rssBytes: BigInt(memory.rss), heapUsedBytes: BigInt(memory.heapUsed), containers };
+  }
+
   #container(id: string): Container {
     const container = this.#containers.get(id);
     if (!container) throw new HullError('not_found', `Container "${id}" not found`);
@@ -208,6 +224,17 @@ async function memTotalBytes(): Promise<bigint> {
   const meminfo = await readFile('/proc/meminfo', 'utf8');
   const kib = /^MemTotal:\s+(\d+) kB$/m.exec(meminfo)?.[1];
   return kib ? BigInt(kib) * 1024n : 0n;
+}
+
+let gc: (() => void) | undefined;
+
+/** collectGarbage runs a full collection (DebugState), exposing V8's gc() on first use. */
+function collectGarbage(): void {
+  if (!gc) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
 }
 
 function run(file: string, args: string[]): Promise<void> {

@@ -62,3 +62,25 @@ export async function waitForAgent(agent: AgentClient, deadline: number, portOpe
   const { agentVersion } = await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died]);
   return checkString('agent version', agentVersion);
 }
+
+/** AgentDebugState is what the agent says it holds (DebugState), checked. */
+export interface AgentDebugState {
+  rssBytes: number;
+  heapUsedBytes: number;
+  containers: Array<{ containerId: string; execs: number; bundleFiles: number }>;
+}
+
+/** readDebugState asks the agent what it holds, after a full garbage collection in the guest. */
+export async function readDebugState(agent: AgentClient, timeoutMs = AGENT_CALL_TIMEOUT_MS): Promise<AgentDebugState> {
+  const r = await agent.debugState({ collectGarbage: true }, { timeoutMs });
+  if (r.containers.length > LIMITS.maxProcesses) throw new HullError('internal', `Guest listed ${r.containers.length} containers`);
+  const bytes = (what: string, n: bigint): number => {
+    if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw new HullError('internal', `Guest sent an ${what} of ${n} bytes`);
+    return Number(n);
+  };
+  return {
+    rssBytes: bytes('RSS', r.rssBytes),
+    heapUsedBytes: bytes('heap size', r.heapUsedBytes),
+    containers: r.containers.map((c) => ({ containerId: checkString('container id', c.containerId), execs: c.execs, bundleFiles: c.bundleFiles })),
+  };
+}

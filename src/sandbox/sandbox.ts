@@ -297,6 +297,11 @@ export class Sandbox {
     return pid;
   }
 
+  /** removeExec has the agent forget a deleted exec: its process record, stdio buffers and files in the guest. */
+  async removeExec(containerId: string, execId: string, timeoutMs = AGENT_CALL_TIMEOUT_MS): Promise<void> {
+    await this.agent.removeExec({ containerId, execId }, { timeoutMs });
+  }
+
   async signal(containerId: string, execId: string, signal: number, all = false): Promise<void> {
     await this.agent.signalProcess({ containerId, execId, signal, all }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
   }

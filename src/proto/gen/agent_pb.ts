@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agent.proto.
  */
 export const file_agent: GenFile = /*@__PURE__*/
-  fileDesc("CgthZ2VudC5wcm90bxINaHVsbC5hZ2VudC52MSIOCgxDaGVja1JlcXVlc3QiJgoNQ2hlY2tSZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJIiIKElJhbmRvbUJ5dGVzUmVxdWVzdBIMCgRzaXplGAEgASgNIiMKE1JhbmRvbUJ5dGVzUmVzcG9uc2USDAoEZGF0YRgBIAEoDCIVChNHdWVzdERldGFpbHNSZXF1ZXN0InMKFEd1ZXN0RGV0YWlsc1Jlc3BvbnNlEhYKDmtlcm5lbF9yZWxlYXNlGAEgASgJEhMKC29ubGluZV9jcHVzGAIgASgNEhcKD21lbV90b3RhbF9ieXRlcxgDIAEoBBIVCg1hZ2VudF92ZXJzaW9uGAQgASgJIowBChNTZXR1cFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHZW50cm9weRgDIAEoDBIWCg50aW1lX3VuaXhfbmFubxgEIAEoAxIRCglzaGFyZV90YWcYBSABKAkSEwoLcmVzb2x2X2NvbmYYBiABKAkiFgoUU2V0dXBTYW5kYm94UmVzcG9uc2UiqgEKE1NldHVwTmV0d29ya1JlcXVlc3QSMwoKaW50ZXJmYWNlcxgBIAMoCzIfLmh1bGwuYWdlbnQudjEuTmV0d29ya0ludGVyZmFjZRIrCgZyb3V0ZXMYAiADKAsyGy5odWxsLmFnZW50LnYxLk5ldHdvcmtSb3V0ZRIxCgluZWlnaGJvcnMYAyADKAsyHi5odWxsLmFnZW50LnYxLk5ldHdvcmtOZWlnaGJvciI6Cg9OZXR3b3JrTmVpZ2hib3ISCgoCaXAYASABKAkSDgoGbGxhZGRyGAIgASgJEgsKA21hYxgDIAEoCSI/ChBOZXR3b3JrSW50ZXJmYWNlEgsKA21hYxgBIAEoCRILCgNtdHUYAiABKA0SEQoJYWRkcmVzc2VzGAMgAygJIlEKDE5ldHdvcmtSb3V0ZRITCgtkZXN0aW5hdGlvbhgBIAEoCRIPCgdnYXRld2F5GAIgASgJEgsKA21hYxgDIAEoCRIOCgZmYW1pbHkYBCABKA0iFgoUU2V0dXBOZXR3b3JrUmVzcG9uc2UiFwoVRGVzdHJveVNhbmRib3hSZXF1ZXN0IhgKFkRlc3Ryb3lTYW5kYm94UmVzcG9uc2UidgoWQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSEQoJc3BlY19qc29uGAIgASgMEg4KBnJvb3RmcxgDIAEoCRIjCgVzdGRpbxgEIAEoCzIULmh1bGwuYWdlbnQudjEuU3RkaW8iGQoXQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2UiZAoFU3RkaW8SDQoFc3RkaW4YASABKAgSDgoGc3Rkb3V0GAIgASgIEg4KBnN0ZGVychgDIAEoCBIQCgh0ZXJtaW5hbBgEIAEoCBIMCgRyb3dzGAUgASgNEgwKBGNvbHMYBiABKA0iLQoVU3RhcnRDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIlChZTdGFydENvbnRhaW5lclJlc3BvbnNlEgsKA3BpZBgBIAEoDSIuChZSZW1vdmVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIZChdSZW1vdmVDb250YWluZXJSZXNwb25zZSJ2ChJFeGVjUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSFAoMcHJvY2Vzc19qc29uGAMgASgMEiMKBXN0ZGlvGAQgASgLMhQuaHVsbC5hZ2VudC52MS5TdGRpbyIiChNFeGVjUHJvY2Vzc1Jlc3BvbnNlEgsKA3BpZBgBIAEoDSJaChRTaWduYWxQcm9jZXNzUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCRIOCgZzaWduYWwYAyABKA0SCwoDYWxsGAQgASgIIhcKFVNpZ25hbFByb2Nlc3NSZXNwb25zZSI7ChJXYWl0UHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiWwoTV2FpdFByb2Nlc3NSZXNwb25zZRITCgtleGl0X3N0YXR1cxgBIAEoDRIbChNleGl0ZWRfYXRfdW5peF9uYW5vGAIgASgDEhIKCm9vbV9raWxsZWQYAyABKAgiLAoUTGlzdFByb2Nlc3Nlc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIkcKFUxpc3RQcm9jZXNzZXNSZXNwb25zZRIuCglwcm9jZXNzZXMYASADKAsyGy5odWxsLmFnZW50LnYxLlByb2Nlc3NFbnRyeSI9CgxQcm9jZXNzRW50cnkSCwoDcGlkGAEgASgNEg8KB2V4ZWNfaWQYAiABKAkSDwoHY29tbWFuZBgDIAEoCSItChVTdGF0c0NvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIrYBChZTdGF0c0NvbnRhaW5lclJlc3BvbnNlEiQKA2NwdRgBIAEoCzIXLmh1bGwuYWdlbnQudjEuQ3B1U3RhdHMSKgoGbWVtb3J5GAIgASgLMhouaHVsbC5hZ2VudC52MS5NZW1vcnlTdGF0cxImCgRwaWRzGAMgASgLMhguaHVsbC5hZ2VudC52MS5QaWRzU3RhdHMSIgoCaW8YBCABKAsyFi5odWxsLmFnZW50LnYxLklvU3RhdHMiiAEKCENwdVN0YXRzEhIKCnVzYWdlX3VzZWMYASABKAQSEQoJdXNlcl91c2VjGAIgASgEEhMKC3N5c3RlbV91c2VjGAMgASgEEhIKCm5yX3BlcmlvZHMYBCABKAQSFAoMbnJfdGhyb3R0bGVkGAUgASgEEhYKDnRocm90dGxlZF91c2VjGAYgASgEItgCCgtNZW1vcnlTdGF0cxITCgt1c2FnZV9ieXRlcxgBIAEoBBITCgtsaW1pdF9ieXRlcxgCIAEoBBIXCg9tYXhfdXNhZ2VfYnl0ZXMYAyABKAQSDAoEYW5vbhgEIAEoBBIMCgRmaWxlGAUgASgEEhUKDWluYWN0aXZlX2ZpbGUYBiABKAQSEwoLYWN0aXZlX2ZpbGUYByABKAQSFQoNaW5hY3RpdmVfYW5vbhgIIAEoBBITCgthY3RpdmVfYW5vbhgJIAEoBBIPCgdwZ2ZhdWx0GAogASgEEhIKCnBnbWFqZmF1bHQYCyABKAQSEAoIb29tX2tpbGwYDCABKAQSCwoDb29tGA0gASgEEhMKC2ZpbGVfbWFwcGVkGA4gASgEEhIKCmZpbGVfZGlydHkYDyABKAQSFgoOZmlsZV93cml0ZWJhY2sYECABKAQSDQoFc2htZW0YESABKAQiKwoJUGlkc1N0YXRzEg8KB2N1cnJlbnQYASABKAQSDQoFbGltaXQYAiABKAQiVwoHSW9TdGF0cxISCgpyZWFkX2J5dGVzGAEgASgEEhMKC3dyaXRlX2J5dGVzGAIgASgEEhAKCHJlYWRfaW9zGAMgASgEEhEKCXdyaXRlX2lvcxgEIAEoBCJGChZVcGRhdGVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIWCg5yZXNvdXJjZXNfanNvbhgCIAEoDCIZChdVcGRhdGVDb250YWluZXJSZXNwb25zZSItChVQYXVzZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIhgKFlBhdXNlQ29udGFpbmVyUmVzcG9uc2UiLgoWUmVzdW1lQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkiGQoXUmVzdW1lQ29udGFpbmVyUmVzcG9uc2UiSAoRV3JpdGVTdGRpblJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDAoEZGF0YRgDIAEoDCIlChJXcml0ZVN0ZGluUmVzcG9uc2USDwoHd3JpdHRlbhgBIAEoDSI6ChFDbG9zZVN0ZGluUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSIUChJDbG9zZVN0ZGluUmVzcG9uc2UiegoRUmVhZE91dHB1dFJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSKwoGc3RyZWFtGAMgASgOMhsuaHVsbC5hZ2VudC52MS5PdXRwdXRTdHJlYW0SEQoJbWF4X2J5dGVzGAQgASgNIi8KElJlYWRPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEgsKA2VvZhgCIAEoCCJaChVSZXNpemVUZXJtaW5hbFJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDAoEcm93cxgDIAEoDRIMCgRjb2xzGAQgASgNIhgKFlJlc2l6ZVRlcm1pbmFsUmVzcG9uc2UqYQoMT3V0cHV0U3RyZWFtEh0KGU9VVFBVVF9TVFJFQU1fVU5TUEVDSUZJRUQQABIYChRPVVRQVVRfU1RSRUFNX1NURE9VVBABEhgKFE9VVFBVVF9TVFJFQU1fU1RERVJSEAIy7A4KBUFnZW50EkIKBUNoZWNrEhsuaHVsbC5hZ2VudC52MS5DaGVja1JlcXVlc3QaHC5odWxsLmFnZW50LnYxLkNoZWNrUmVzcG9uc2USVwoMR3Vlc3REZXRhaWxzEiIuaHVsbC5hZ2VudC52MS5HdWVzdERldGFpbHNSZXF1ZXN0GiMuaHVsbC5hZ2VudC52MS5HdWVzdERldGFpbHNSZXNwb25zZRJXCgxTZXR1cFNhbmRib3gSIi5odWxsLmFnZW50LnYxLlNldHVwU2FuZGJveFJlcXVlc3QaIy5odWxsLmFnZW50LnYxLlNldHVwU2FuZGJveFJlc3BvbnNlElcKDFNldHVwTmV0d29yaxIiLmh1bGwuYWdlbnQudjEuU2V0dXBOZXR3b3JrUmVxdWVzdBojLmh1bGwuYWdlbnQudjEuU2V0dXBOZXR3b3JrUmVzcG9uc2USXQoORGVzdHJveVNhbmRib3gSJC5odWxsLmFnZW50LnYxLkRlc3Ryb3lTYW5kYm94UmVxdWVzdBolLmh1bGwuYWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXNwb25zZRJUCgtSYW5kb21CeXRlcxIhLmh1bGwuYWdlbnQudjEuUmFuZG9tQnl0ZXNSZXF1ZXN0GiIuaHVsbC5hZ2VudC52MS5SYW5kb21CeXRlc1Jlc3BvbnNlEmAKD0NyZWF0ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2USXQoOU3RhcnRDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXJ0Q29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhcnRDb250YWluZXJSZXNwb25zZRJgCg9SZW1vdmVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlJlbW92ZUNvbnRhaW5lclJlc3BvbnNlElQKC0V4ZWNQcm9jZXNzEiEuaHVsbC5hZ2VudC52MS5FeGVjUHJvY2Vzc1JlcXVlc3QaIi5odWxsLmFnZW50LnYxLkV4ZWNQcm9jZXNzUmVzcG9uc2USWgoNU2lnbmFsUHJvY2VzcxIjLmh1bGwuYWdlbnQudjEuU2lnbmFsUHJvY2Vzc1JlcXVlc3QaJC5odWxsLmFnZW50LnYxLlNpZ25hbFByb2Nlc3NSZXNwb25zZRJUCgtXYWl0UHJvY2VzcxIhLmh1bGwuYWdlbnQudjEuV2FpdFByb2Nlc3NSZXF1ZXN0GiIuaHVsbC5hZ2VudC52MS5XYWl0UHJvY2Vzc1Jlc3BvbnNlEloKDUxpc3RQcm9jZXNzZXMSIy5odWxsLmFnZW50LnYxLkxpc3RQcm9jZXNzZXNSZXF1ZXN0GiQuaHVsbC5hZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVzcG9uc2USXQoOU3RhdHNDb250YWluZXISJC5odWxsLmFnZW50LnYxLlN0YXRzQ29udGFpbmVyUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuU3RhdHNDb250YWluZXJSZXNwb25zZRJgCg9VcGRhdGVDb250YWluZXISJS5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlcXVlc3QaJi5odWxsLmFnZW50LnYxLlVwZGF0ZUNvbnRhaW5lclJlc3BvbnNlEl0KDlBhdXNlQ29udGFpbmVyEiQuaHVsbC5hZ2VudC52MS5QYXVzZUNvbnRhaW5lclJlcXVlc3QaJS5odWxsLmFnZW50LnYxLlBhdXNlQ29udGFpbmVyUmVzcG9uc2USYAoPUmVzdW1lQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5SZXN1bWVDb250YWluZXJSZXNwb25zZRJRCgpXcml0ZVN0ZGluEiAuaHVsbC5hZ2VudC52MS5Xcml0ZVN0ZGluUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuV3JpdGVTdGRpblJlc3BvbnNlElEKCkNsb3NlU3RkaW4SIC5odWxsLmFnZW50LnYxLkNsb3NlU3RkaW5SZXF1ZXN0GiEuaHVsbC5hZ2VudC52MS5DbG9zZVN0ZGluUmVzcG9uc2USUQoKUmVhZE91dHB1dBIgLmh1bGwuYWdlbnQudjEuUmVhZE91dHB1dFJlcXVlc3QaIS5odWxsLmFnZW50LnYxLlJlYWRPdXRwdXRSZXNwb25zZRJdCg5SZXNpemVUZXJtaW5hbBIkLmh1bGwuYWdlbnQudjEuUmVzaXplVGVybWluYWxSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5SZXNpemVUZXJtaW5hbFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CgthZ2VudC5wcm90bxINaHVsbC5hZ2VudC52MSIOCgxDaGVja1JlcXVlc3QiJgoNQ2hlY2tSZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJIiIKElJhbmRvbUJ5dGVzUmVxdWVzdBIMCgRzaXplGAEgASgNIiMKE1JhbmRvbUJ5dGVzUmVzcG9uc2USDAoEZGF0YRgBIAEoDCIVChNHdWVzdERldGFpbHNSZXF1ZXN0InMKFEd1ZXN0RGV0YWlsc1Jlc3BvbnNlEhYKDmtlcm5lbF9yZWxlYXNlGAEgASgJEhMKC29ubGluZV9jcHVzGAIgASgNEhcKD21lbV90b3RhbF9ieXRlcxgDIAEoBBIVCg1hZ2VudF92ZXJzaW9uGAQgASgJIowBChNTZXR1cFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSDwoHZW50cm9weRgDIAEoDBIWCg50aW1lX3VuaXhfbmFubxgEIAEoAxIRCglzaGFyZV90YWcYBSABKAkSEwoLcmVzb2x2X2NvbmYYBiABKAkiFgoUU2V0dXBTYW5kYm94UmVzcG9uc2UiqgEKE1NldHVwTmV0d29ya1JlcXVlc3QSMwoKaW50ZXJmYWNlcxgBIAMoCzIfLmh1bGwuYWdlbnQudjEuTmV0d29ya0ludGVyZmFjZRIrCgZyb3V0ZXMYAiADKAsyGy5odWxsLmFnZW50LnYxLk5ldHdvcmtSb3V0ZRIxCgluZWlnaGJvcnMYAyADKAsyHi5odWxsLmFnZW50LnYxLk5ldHdvcmtOZWlnaGJvciI6Cg9OZXR3b3JrTmVpZ2hib3ISCgoCaXAYASABKAkSDgoGbGxhZGRyGAIgASgJEgsKA21hYxgDIAEoCSI/ChBOZXR3b3JrSW50ZXJmYWNlEgsKA21hYxgBIAEoCRILCgNtdHUYAiABKA0SEQoJYWRkcmVzc2VzGAMgAygJIlEKDE5ldHdvcmtSb3V0ZRITCgtkZXN0aW5hdGlvbhgBIAEoCRIPCgdnYXRld2F5GAIgASgJEgsKA21hYxgDIAEoCRIOCgZmYW1pbHkYBCABKA0iFgoUU2V0dXBOZXR3b3JrUmVzcG9uc2UiFwoVRGVzdHJveVNhbmRib3hSZXF1ZXN0IhgKFkRlc3Ryb3lTYW5kYm94UmVzcG9uc2UidgoWQ3JlYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSEQoJc3BlY19qc29uGAIgASgMEg4KBnJvb3RmcxgDIAEoCRIjCgVzdGRpbxgEIAEoCzIULmh1bGwuYWdlbnQudjEuU3RkaW8iGQoXQ3JlYXRlQ29udGFpbmVyUmVzcG9uc2UiZAoFU3RkaW8SDQoFc3RkaW4YASABKAgSDgoGc3Rkb3V0GAIgASgIEg4KBnN0ZGVychgDIAEoCBIQCgh0ZXJtaW5hbBgEIAEoCBIMCgRyb3dzGAUgASgNEgwKBGNvbHMYBiABKA0iLQoVU3RhcnRDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIlChZTdGFydENvbnRhaW5lclJlc3BvbnNlEgsKA3BpZBgBIAEoDSIuChZSZW1vdmVDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIZChdSZW1vdmVDb250YWluZXJSZXNwb25zZSJ2ChJFeGVjUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSFAoMcHJvY2Vzc19qc29uGAMgASgMEiMKBXN0ZGlvGAQgASgLMhQuaHVsbC5hZ2VudC52MS5TdGRpbyIiChNFeGVjUHJvY2Vzc1Jlc3BvbnNlEgsKA3BpZBgBIAEoDSI6ChFSZW1vdmVFeGVjUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSDwoHZXhlY19pZBgCIAEoCSIUChJSZW1vdmVFeGVjUmVzcG9uc2UiWgoUU2lnbmFsUHJvY2Vzc1JlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkSDgoGc2lnbmFsGAMgASgNEgsKA2FsbBgEIAEoCCIXChVTaWduYWxQcm9jZXNzUmVzcG9uc2UiOwoSV2FpdFByb2Nlc3NSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJIlsKE1dhaXRQcm9jZXNzUmVzcG9uc2USEwoLZXhpdF9zdGF0dXMYASABKA0SGwoTZXhpdGVkX2F0X3VuaXhfbmFubxgCIAEoAxISCgpvb21fa2lsbGVkGAMgASgIIiwKFExpc3RQcm9jZXNzZXNSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSJHChVMaXN0UHJvY2Vzc2VzUmVzcG9uc2USLgoJcHJvY2Vzc2VzGAEgAygLMhsuaHVsbC5hZ2VudC52MS5Qcm9jZXNzRW50cnkiPQoMUHJvY2Vzc0VudHJ5EgsKA3BpZBgBIAEoDRIPCgdleGVjX2lkGAIgASgJEg8KB2NvbW1hbmQYAyABKAkiLQoVU3RhdHNDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSK2AQoWU3RhdHNDb250YWluZXJSZXNwb25zZRIkCgNjcHUYASABKAsyFy5odWxsLmFnZW50LnYxLkNwdVN0YXRzEioKBm1lbW9yeRgCIAEoCzIaLmh1bGwuYWdlbnQudjEuTWVtb3J5U3RhdHMSJgoEcGlkcxgDIAEoCzIYLmh1bGwuYWdlbnQudjEuUGlkc1N0YXRzEiIKAmlvGAQgASgLMhYuaHVsbC5hZ2VudC52MS5Jb1N0YXRzIogBCghDcHVTdGF0cxISCgp1c2FnZV91c2VjGAEgASgEEhEKCXVzZXJfdXNlYxgCIAEoBBITCgtzeXN0ZW1fdXNlYxgDIAEoBBISCgpucl9wZXJpb2RzGAQgASgEEhQKDG5yX3Rocm90dGxlZBgFIAEoBBIWCg50aHJvdHRsZWRfdXNlYxgGIAEoBCLYAgoLTWVtb3J5U3RhdHMSEwoLdXNhZ2VfYnl0ZXMYASABKAQSEwoLbGltaXRfYnl0ZXMYAiABKAQSFwoPbWF4X3VzYWdlX2J5dGVzGAMgASgEEgwKBGFub24YBCABKAQSDAoEZmlsZRgFIAEoBBIVCg1pbmFjdGl2ZV9maWxlGAYgASgEEhMKC2FjdGl2ZV9maWxlGAcgASgEEhUKDWluYWN0aXZlX2Fub24YCCABKAQSEwoLYWN0aXZlX2Fub24YCSABKAQSDwoHcGdmYXVsdBgKIAEoBBISCgpwZ21hamZhdWx0GAsgASgEEhAKCG9vbV9raWxsGAwgASgEEgsKA29vbRgNIAEoBBITCgtmaWxlX21hcHBlZBgOIAEoBBISCgpmaWxlX2RpcnR5GA8gASgEEhYKDmZpbGVfd3JpdGViYWNrGBAgASgEEg0KBXNobWVtGBEgASgEIisKCVBpZHNTdGF0cxIPCgdjdXJyZW50GAEgASgEEg0KBWxpbWl0GAIgASgEIlcKB0lvU3RhdHMSEgoKcmVhZF9ieXRlcxgBIAEoBBITCgt3cml0ZV9ieXRlcxgCIAEoBBIQCghyZWFkX2lvcxgDIAEoBBIRCgl3cml0ZV9pb3MYBCABKAQiRgoWVXBkYXRlQ29udGFpbmVyUmVxdWVzdBIUCgxjb250YWluZXJfaWQYASABKAkSFgoOcmVzb3VyY2VzX2pzb24YAiABKAwiGQoXVXBkYXRlQ29udGFpbmVyUmVzcG9uc2UiLQoVUGF1c2VDb250YWluZXJSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCSIYChZQYXVzZUNvbnRhaW5lclJlc3BvbnNlIi4KFlJlc3VtZUNvbnRhaW5lclJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJIhkKF1Jlc3VtZUNvbnRhaW5lclJlc3BvbnNlIkgKEVdyaXRlU3RkaW5SZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEgwKBGRhdGEYAyABKAwiJQoSV3JpdGVTdGRpblJlc3BvbnNlEg8KB3dyaXR0ZW4YASABKA0iOgoRQ2xvc2VTdGRpblJlcXVlc3QSFAoMY29udGFpbmVyX2lkGAEgASgJEg8KB2V4ZWNfaWQYAiABKAkiFAoSQ2xvc2VTdGRpblJlc3BvbnNlInoKEVJlYWRPdXRwdXRSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEisKBnN0cmVhbRgDIAEoDjIbLmh1bGwuYWdlbnQudjEuT3V0cHV0U3RyZWFtEhEKCW1heF9ieXRlcxgEIAEoDSIvChJSZWFkT3V0cHV0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBILCgNlb2YYAiABKAgiWgoVUmVzaXplVGVybWluYWxSZXF1ZXN0EhQKDGNvbnRhaW5lcl9pZBgBIAEoCRIPCgdleGVjX2lkGAIgASgJEgwKBHJvd3MYAyABKA0SDAoEY29scxgEIAEoDSIYChZSZXNpemVUZXJtaW5hbFJlc3BvbnNlIiwKEURlYnVnU3RhdGVSZXF1ZXN0EhcKD2NvbGxlY3RfZ2FyYmFnZRgBIAEoCCJ4ChJEZWJ1Z1N0YXRlUmVzcG9uc2USEQoJcnNzX2J5dGVzGAEgASgEEhcKD2hlYXBfdXNlZF9ieXRlcxgCIAEoBBI2Cgpjb250YWluZXJzGAMgAygLMiIuaHVsbC5hZ2VudC52MS5Db250YWluZXJEZWJ1Z1N0YXRlIlAKE0NvbnRhaW5lckRlYnVnU3RhdGUSFAoMY29udGFpbmVyX2lkGAEgASgJEg0KBWV4ZWNzGAIgASgNEhQKDGJ1bmRsZV9maWxlcxgDIAEoDSphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAjKSEAoFQWdlbnQSQgoFQ2hlY2sSGy5odWxsLmFnZW50LnYxLkNoZWNrUmVxdWVzdBocLmh1bGwuYWdlbnQudjEuQ2hlY2tSZXNwb25zZRJXCgxHdWVzdERldGFpbHMSIi5odWxsLmFnZW50LnYxLkd1ZXN0RGV0YWlsc1JlcXVlc3QaIy5odWxsLmFnZW50LnYxLkd1ZXN0RGV0YWlsc1Jlc3BvbnNlElcKDFNldHVwU2FuZGJveBIiLmh1bGwuYWdlbnQudjEuU2V0dXBTYW5kYm94UmVxdWVzdBojLmh1bGwuYWdlbnQudjEuU2V0dXBTYW5kYm94UmVzcG9uc2USVwoMU2V0dXBOZXR3b3JrEiIuaHVsbC5hZ2VudC52MS5TZXR1cE5ldHdvcmtSZXF1ZXN0GiMuaHVsbC5hZ2VudC52MS5TZXR1cE5ldHdvcmtSZXNwb25zZRJdCg5EZXN0cm95U2FuZGJveBIkLmh1bGwuYWdlbnQudjEuRGVzdHJveVNhbmRib3hSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5EZXN0cm95U2FuZGJveFJlc3BvbnNlElQKC1JhbmRvbUJ5dGVzEiEuaHVsbC5hZ2VudC52MS5SYW5kb21CeXRlc1JlcXVlc3QaIi5odWxsLmFnZW50LnYxLlJhbmRvbUJ5dGVzUmVzcG9uc2USYAoPQ3JlYXRlQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5DcmVhdGVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5DcmVhdGVDb250YWluZXJSZXNwb25zZRJdCg5TdGFydENvbnRhaW5lchIkLmh1bGwuYWdlbnQudjEuU3RhcnRDb250YWluZXJSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5TdGFydENvbnRhaW5lclJlc3BvbnNlEmAKD1JlbW92ZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuUmVtb3ZlQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuUmVtb3ZlQ29udGFpbmVyUmVzcG9uc2USVAoLRXhlY1Byb2Nlc3MSIS5odWxsLmFnZW50LnYxLkV4ZWNQcm9jZXNzUmVxdWVzdBoiLmh1bGwuYWdlbnQudjEuRXhlY1Byb2Nlc3NSZXNwb25zZRJRCgpSZW1vdmVFeGVjEiAuaHVsbC5hZ2VudC52MS5SZW1vdmVFeGVjUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuUmVtb3ZlRXhlY1Jlc3BvbnNlEloKDVNpZ25hbFByb2Nlc3MSIy5odWxsLmFnZW50LnYxLlNpZ25hbFByb2Nlc3NSZXF1ZXN0GiQuaHVsbC5hZ2VudC52MS5TaWduYWxQcm9jZXNzUmVzcG9uc2USVAoLV2FpdFByb2Nlc3MSIS5odWxsLmFnZW50LnYxLldhaXRQcm9jZXNzUmVxdWVzdBoiLmh1bGwuYWdlbnQudjEuV2FpdFByb2Nlc3NSZXNwb25zZRJaCg1MaXN0UHJvY2Vzc2VzEiMuaHVsbC5hZ2VudC52MS5MaXN0UHJvY2Vzc2VzUmVxdWVzdBokLmh1bGwuYWdlbnQudjEuTGlzdFByb2Nlc3Nlc1Jlc3BvbnNlEl0KDlN0YXRzQ29udGFpbmVyEiQuaHVsbC5hZ2VudC52MS5TdGF0c0NvbnRhaW5lclJlcXVlc3QaJS5odWxsLmFnZW50LnYxLlN0YXRzQ29udGFpbmVyUmVzcG9uc2USYAoPVXBkYXRlQ29udGFpbmVyEiUuaHVsbC5hZ2VudC52MS5VcGRhdGVDb250YWluZXJSZXF1ZXN0GiYuaHVsbC5hZ2VudC52MS5VcGRhdGVDb250YWluZXJSZXNwb25zZRJdCg5QYXVzZUNvbnRhaW5lchIkLmh1bGwuYWdlbnQudjEuUGF1c2VDb250YWluZXJSZXF1ZXN0GiUuaHVsbC5hZ2VudC52MS5QYXVzZUNvbnRhaW5lclJlc3BvbnNlEmAKD1Jlc3VtZUNvbnRhaW5lchIlLmh1bGwuYWdlbnQudjEuUmVzdW1lQ29udGFpbmVyUmVxdWVzdBomLmh1bGwuYWdlbnQudjEuUmVzdW1lQ29udGFpbmVyUmVzcG9uc2USUQoKV3JpdGVTdGRpbhIgLmh1bGwuYWdlbnQudjEuV3JpdGVTdGRpblJlcXVlc3QaIS5odWxsLmFnZW50LnYxLldyaXRlU3RkaW5SZXNwb25zZRJRCgpDbG9zZVN0ZGluEiAuaHVsbC5hZ2VudC52MS5DbG9zZVN0ZGluUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuQ2xvc2VTdGRpblJlc3BvbnNlElEKClJlYWRPdXRwdXQSIC5odWxsLmFnZW50LnYxLlJlYWRPdXRwdXRSZXF1ZXN0GiEuaHVsbC5hZ2VudC52MS5SZWFkT3V0cHV0UmVzcG9uc2USXQoOUmVzaXplVGVybWluYWwSJC5odWxsLmFnZW50LnYxLlJlc2l6ZVRlcm1pbmFsUmVxdWVzdBolLmh1bGwuYWdlbnQudjEuUmVzaXplVGVybWluYWxSZXNwb25zZRJRCgpEZWJ1Z1N0YXRlEiAuaHVsbC5hZ2VudC52MS5EZWJ1Z1N0YXRlUmVxdWVzdBohLmh1bGwuYWdlbnQudjEuRGVidWdTdGF0ZVJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message hull.agent.v1.CheckRequest
@@ -565,6 +565,41 @@ export const ExecProcessResponseSchema: GenMessage<ExecProcessResponse> = /*@__P
   messageDesc(file_agent, 23);
 
 /**
+ * @generated from message hull.agent.v1.RemoveExecRequest
+ */
+export type RemoveExecRequest = Message<"hull.agent.v1.RemoveExecRequest"> & {
+  /**
+   * @generated from field: string container_id = 1;
+   */
+  containerId: string;
+
+  /**
+   * @generated from field: string exec_id = 2;
+   */
+  execId: string;
+};
+
+/**
+ * Describes the message hull.agent.v1.RemoveExecRequest.
+ * Use `create(RemoveExecRequestSchema)` to create a new message.
+ */
+export const RemoveExecRequestSchema: GenMessage<RemoveExecRequest> = /*@__PURE__*/
+  messageDesc(file_agent, 24);
+
+/**
+ * @generated from message hull.agent.v1.RemoveExecResponse
+ */
+export type RemoveExecResponse = Message<"hull.agent.v1.RemoveExecResponse"> & {
+};
+
+/**
+ * Describes the message hull.agent.v1.RemoveExecResponse.
+ * Use `create(RemoveExecResponseSchema)` to create a new message.
+ */
+export const RemoveExecResponseSchema: GenMessage<RemoveExecResponse> = /*@__PURE__*/
+  messageDesc(file_agent, 25);
+
+/**
  * @generated from message hull.agent.v1.SignalProcessRequest
  */
 export type SignalProcessRequest = Message<"hull.agent.v1.SignalProcessRequest"> & {
@@ -596,7 +631,7 @@ export type SignalProcessRequest = Message<"hull.agent.v1.SignalProcessRequest">
  * Use `create(SignalProcessRequestSchema)` to create a new message.
  */
 export const SignalProcessRequestSchema: GenMessage<SignalProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 24);
+  messageDesc(file_agent, 26);
 
 /**
  * @generated from message hull.agent.v1.SignalProcessResponse
@@ -609,7 +644,7 @@ export type SignalProcessResponse = Message<"hull.agent.v1.SignalProcessResponse
  * Use `create(SignalProcessResponseSchema)` to create a new message.
  */
 export const SignalProcessResponseSchema: GenMessage<SignalProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 25);
+  messageDesc(file_agent, 27);
 
 /**
  * @generated from message hull.agent.v1.WaitProcessRequest
@@ -631,7 +666,7 @@ export type WaitProcessRequest = Message<"hull.agent.v1.WaitProcessRequest"> & {
  * Use `create(WaitProcessRequestSchema)` to create a new message.
  */
 export const WaitProcessRequestSchema: GenMessage<WaitProcessRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 26);
+  messageDesc(file_agent, 28);
 
 /**
  * @generated from message hull.agent.v1.WaitProcessResponse
@@ -660,7 +695,7 @@ export type WaitProcessResponse = Message<"hull.agent.v1.WaitProcessResponse"> &
  * Use `create(WaitProcessResponseSchema)` to create a new message.
  */
 export const WaitProcessResponseSchema: GenMessage<WaitProcessResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 27);
+  messageDesc(file_agent, 29);
 
 /**
  * @generated from message hull.agent.v1.ListProcessesRequest
@@ -677,7 +712,7 @@ export type ListProcessesRequest = Message<"hull.agent.v1.ListProcessesRequest">
  * Use `create(ListProcessesRequestSchema)` to create a new message.
  */
 export const ListProcessesRequestSchema: GenMessage<ListProcessesRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 28);
+  messageDesc(file_agent, 30);
 
 /**
  * @generated from message hull.agent.v1.ListProcessesResponse
@@ -694,7 +729,7 @@ export type ListProcessesResponse = Message<"hull.agent.v1.ListProcessesResponse
  * Use `create(ListProcessesResponseSchema)` to create a new message.
  */
 export const ListProcessesResponseSchema: GenMessage<ListProcessesResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 29);
+  messageDesc(file_agent, 31);
 
 /**
  * @generated from message hull.agent.v1.ProcessEntry
@@ -721,7 +756,7 @@ export type ProcessEntry = Message<"hull.agent.v1.ProcessEntry"> & {
  * Use `create(ProcessEntrySchema)` to create a new message.
  */
 export const ProcessEntrySchema: GenMessage<ProcessEntry> = /*@__PURE__*/
-  messageDesc(file_agent, 30);
+  messageDesc(file_agent, 32);
 
 /**
  * @generated from message hull.agent.v1.StatsContainerRequest
@@ -738,7 +773,7 @@ export type StatsContainerRequest = Message<"hull.agent.v1.StatsContainerRequest
  * Use `create(StatsContainerRequestSchema)` to create a new message.
  */
 export const StatsContainerRequestSchema: GenMessage<StatsContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 31);
+  messageDesc(file_agent, 33);
 
 /**
  * Cgroup v2 counters of the container's guest cgroup.
@@ -772,7 +807,7 @@ export type StatsContainerResponse = Message<"hull.agent.v1.StatsContainerRespon
  * Use `create(StatsContainerResponseSchema)` to create a new message.
  */
 export const StatsContainerResponseSchema: GenMessage<StatsContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 32);
+  messageDesc(file_agent, 34);
 
 /**
  * @generated from message hull.agent.v1.CpuStats
@@ -814,7 +849,7 @@ export type CpuStats = Message<"hull.agent.v1.CpuStats"> & {
  * Use `create(CpuStatsSchema)` to create a new message.
  */
 export const CpuStatsSchema: GenMessage<CpuStats> = /*@__PURE__*/
-  messageDesc(file_agent, 33);
+  messageDesc(file_agent, 35);
 
 /**
  * @generated from message hull.agent.v1.MemoryStats
@@ -911,7 +946,7 @@ export type MemoryStats = Message<"hull.agent.v1.MemoryStats"> & {
  * Use `create(MemoryStatsSchema)` to create a new message.
  */
 export const MemoryStatsSchema: GenMessage<MemoryStats> = /*@__PURE__*/
-  messageDesc(file_agent, 34);
+  messageDesc(file_agent, 36);
 
 /**
  * @generated from message hull.agent.v1.PidsStats
@@ -933,7 +968,7 @@ export type PidsStats = Message<"hull.agent.v1.PidsStats"> & {
  * Use `create(PidsStatsSchema)` to create a new message.
  */
 export const PidsStatsSchema: GenMessage<PidsStats> = /*@__PURE__*/
-  messageDesc(file_agent, 35);
+  messageDesc(file_agent, 37);
 
 /**
  * @generated from message hull.agent.v1.IoStats
@@ -965,7 +1000,7 @@ export type IoStats = Message<"hull.agent.v1.IoStats"> & {
  * Use `create(IoStatsSchema)` to create a new message.
  */
 export const IoStatsSchema: GenMessage<IoStats> = /*@__PURE__*/
-  messageDesc(file_agent, 36);
+  messageDesc(file_agent, 38);
 
 /**
  * @generated from message hull.agent.v1.UpdateContainerRequest
@@ -989,7 +1024,7 @@ export type UpdateContainerRequest = Message<"hull.agent.v1.UpdateContainerReque
  * Use `create(UpdateContainerRequestSchema)` to create a new message.
  */
 export const UpdateContainerRequestSchema: GenMessage<UpdateContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 37);
+  messageDesc(file_agent, 39);
 
 /**
  * @generated from message hull.agent.v1.UpdateContainerResponse
@@ -1002,7 +1037,7 @@ export type UpdateContainerResponse = Message<"hull.agent.v1.UpdateContainerResp
  * Use `create(UpdateContainerResponseSchema)` to create a new message.
  */
 export const UpdateContainerResponseSchema: GenMessage<UpdateContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 38);
+  messageDesc(file_agent, 40);
 
 /**
  * @generated from message hull.agent.v1.PauseContainerRequest
@@ -1019,7 +1054,7 @@ export type PauseContainerRequest = Message<"hull.agent.v1.PauseContainerRequest
  * Use `create(PauseContainerRequestSchema)` to create a new message.
  */
 export const PauseContainerRequestSchema: GenMessage<PauseContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 39);
+  messageDesc(file_agent, 41);
 
 /**
  * @generated from message hull.agent.v1.PauseContainerResponse
@@ -1032,7 +1067,7 @@ export type PauseContainerResponse = Message<"hull.agent.v1.PauseContainerRespon
  * Use `create(PauseContainerResponseSchema)` to create a new message.
  */
 export const PauseContainerResponseSchema: GenMessage<PauseContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 40);
+  messageDesc(file_agent, 42);
 
 /**
  * @generated from message hull.agent.v1.ResumeContainerRequest
@@ -1049,7 +1084,7 @@ export type ResumeContainerRequest = Message<"hull.agent.v1.ResumeContainerReque
  * Use `create(ResumeContainerRequestSchema)` to create a new message.
  */
 export const ResumeContainerRequestSchema: GenMessage<ResumeContainerRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 41);
+  messageDesc(file_agent, 43);
 
 /**
  * @generated from message hull.agent.v1.ResumeContainerResponse
@@ -1062,7 +1097,7 @@ export type ResumeContainerResponse = Message<"hull.agent.v1.ResumeContainerResp
  * Use `create(ResumeContainerResponseSchema)` to create a new message.
  */
 export const ResumeContainerResponseSchema: GenMessage<ResumeContainerResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 42);
+  messageDesc(file_agent, 44);
 
 /**
  * @generated from message hull.agent.v1.WriteStdinRequest
@@ -1089,7 +1124,7 @@ export type WriteStdinRequest = Message<"hull.agent.v1.WriteStdinRequest"> & {
  * Use `create(WriteStdinRequestSchema)` to create a new message.
  */
 export const WriteStdinRequestSchema: GenMessage<WriteStdinRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 43);
+  messageDesc(file_agent, 45);
 
 /**
  * @generated from message hull.agent.v1.WriteStdinResponse
@@ -1106,7 +1141,7 @@ export type WriteStdinResponse = Message<"hull.agent.v1.WriteStdinResponse"> & {
  * Use `create(WriteStdinResponseSchema)` to create a new message.
  */
 export const WriteStdinResponseSchema: GenMessage<WriteStdinResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 44);
+  messageDesc(file_agent, 46);
 
 /**
  * @generated from message hull.agent.v1.CloseStdinRequest
@@ -1128,7 +1163,7 @@ export type CloseStdinRequest = Message<"hull.agent.v1.CloseStdinRequest"> & {
  * Use `create(CloseStdinRequestSchema)` to create a new message.
  */
 export const CloseStdinRequestSchema: GenMessage<CloseStdinRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 45);
+  messageDesc(file_agent, 47);
 
 /**
  * @generated from message hull.agent.v1.CloseStdinResponse
@@ -1141,7 +1176,7 @@ export type CloseStdinResponse = Message<"hull.agent.v1.CloseStdinResponse"> & {
  * Use `create(CloseStdinResponseSchema)` to create a new message.
  */
 export const CloseStdinResponseSchema: GenMessage<CloseStdinResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 46);
+  messageDesc(file_agent, 48);
 
 /**
  * @generated from message hull.agent.v1.ReadOutputRequest
@@ -1173,7 +1208,7 @@ export type ReadOutputRequest = Message<"hull.agent.v1.ReadOutputRequest"> & {
  * Use `create(ReadOutputRequestSchema)` to create a new message.
  */
 export const ReadOutputRequestSchema: GenMessage<ReadOutputRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 47);
+  messageDesc(file_agent, 49);
 
 /**
  * @generated from message hull.agent.v1.ReadOutputResponse
@@ -1197,7 +1232,7 @@ export type ReadOutputResponse = Message<"hull.agent.v1.ReadOutputResponse"> & {
  * Use `create(ReadOutputResponseSchema)` to create a new message.
  */
 export const ReadOutputResponseSchema: GenMessage<ReadOutputResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 48);
+  messageDesc(file_agent, 50);
 
 /**
  * @generated from message hull.agent.v1.ResizeTerminalRequest
@@ -1229,7 +1264,7 @@ export type ResizeTerminalRequest = Message<"hull.agent.v1.ResizeTerminalRequest
  * Use `create(ResizeTerminalRequestSchema)` to create a new message.
  */
 export const ResizeTerminalRequestSchema: GenMessage<ResizeTerminalRequest> = /*@__PURE__*/
-  messageDesc(file_agent, 49);
+  messageDesc(file_agent, 51);
 
 /**
  * @generated from message hull.agent.v1.ResizeTerminalResponse
@@ -1242,7 +1277,84 @@ export type ResizeTerminalResponse = Message<"hull.agent.v1.ResizeTerminalRespon
  * Use `create(ResizeTerminalResponseSchema)` to create a new message.
  */
 export const ResizeTerminalResponseSchema: GenMessage<ResizeTerminalResponse> = /*@__PURE__*/
-  messageDesc(file_agent, 50);
+  messageDesc(file_agent, 52);
+
+/**
+ * @generated from message hull.agent.v1.DebugStateRequest
+ */
+export type DebugStateRequest = Message<"hull.agent.v1.DebugStateRequest"> & {
+  /**
+   * collect_garbage runs a full garbage collection first, so that heap_used_bytes is what is still held.
+   *
+   * @generated from field: bool collect_garbage = 1;
+   */
+  collectGarbage: boolean;
+};
+
+/**
+ * Describes the message hull.agent.v1.DebugStateRequest.
+ * Use `create(DebugStateRequestSchema)` to create a new message.
+ */
+export const DebugStateRequestSchema: GenMessage<DebugStateRequest> = /*@__PURE__*/
+  messageDesc(file_agent, 53);
+
+/**
+ * @generated from message hull.agent.v1.DebugStateResponse
+ */
+export type DebugStateResponse = Message<"hull.agent.v1.DebugStateResponse"> & {
+  /**
+   * @generated from field: uint64 rss_bytes = 1;
+   */
+  rssBytes: bigint;
+
+  /**
+   * @generated from field: uint64 heap_used_bytes = 2;
+   */
+  heapUsedBytes: bigint;
+
+  /**
+   * @generated from field: repeated hull.agent.v1.ContainerDebugState containers = 3;
+   */
+  containers: ContainerDebugState[];
+};
+
+/**
+ * Describes the message hull.agent.v1.DebugStateResponse.
+ * Use `create(DebugStateResponseSchema)` to create a new message.
+ */
+export const DebugStateResponseSchema: GenMessage<DebugStateResponse> = /*@__PURE__*/
+  messageDesc(file_agent, 54);
+
+/**
+ * @generated from message hull.agent.v1.ContainerDebugState
+ */
+export type ContainerDebugState = Message<"hull.agent.v1.ContainerDebugState"> & {
+  /**
+   * @generated from field: string container_id = 1;
+   */
+  containerId: string;
+
+  /**
+   * execs: exec records the agent keeps for the container.
+   *
+   * @generated from field: uint32 execs = 2;
+   */
+  execs: number;
+
+  /**
+   * bundle_files: entries in the container's bundle directory (/run/hull/containers/<id>).
+   *
+   * @generated from field: uint32 bundle_files = 3;
+   */
+  bundleFiles: number;
+};
+
+/**
+ * Describes the message hull.agent.v1.ContainerDebugState.
+ * Use `create(ContainerDebugStateSchema)` to create a new message.
+ */
+export const ContainerDebugStateSchema: GenMessage<ContainerDebugState> = /*@__PURE__*/
+  messageDesc(file_agent, 55);
 
 /**
  * @generated from enum hull.agent.v1.OutputStream
@@ -1368,6 +1480,17 @@ export const Agent: GenService<{
     output: typeof ExecProcessResponseSchema;
   },
   /**
+   * RemoveExec forgets an exec once the host deleted it: its process record, stdio buffers and
+   * files. An exec still running is killed first. An unknown exec is NOT_FOUND.
+   *
+   * @generated from rpc hull.agent.v1.Agent.RemoveExec
+   */
+  removeExec: {
+    methodKind: "unary";
+    input: typeof RemoveExecRequestSchema;
+    output: typeof RemoveExecResponseSchema;
+  },
+  /**
    * @generated from rpc hull.agent.v1.Agent.SignalProcess
    */
   signalProcess: {
@@ -1459,6 +1582,17 @@ export const Agent: GenService<{
     methodKind: "unary";
     input: typeof ResizeTerminalRequestSchema;
     output: typeof ResizeTerminalResponseSchema;
+  },
+  /**
+   * DebugState reports what the agent holds: its memory, and per container its exec records and
+   * the files in its bundle directory. For tests and debugging; it changes nothing.
+   *
+   * @generated from rpc hull.agent.v1.Agent.DebugState
+   */
+  debugState: {
+    methodKind: "unary";
+    input: typeof DebugStateRequestSchema;
+    output: typeof DebugStateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agent, 0);
