@@ -2,17 +2,19 @@
  * What the shim keeps per container and process: status, exit, stdio FIFOs. The processes
  * themselves are the agent's, in the guest.
  */
+import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { OciProcess } from '../sandbox/index.js';
-import { Status } from '../proto/gen/task_status_pb.js';
 import type { FifoIO, FifoPaths } from './fifo-io.js';
 import { ProcessEnd, type RecordExit } from './process-end.js';
+import { ProcessLifecycle } from './process-state.js';
 
 export interface ProcessRecord {
   execId: string;
   paths: FifoPaths;
   terminal: boolean;
   spec?: OciProcess;
-  status: Status;
+  /** state walks created → running ⇄ paused → stopped → deleted (process-state.ts). */
+  state: ProcessLifecycle;
   guestPid: number;
   exit?: { status: number; at: Date };
   exited: Promise<void>;
@@ -46,11 +48,29 @@ export function newProcess({ execId, paths, terminal, spec, onEnd }: NewProcess)
   let markExited!: () => void;
   const exited = new Promise<void>((resolve) => (markExited = resolve));
   const record: RecordExit = (status, forced) => onEnd(proc, status, forced);
-  const proc: ProcessRecord = { execId, paths, terminal, spec, status: Status.CREATED, guestPid: 0, exited, markExited, ending: new ProcessEnd(record) };
+  const state = new ProcessLifecycle(execId ? 'exec' : 'init');
+  const proc: ProcessRecord = { execId, paths, terminal, spec, state, guestPid: 0, exited, markExited, ending: new ProcessEnd(record) };
   return proc;
 }
 
 /** stdioFlags says which streams the guest process gets, from the FIFOs containerd made. */
 export function stdioFlags(paths: FifoPaths, terminal: boolean) {
   return { stdin: paths.stdin !== '', stdout: paths.stdout !== '', stderr: paths.stderr !== '' && !terminal, terminal, rows: 24, cols: 80 };
+}
+
+/** stateResponse is Task.State's answer for a process; `pid` is the VMM's, as for every task. */
+export function stateResponse(container: ContainerRecord, proc: ProcessRecord, pid: number) {
+  return {
+    id: proc.execId || container.id,
+    bundle: container.bundle,
+    pid,
+    status: proc.state.status,
+    stdin: proc.paths.stdin,
+    stdout: proc.paths.stdout,
+    stderr: proc.paths.stderr,
+    terminal: proc.terminal,
+    exitStatus: proc.exit?.status ?? 0,
+    exitedAt: proc.exit ? timestampFromDate(proc.exit.at) : undefined,
+    execId: proc.execId,
+  };
 }

@@ -9,34 +9,39 @@
  * A CRI pod's sandbox container (pause) runs nothing in the guest: the VM is
  * what holds the pod's namespaces, so its task is the VM itself (see
  * pod-holder.ts). Containers run alone (ctr) run in the guest as any other.
+ *
+ * Each process walks containerd's states (process-state.ts), refusing what
+ * runc's shim refuses; the requests that change a task run one at a time on
+ * it (task-lock.ts); every exit goes through endProcess, once (process-end.ts).
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { create } from '@bufbuild/protobuf';
-import { HullError, isDeadlineExceeded, isUnavailable } from '../errors/index.js';
+import { HullError } from '../errors/index.js';
 import { loadConfig, type HullConfig } from '../config/index.js';
-import { currentGuestImage } from '../guest/index.js';
 import type { Task } from '../proto/gen/task_pb.js';
-import { Status } from '../proto/gen/task_status_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
 import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
 import type { ServiceImpl } from '../proto/rpc.js';
-import { Sandbox, parseSpec, type OciProcess, type OciSpec } from '../sandbox/index.js';
+import type { Sandbox } from '../sandbox/index.js';
+import { PodVm } from './pod-vm.js';
 import type { EventPublisher } from './events.js';
 import { openFifos } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
-import { mountRootfs, type RootfsMount } from './rootfs.js';
-import { podVmSize } from './sizing.js';
+import { mountRootfs } from './rootfs.js';
 import { checkPodNamespaces, holderExit, isPodHolder } from './pod-holder.js';
-import { KILLED_STATUS, KILL_EXIT_DEADLINE_MS, SIGKILL, SIGNAL_CALL_TIMEOUT_MS, bounded } from './process-end.js';
+import { KILL_EXIT_DEADLINE_MS, bounded } from './process-end.js';
+import { signalInGuest } from './signal.js';
+import { createdKillStatus } from './process-state.js';
 import { runtimeConfigPath } from './runtime-options.js';
-import { newProcess, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
+import { TaskLocks } from './task-lock.js';
+import { newProcess, stateResponse, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
+import { parseExecSpec, parseResources, processInfo, readTaskSpec, type CloseIORequest, type CreateRequest, type ExecRequest, type IdRequest, type KillRequest, type ResizeRequest } from './task-requests.js';
+import { monitorProcess } from './process-monitor.js';
 import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
 
 export const SHIM_VERSION = 'hull 0.1.0';
-const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
 /**
  * GUEST_REMOVE_TIMEOUT_MS bounds how long Delete waits for the guest to remove a container. The guest
  * may never answer (a killed process whose exit was forced); what the host shared for the container
@@ -44,6 +49,12 @@ const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Pro
  * gives up (and retries) after 10 s: stay well under that.
  */
 const GUEST_REMOVE_TIMEOUT_MS = 5_000;
+/**
+ * EXEC_REMOVE_TIMEOUT_MS bounds the RemoveExec call of an exec's Delete. A live agent answers at
+ * once; one that does not keeps the exec's few records until the VM ends, but must not fail (or
+ * slow down for long) the Delete that every exec probe ends with.
+ */
+const EXEC_REMOVE_TIMEOUT_MS = 2_000;
 
 type TaskImpl = ServiceImpl<(typeof Task)['method']>;
 
@@ -60,27 +71,44 @@ export class TaskService implements TaskImpl {
   readonly #options: TaskServiceOptions;
   // container id -> container; changed by create() and delete().
   readonly #containers = new Map<string, ContainerRecord>();
-  #sandbox: Sandbox | undefined;
-  // The destroy of the sandbox, once begun: the shim must not exit before it has finished.
-  #destroying: Promise<void> | undefined;
-  // The container that booted the VM; deleting it ends the VM.
-  #sandboxContainerId: string | undefined;
+  readonly #vm: PodVm;
+  readonly #locks = new TaskLocks();
+
+  // The requests that change a task, one at a time per task (task-lock.ts). Pause, Resume, Update
+  // and Create take the lock themselves; State, Wait, Pids and Stats only read.
+  readonly start = this.#serialized(this.#start);
+  readonly delete = this.#serialized(this.#delete);
+  readonly exec = this.#serialized(this.#exec);
+  readonly resizePty = this.#serialized(this.#resizePty);
+  readonly kill = this.#serialized(this.#kill);
+  readonly closeIO = this.#serialized(this.#closeIO);
 
   constructor(options: TaskServiceOptions) {
     this.#options = options;
+    this.#vm = new PodVm(options.log);
   }
 
   get vmPid(): number {
-    return this.#sandbox?.vm.pid ?? 0;
+    return this.#vm.pid;
   }
 
-  async create(req: { id: string; bundle: string; rootfs: RootfsMount[]; terminal: boolean; stdin: string; stdout: string; stderr: string; options?: { typeUrl: string; value: Uint8Array } }) {
+  create(req: CreateRequest) {
+    // Decided before the first await: of two Creates racing before the VM is up, one boots it.
+    const claim = this.#vm.claim(req.id);
+    if (!claim?.boot) return this.#locks.run(req.id, async () => (await claim?.wait(), this.#create(req, false)));
+    return this.#locks.run(req.id, () => this.#create(req, true)).then(
+      (r) => (claim.settle(), r),
+      (e: Error) => {
+        claim.settle(e);
+        throw e;
+      },
+    );
+  }
+
+  async #create(req: CreateRequest, isSandbox: boolean) {
     if (this.#containers.has(req.id)) throw new HullError('already_exists', `Task "${req.id}" already exists`);
-    const specPath = join(req.bundle, 'config.json');
-    const spec = parseSpec(await readFile(specPath, 'utf8').catch((e: Error) => {
-      throw new HullError('invalid_argument', `Cannot read OCI spec "${specPath}": ${e.message}`);
-    }), specPath);
-    const isSandbox = !this.#sandbox;
+    if (!isSandbox) this.#requireSandbox();
+    const spec = await readTaskSpec(req.bundle);
     const holder = isSandbox && isPodHolder(spec);
     if (isSandbox) {
       checkPodNamespaces(spec);
@@ -103,7 +131,7 @@ export class TaskService implements TaskImpl {
     };
     // Written before anything is made: after a crash, `shim delete` replays the ledger it points to.
     await writeCleanupRecord(req.bundle, {
-      stateDir: isSandbox ? join(this.#options.config.runRoot, req.id) : this.#sandbox!.stateDir,
+      stateDir: isSandbox ? join(this.#options.config.runRoot, req.id) : this.#requireSandbox().stateDir,
       containerId: req.id,
       endsSandbox: isSandbox,
     });
@@ -116,9 +144,9 @@ export class TaskService implements TaskImpl {
       }
       // Without snapshot mounts the client prepared the rootfs itself (e.g. ctr run --rootfs).
       const rootfsPath = record.rootfsMounted ? rootfsTarget : resolve(req.bundle, spec.root?.path ?? 'rootfs');
-      if (isSandbox) await this.#bootSandbox(req.id, spec);
+      const sandbox = isSandbox ? await this.#vm.boot(this.#options.config, req.id, spec) : this.#requireSandbox();
       if (!holder) {
-        await this.#sandbox!.createContainer(req.id, {
+        await sandbox.createContainer(req.id, {
           bundle: req.bundle,
           spec: { ...spec, root: { ...spec.root, path: rootfsPath } },
           stdio: stdioFlags(record.init.paths, req.terminal),
@@ -142,35 +170,10 @@ export class TaskService implements TaskImpl {
     return { pid };
   }
 
-  async #bootSandbox(id: string, spec: OciSpec): Promise<void> {
-    const { config } = this.#options;
-    const image = await currentGuestImage(config.guestImagesDir);
-    if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
-    const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
-    this.#sandbox = await Sandbox.create({
-      id,
-      image,
-      ...size,
-      hostname: typeof spec.hostname === 'string' ? spec.hostname : undefined,
-      runRoot: config.runRoot,
-      accel: config.accel,
-      bootTimeoutMs: config.bootTimeoutMs,
-      // CRI's pod netns, plumbed by CNI before Create; a container run alone (ctr) has none.
-      netns: spec.linux?.namespaces?.find((ns) => ns.type === 'network' && ns.path)?.path,
-      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB, log: this.#options.log } : undefined,
-      // No volume may lie in or contain one of hull's own directories.
-      protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
-      log: this.#options.log,
-    });
-    this.#sandboxContainerId = id;
-    const phases = this.#sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
-    this.#options.log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${this.#sandbox.vm.pid} (ms: ${phases})`);
-  }
-
-  async start(req: { id: string; execId: string }) {
+  async #start(req: IdRequest) {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
-    if (proc.status !== Status.CREATED) throw new HullError('failed_precondition', `Process "${req.execId || req.id}" was already started`);
+    proc.state.check('start');
     const sandbox = this.#requireSandbox();
     if (container.holder) return this.#startHolder(container, sandbox);
     try {
@@ -181,41 +184,22 @@ export class TaskService implements TaskImpl {
       await proc.io?.close();
       throw e;
     }
-    proc.status = Status.RUNNING;
+    proc.state.to('running');
     const pid = this.vmPid;
     if (req.execId) this.#options.events.publish('/tasks/exec-started', ev.TaskExecStartedSchema, { containerId: req.id, execId: req.execId, pid });
     else this.#options.events.publish('/tasks/start', ev.TaskStartSchema, { containerId: req.id, pid });
-    void this.#monitor(container, proc);
+    const onOom = () => this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
+    void monitorProcess(sandbox, container.id, proc, { log: this.#options.log, onOom });
     return { pid };
   }
 
   // The holder "runs" while the VM does: it ends by a kill (holderExit) or when the VM exits.
   #startHolder(container: ContainerRecord, sandbox: Sandbox) {
-    container.init.status = Status.RUNNING;
+    container.init.state.to('running');
     const pid = this.vmPid;
     this.#options.events.publish('/tasks/start', ev.TaskStartSchema, { containerId: container.id, pid });
     void sandbox.vm.exited.then(() => container.init.ending.end(255));
     return { pid };
-  }
-
-  // monitor carries the process's stdio and records its exit once its output has drained.
-  async #monitor(container: ContainerRecord, proc: ProcessRecord): Promise<void> {
-    const sandbox = this.#requireSandbox();
-    const io = proc.io!;
-    const output = sandbox.attach(container.id, proc.execId, io).catch((e: Error) => this.#options.log(`stdio of ${container.id}/${proc.execId}: ${e.message}`));
-    // A SIGKILLed process whose guest went away before reporting it was killed, as far as anyone can tell.
-    let status = 255;
-    let oom = false;
-    try {
-      const [exit] = await Promise.all([sandbox.wait(container.id, proc.execId), output]);
-      status = exit.exitStatus;
-      oom = exit.oomKilled;
-    } catch (e) {
-      if (proc.ending.killed) status = KILLED_STATUS;
-      this.#options.log(`wait for ${container.id}/${proc.execId}: ${(e as Error).message}`);
-    }
-    if (oom && !proc.ending.ended) this.#options.events.publish('/tasks/oom', ev.TaskOOMSchema, { containerId: container.id });
-    await proc.ending.end(status);
   }
 
   /**
@@ -223,11 +207,11 @@ export class TaskService implements TaskImpl {
    * by its ProcessEnd (the guest's report, the VM's end, a holder's kill, or the deadline after SIGKILL).
    */
   async #endProcess(container: ContainerRecord, proc: ProcessRecord, status: number, forced: boolean): Promise<void> {
-    if (proc.status === Status.STOPPED) return;
+    if (proc.state.ended) return;
     if (forced) {
       this.#options.log(`${container.id}/${proc.execId}: the guest did not report the exit within ${KILL_EXIT_DEADLINE_MS} ms of SIGKILL: recorded as killed`);
     }
-    proc.status = Status.STOPPED;
+    proc.state.to('stopped');
     proc.exit = { status, at: new Date() };
     await proc.io?.close();
     this.#options.events.publish('/tasks/exit', ev.TaskExitSchema, {
@@ -240,26 +224,32 @@ export class TaskService implements TaskImpl {
     proc.markExited();
   }
 
-  async delete(req: { id: string; execId: string }) {
+  async #delete(req: IdRequest) {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
-    if (proc.status === Status.RUNNING || proc.status === Status.PAUSED) {
-      throw new HullError('failed_precondition', `Process "${req.execId || req.id}" is running: kill it first`);
-    }
+    proc.state.check('delete');
+    const started = proc.state.state !== 'created';
+    proc.state.to('deleted');
     await proc.io?.close(); // a process that never started still holds its FIFOs
     proc.ending.dispose();
+    proc.markExited(); // a Wait on a process deleted before it started returns
     const pid = this.vmPid;
     const exitStatus = proc.exit?.status ?? 0;
     const exitedAt = timestampFromDate(proc.exit?.at ?? new Date());
     if (req.execId) {
       container.execs.delete(req.execId);
+      // An exec that never started has nothing in the guest; one that did leaves its record and files there until told.
+      if (started && this.#vm.sandbox) {
+        await this.#vm.sandbox.removeExec(req.id, req.execId, EXEC_REMOVE_TIMEOUT_MS).catch((e: Error) => this.#options.log(`remove exec ${req.id}/${req.execId} in guest: ${e.message}`));
+      }
       return { pid, exitStatus, exitedAt };
     }
-    const endsSandbox = req.id === this.#sandboxContainerId;
+    const endsSandbox = this.#vm.endsWith(req.id);
+    const sandbox = this.#vm.sandbox;
     // The VM ends with the container that booted it: tidying the guest first would only delay that
     // (destroy unmounts what the host shared with it).
-    if (!endsSandbox && this.#sandbox) {
-      await bounded(this.#sandbox.removeContainer(req.id), GUEST_REMOVE_TIMEOUT_MS, `Removing ${req.id} in the guest`).catch((e: Error) =>
+    if (!endsSandbox && sandbox) {
+      await bounded(sandbox.removeContainer(req.id), GUEST_REMOVE_TIMEOUT_MS, `Removing ${req.id} in the guest`).catch((e: Error) =>
         this.#options.log(`remove ${req.id} in guest: ${e.message}`),
       );
     }
@@ -270,21 +260,13 @@ export class TaskService implements TaskImpl {
     return { pid, exitStatus, exitedAt };
   }
 
-  async exec(req: { id: string; execId: string; terminal: boolean; stdin: string; stdout: string; stderr: string; spec?: { typeUrl: string; value: Uint8Array } }) {
+  async #exec(req: ExecRequest) {
     const container = this.#container(req.id);
     if (!req.execId) throw new HullError('invalid_argument', 'Exec needs an exec id');
     if (container.execs.has(req.execId)) throw new HullError('already_exists', `Exec "${req.execId}" already exists in task "${req.id}"`);
-    if (container.init.status !== Status.RUNNING) throw new HullError('failed_precondition', `Task "${req.id}" is not running`);
+    container.init.state.check('exec');
     if (container.holder) throw new HullError('failed_precondition', `Task "${req.id}" is a hull pod's sandbox: the pod VM has no process of it to exec in`);
-    if (req.spec && req.spec.typeUrl !== PROCESS_SPEC_TYPE && !req.spec.typeUrl.endsWith('/Process')) {
-      throw new HullError('invalid_argument', `Exec spec of type "${req.spec.typeUrl}" is not an OCI Process`);
-    }
-    let spec: OciProcess;
-    try {
-      spec = JSON.parse(Buffer.from(req.spec?.value ?? new Uint8Array()).toString('utf8')) as OciProcess;
-    } catch (e) {
-      throw new HullError('invalid_argument', `Malformed exec process spec: ${(e as Error).message}`);
-    }
+    const spec = parseExecSpec(req.spec);
     const proc = newProcess({
       execId: req.execId,
       paths: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr },
@@ -298,74 +280,61 @@ export class TaskService implements TaskImpl {
     return {};
   }
 
-  async resizePty(req: { id: string; execId: string; width: number; height: number }) {
+  async #resizePty(req: ResizeRequest) {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
-    if (proc.status !== Status.RUNNING || container.holder) return {};
+    proc.state.check('resize');
+    if (proc.state.state !== 'running' || container.holder) return {};
     await this.#requireSandbox().resize(req.id, req.execId, req.height, req.width);
     return {};
   }
 
-  async state(req: { id: string; execId: string }) {
+  async state(req: IdRequest) {
     const container = this.#container(req.id);
-    const proc = this.#process(container, req.execId);
-    return {
-      id: req.execId || req.id,
-      bundle: container.bundle,
-      pid: this.vmPid,
-      status: proc.status,
-      stdin: proc.paths.stdin,
-      stdout: proc.paths.stdout,
-      stderr: proc.paths.stderr,
-      terminal: proc.terminal,
-      exitStatus: proc.exit?.status ?? 0,
-      exitedAt: proc.exit ? timestampFromDate(proc.exit.at) : undefined,
-      execId: req.execId,
-    };
+    return stateResponse(container, this.#process(container, req.execId), this.vmPid);
   }
 
   async pids(req: { id: string }) {
     if (this.#container(req.id).holder) return { processes: [] };
     const processes = await this.#requireSandbox().processes(req.id);
-    return {
-      processes: processes.map((p) => ({
-        pid: p.pid,
-        info: p.execId ? { typeUrl: 'containerd.runc.v1.ProcessDetails', value: new BinaryWriter().uint32((1 << 3) | 2).string(p.execId).finish() } : undefined,
-      })),
-    };
+    return { processes: processes.map(processInfo) };
   }
 
-  async pause(req: { id: string }) {
-    const container = this.#container(req.id);
-    if (!container.holder) await this.#requireSandbox().pauseContainer(req.id);
-    container.init.status = Status.PAUSED;
-    this.#options.events.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: req.id });
-    return {};
+  pause(req: { id: string }) {
+    return this.#locks.run(req.id, async () => {
+      const { init, holder } = this.#container(req.id);
+      init.state.check('pause');
+      if (!holder) await this.#requireSandbox().pauseContainer(req.id);
+      // The process may have exited meanwhile: its exit stands.
+      if (init.state.state === 'running') init.state.to('paused');
+      this.#options.events.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: req.id });
+      return {};
+    });
   }
 
-  async resume(req: { id: string }) {
-    const container = this.#container(req.id);
-    if (!container.holder) await this.#requireSandbox().resumeContainer(req.id);
-    container.init.status = Status.RUNNING;
-    this.#options.events.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: req.id });
-    return {};
+  resume(req: { id: string }) {
+    return this.#locks.run(req.id, async () => {
+      const { init, holder } = this.#container(req.id);
+      init.state.check('resume');
+      if (!holder) await this.#requireSandbox().resumeContainer(req.id);
+      if (init.state.state === 'paused') init.state.to('running');
+      this.#options.events.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: req.id });
+      return {};
+    });
   }
 
   async checkpoint(): Promise<never> {
     throw new HullError('unimplemented', 'hull does not checkpoint tasks');
   }
 
-  async kill(req: { id: string; execId: string; signal: number; all: boolean }) {
+  async #kill(req: KillRequest) {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
-    if (proc.status === Status.STOPPED || (proc.status === Status.CREATED && req.execId)) {
-      throw new HullError('not_found', 'process already finished');
-    }
-    if (proc.status === Status.CREATED) {
-      // Never started: there is nothing in the guest to signal; it just ends.
-      proc.status = Status.STOPPED;
-      proc.exit = { status: 128 + req.signal, at: new Date() };
-      proc.markExited();
+    proc.state.check('kill');
+    if (proc.state.state === 'created') {
+      // Never started: nothing in the guest to signal. It ends as any process does (exit event, FIFOs closed).
+      const status = createdKillStatus(req.signal);
+      if (status !== undefined) await proc.ending.end(status);
       return {};
     }
     if (container.holder) {
@@ -373,49 +342,29 @@ export class TaskService implements TaskImpl {
       if (status !== undefined) await proc.ending.end(status);
       return {};
     }
-    const sandbox = this.#requireSandbox();
-    const name = req.execId ? `${req.id}/${req.execId}` : req.id;
-    // Armed before the call: the guest may answer neither it nor with the exit.
-    if (req.signal === SIGKILL) for (const killed of this.#killedBy(container, proc, req.all)) killed.ending.armKillDeadline();
-    try {
-      await bounded(sandbox.signal(req.id, req.execId, req.signal, req.all), SIGNAL_CALL_TIMEOUT_MS, `Signal ${req.signal} to ${name} in the guest`);
-    } catch (e) {
-      // A Kill that fails because the guest did not answer fails StopContainer and StopPodSandbox, which
-      // kubelet retries for ever. After SIGKILL the deadline ends the process whatever the guest says;
-      // another signal it did not confirm is one the process ignored (callers escalate to SIGKILL).
-      if (req.signal !== SIGKILL && !isDeadlineExceeded(e) && !isUnavailable(e)) throw e;
-      this.#options.log(`signal ${req.signal} to ${name}: ${(e as Error).message}`);
-    }
+    await signalInGuest(this.#requireSandbox(), container, proc, req, this.#options.log);
     return {};
   }
 
-  /** killedBy lists the processes a SIGKILL ends: with `all` on the init, its container's too. */
-  #killedBy(container: ContainerRecord, proc: ProcessRecord, all: boolean): ProcessRecord[] {
-    const procs = all && proc === container.init ? [container.init, ...container.execs.values()] : [proc];
-    return procs.filter((p) => p.status === Status.RUNNING || p.status === Status.PAUSED);
-  }
-
-  async closeIO(req: { id: string; execId: string; stdin: boolean }) {
+  async #closeIO(req: CloseIORequest) {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
-    if (req.stdin && proc.status === Status.RUNNING && !container.holder) {
+    if (req.stdin && proc.state.state === 'running' && !container.holder) {
       proc.io?.stdin?.destroy();
       await this.#requireSandbox().closeStdin(req.id, req.execId).catch(() => {});
     }
     return {};
   }
 
-  async update(req: { id: string; resources?: { typeUrl: string; value: Uint8Array } }) {
-    // The holder has no cgroup of its own in the guest; the pod's limits sized the VM.
-    if (this.#container(req.id).holder) return {};
-    let resources: Record<string, unknown>;
-    try {
-      resources = JSON.parse(Buffer.from(req.resources?.value ?? new Uint8Array()).toString('utf8')) as Record<string, unknown>;
-    } catch (e) {
-      throw new HullError('invalid_argument', `Malformed resources: ${(e as Error).message}`);
-    }
-    await this.#requireSandbox().update(req.id, resources);
-    return {};
+  update(req: { id: string; resources?: { typeUrl: string; value: Uint8Array } }) {
+    return this.#locks.run(req.id, async () => {
+      const { init, holder } = this.#container(req.id);
+      init.state.check('update');
+      // The holder has no cgroup of its own in the guest; the pod's limits sized the VM.
+      if (holder) return {};
+      await this.#requireSandbox().update(req.id, parseResources(req.resources));
+      return {};
+    });
   }
 
   async wait(req: { id: string; execId: string }) {
@@ -447,18 +396,16 @@ export class TaskService implements TaskImpl {
     await this.#destroySandbox();
   }
 
-  async #destroySandbox(): Promise<void> {
-    const sandbox = this.#sandbox;
-    this.#sandbox = undefined;
-    this.#sandboxContainerId = undefined;
-    // A Delete that containerd gave up waiting for is followed by Shutdown: wait for the same destroy.
-    if (sandbox) this.#destroying = sandbox.destroy().catch((e: Error) => this.#options.log(`destroy sandbox: ${e.message}`));
-    await this.#destroying;
+  #destroySandbox(): Promise<void> {
+    return this.#vm.destroy();
+  }
+
+  #serialized<R extends { id: string }, T>(handler: (this: TaskService, req: R) => Promise<T>): (req: R) => Promise<T> {
+    return (req) => this.#locks.run(req.id, () => handler.call(this, req));
   }
 
   #requireSandbox(): Sandbox {
-    if (!this.#sandbox) throw new HullError('failed_precondition', 'The pod VM is not running');
-    return this.#sandbox;
+    return this.#vm.require();
   }
 
   #container(id: string): ContainerRecord {

@@ -1,0 +1,51 @@
+/**
+ * The shim's debug socket: `<sandbox state dir>/debug.sock` (0600, in the 0700 state directory),
+ * HTTP over a unix socket as Kata's shim-monitor socket is. `GET /agent` answers what the guest
+ * agent holds (its memory after a full GC, its exec records and bundle files per container), as
+ * JSON: what tests read to show that execs leave nothing behind. It only reads; the socket goes
+ * with the state directory when the sandbox is destroyed.
+ */
+import { chmod, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import type { AgentClient } from '../sandbox/index.js';
+import { readDebugState } from '../sandbox/agent-client.js';
+
+export const DEBUG_SOCKET = 'debug.sock';
+const DEBUG_CALL_TIMEOUT_MS = 10_000;
+
+export interface DebugSocket {
+  close(): Promise<void>;
+}
+
+/** serveDebugSocket listens on `<stateDir>/debug.sock`; failures are logged, never fatal. */
+export async function serveDebugSocket(stateDir: string, agent: AgentClient, log: (line: string) => void): Promise<DebugSocket> {
+  const path = join(stateDir, DEBUG_SOCKET);
+  const server: Server = createServer((req, res) => {
+    if (req.method !== 'GET' || req.url !== '/agent') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent\n');
+      return;
+    }
+    readDebugState(agent, DEBUG_CALL_TIMEOUT_MS).then(
+      (state) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(state) + '\n'),
+      (e: Error) => res.writeHead(502, { 'content-type': 'text/plain' }).end(`agent: ${e.message}\n`),
+    );
+  });
+  server.on('error', (e) => log(`debug socket: ${e.message}`));
+  await rm(path, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  await chmod(path, 0o600);
+  return {
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await rm(path, { force: true });
+    },
+  };
+}
