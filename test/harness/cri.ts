@@ -319,6 +319,8 @@ export interface PodOptions {
   logDirectory?: string;
   /** sharePid is shareProcessNamespace: the pod's containers share one PID namespace. */
   sharePid?: boolean;
+  /** sysctls are the pod's securityContext.sysctls (kubelet passes the ones the node allows). */
+  sysctls?: StringMap;
 }
 
 /** podConfig builds a PodSandboxConfig the way kubelet fills one for a simple pod. */
@@ -334,6 +336,7 @@ export function podConfig(o: PodOptions): PodSandboxConfig {
     linux: {
       cgroupParent: '',
       securityContext: { namespaceOptions: { network: o.hostNetwork ? 'NODE' : 'POD', pid: o.sharePid ? 'POD' : 'CONTAINER', ipc: 'POD' } },
+      ...(o.sysctls ? { sysctls: o.sysctls } : {}),
       ...(limits ? { resources: { cpuPeriod: o.cpuPeriod ?? (o.cpuQuota !== undefined ? 100_000 : 0), cpuQuota: o.cpuQuota ?? 0, cpuShares: 2, memoryLimitInBytes: o.memoryLimitBytes ?? 0 } } : {}),
     },
   };
