@@ -3,12 +3,12 @@
  * what was checked and what was found; the exit status is non-zero when
  * something required is missing.
  */
-import { access, constants, readFile } from 'node:fs/promises';
+import { access, constants, readFile, realpath } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { guardRuleset } from '../net/index.js';
-import { chooseAccel, readHostFacts } from '../vmm/index.js';
+import { JAIL_CAPABILITIES, JAIL_RLIMITS, chooseAccel, findExecutable, readHostFacts } from '../vmm/index.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -48,7 +48,9 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
   lines.push({ ok: tun, what: '/dev/net/tun', detail: tun ? 'taps for pod networking can be made' : 'missing: pod networking needs the tun device (modprobe tun)', required: true });
   for (const [tool, flag, pkg, why] of [
     ['nsenter', '--version', 'util-linux', 'runs QEMU and network setup inside the pod netns'],
-    ['setpriv', '--version', 'util-linux', 'makes a VM die with its shim'],
+    ['setpriv', '--version', 'util-linux', 'makes a VM die with its shim; drops the jailed QEMU to its uid and capabilities'],
+    ['unshare', '--version', 'util-linux', 'gives each jailed QEMU its own mount and PID namespaces'],
+    ['prlimit', '--version', 'util-linux', 'sets the jailed QEMU\'s rlimits'],
     ['tc', '-V', 'iproute2', 'redirects the pod veth to the VM tap'],
     ['iptables', '--version', 'iptables', 'port-forward into VM pods'],
     ['nft', '--version', 'nftables', 'filters what a VM sends: only its pod\'s own MAC and addresses reach the network'],
@@ -57,6 +59,7 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
     lines.push({ ok: found !== undefined, what: tool, detail: found !== undefined ? why : `not found (apt-get install ${pkg}): ${why}`, required: true });
   }
   lines.push(await checkGuardKernel());
+  lines.push(...(await checkJail(config)));
   const vhostVsock = await access('/dev/vhost-vsock', constants.R_OK | constants.W_OK).then(() => true, () => false);
   lines.push({ ok: true, what: 'agent transport', detail: vhostVsock ? 'virtio-serial (vhost-vsock present, not used yet)' : 'virtio-serial (no /dev/vhost-vsock)', required: false });
   return lines;
@@ -81,4 +84,33 @@ function checkGuardKernel(): Promise<CheckLine> {
     child.stdin?.on('error', () => {});
     child.stdin?.end(script);
   });
+}
+
+/**
+ * checkJail says which confinement QEMU gets here (jail.ts): required, so a config that turns it
+ * off fails the check, and a host that cannot build the jail (no mount or PID namespaces, QEMU
+ * outside /usr) fails it too.
+ */
+async function checkJail(config: HullConfig): Promise<CheckLine[]> {
+  const what = 'QEMU jail';
+  if (!config.jail) {
+    return [{ ok: false, what, detail: 'off (jail = false): QEMU runs as root with every capability in the host\'s mount and PID namespaces; set jail = true', required: true }];
+  }
+  const caps = JAIL_CAPABILITIES.join(', ');
+  const namespaces = await new Promise<boolean>((resolve) => execFile('unshare', ['--mount', '--pid', '--fork', '--', 'true'], (e) => resolve(e === null)));
+  const binary = await findExecutable('qemu-system-x86_64');
+  const real = binary ? await realpath(binary).catch(() => binary) : undefined;
+  const underUsr = real?.startsWith('/usr/') ?? false;
+  const ok = namespaces && underUsr;
+  const why = !namespaces ? 'the kernel refuses new mount and PID namespaces' : !underUsr ? `QEMU is at ${real ?? '?'}, outside /usr, which is all of the host the jail holds` : '';
+  return [
+    {
+      ok,
+      what,
+      detail: ok
+        ? `on: own mount and PID namespaces, a uid of its own from ${config.jailUidBase}..${config.jailUidBase + config.jailUidCount - 1}, no_new_privs, seccomp (-sandbox), capabilities ${caps} only, rlimits core ${JAIL_RLIMITS.core}, nofile ${JAIL_RLIMITS.nofile}, nproc ${JAIL_RLIMITS.nproc}`
+        : `cannot be built: ${why}`,
+      required: true,
+    },
+  ];
 }

@@ -11,7 +11,7 @@ import { parse } from 'smol-toml';
 import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { currentGuestImage } from '../guest/index.js';
-import { listTemplates } from '../vmm/index.js';
+import { JAIL_CAPABILITIES, JAIL_RLIMITS, listTemplates } from '../vmm/index.js';
 import { CONFIG_KEYS, hullBinDir } from './install.js';
 
 export interface EnvKey {
@@ -54,6 +54,17 @@ export interface EnvReport {
     /** ramMiB is the tmpfs their RAM files hold. */
     ramMiB: number;
     maxRamMiB: number;
+  };
+  /** confinement: what each VM's QEMU runs with here (src/vmm/jail.ts), and the host's cgroup version. */
+  confinement: {
+    jail: boolean;
+    namespaces: string[];
+    uids: string;
+    capabilities: string[];
+    noNewPrivs: boolean;
+    seccomp: string;
+    rlimits: Record<string, number>;
+    cgroup: 'v1' | 'v2' | 'hybrid';
   };
 }
 
@@ -127,7 +138,25 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
       ramMiB: Math.round(templates.reduce((sum, t) => sum + t.ramAllocatedBytes, 0) / (1024 * 1024)),
       maxRamMiB: config.templateMaxRamMiB,
     },
+    confinement: {
+      jail: config.jail,
+      namespaces: config.jail ? ['mount (root: the sandbox\'s jail)', 'pid', 'net (the pod\'s)'] : ['net (the pod\'s)'],
+      uids: config.jail ? `${config.jailUidBase}..${config.jailUidBase + config.jailUidCount - 1}, one per VM` : '0 (root)',
+      capabilities: config.jail ? [...JAIL_CAPABILITIES] : ['all'],
+      noNewPrivs: config.jail,
+      seccomp: 'QEMU -sandbox on (obsolete, elevateprivileges, spawn, resourcecontrol denied)',
+      rlimits: config.jail ? { ...JAIL_RLIMITS } : {},
+      cgroup: await cgroupVersion(),
+    },
   };
+}
+
+/** cgroupVersion: v2 (unified), hybrid (v1 controllers with a v2 tree beside them), or v1. */
+async function cgroupVersion(): Promise<'v1' | 'v2' | 'hybrid'> {
+  const mounts = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const v2 = / - cgroup2 /.test(mounts);
+  const v1 = / - cgroup /.test(mounts);
+  return v1 && v2 ? 'hybrid' : v2 ? 'v2' : 'v1';
 }
 
 /** formatEnv is the human form of the report. */
@@ -156,5 +185,13 @@ export function formatEnv(r: EnvReport): string {
   out.push(`templates ${t.dir} (RAM in ${t.ramDir})`);
   out.push(`  kept              ${t.count} of at most ${t.maxCount}`);
   out.push(`  RAM on tmpfs      ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
+  const c = r.confinement;
+  out.push(`QEMU confinement  ${c.jail ? 'jailed' : 'NOT jailed (jail = false)'}`);
+  out.push(`  namespaces        ${c.namespaces.join(', ')}`);
+  out.push(`  uid/gid           ${c.uids}`);
+  out.push(`  capabilities      ${c.capabilities.join(', ')}${c.noNewPrivs ? '; no_new_privs' : ''}`);
+  out.push(`  seccomp           ${c.seccomp}`);
+  if (Object.keys(c.rlimits).length > 0) out.push(`  rlimits           ${Object.entries(c.rlimits).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  out.push(`  host cgroups      ${c.cgroup}`);
   return out.join('\n');
 }

@@ -56,6 +56,17 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
       'template holds ~150-300 MiB, more for VMs of many GiB). A VM whose template cannot fit boots without one.',
     ],
   },
+  {
+    key: 'jail',
+    field: 'jail',
+    doc: [
+      'Confine each VM\'s QEMU: its own mount and PID namespaces rooted in the sandbox\'s directory, its own',
+      'unprivileged uid, only the capabilities 9p needs, no_new_privs. false runs QEMU as root in the host\'s',
+      'namespaces: `hull check` then fails.',
+    ],
+  },
+  { key: 'jail_uid_base', field: 'jailUidBase', doc: ['First uid/gid leased to jailed VMs, one per VM; the range must hold no host user.'] },
+  { key: 'jail_uid_count', field: 'jailUidCount', doc: ['How many uids the range holds: at most this many VMs run at once.'] },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

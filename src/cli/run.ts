@@ -43,6 +43,7 @@ export async function runContainer(config: HullConfig, image: GuestAssets, optio
       bootTimeoutMs: config.bootTimeoutMs,
       templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB } : undefined,
       protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
+      jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
       log: (line) => process.stderr.write(`hull: ${line}\n`),
     });
     if (interrupted) return interrupted;

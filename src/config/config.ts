@@ -32,6 +32,12 @@ export interface HullConfig {
   templateMaxCount: number;
   /** At most this much tmpfs (MiB) is held by template RAM files together. */
   templateMaxRamMiB: number;
+  /** Confine each VM's QEMU (own mount and PID namespaces, own uid, 9p's capabilities only). */
+  jail: boolean;
+  /** First uid (and gid) of the range leased to jailed VMs, one per VM. */
+  jailUidBase: number;
+  /** How many uids the range holds: at most this many VMs at once. */
+  jailUidCount: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
@@ -47,6 +53,9 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/vmm/template.ts (a test checks).
   templateMaxCount: 8,
   templateMaxRamMiB: 2048,
+  jail: true,
+  jailUidBase: 2_000_000_000,
+  jailUidCount: 65_536,
 };
 
 // TOML key -> config field, with the check each value must pass.
@@ -62,6 +71,9 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
   template_max_count: { field: 'templateMaxCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1024, expect: 'an integer 1..1024' },
   // One template of a small VM holds ~150-200 MiB: a smaller bound would never keep any.
+  jail: { field: 'jail', check: (v) => typeof v === 'boolean', expect: 'true or false' },
+  jail_uid_base: { field: 'jailUidBase', check: (v) => Number.isInteger(v) && (v as number) >= 65_536 && (v as number) < 0xffff0000, expect: 'an integer >= 65536 (above host users and subuid ranges)' },
+  jail_uid_count: { field: 'jailUidCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1 << 24, expect: 'an integer 1..16777216' },
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
 

@@ -18,9 +18,11 @@ export { TAP_NAME };
  * veth→tap redirect; on failure it removes what it made. identity is the
  * pod's MAC and addresses as CNI gave them (the guest takes the same).
  */
-export async function connectTap(netns: string, veth: string, mtu: number, identity: PodIdentity): Promise<string> {
+export async function connectTap(netns: string, veth: string, mtu: number, identity: PodIdentity, owner?: { uid: number; gid: number }): Promise<string> {
   try {
-    await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap']);
+    // Owned by the VM's uid: a jailed QEMU opens it without CAP_NET_ADMIN.
+    const user = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
+    await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap', ...user]);
     // The guard exists before the tap is up and before QEMU holds it: no frame passes unfiltered.
     await installGuard(netns, { ...identity, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
     await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'mtu', String(mtu), 'up']);

@@ -19,6 +19,7 @@ import { HullError } from '../errors/index.js';
 import { disablePortForward, disconnectTap } from '../net/index.js';
 import { isInside, mountAt, mountPointsUnder, readMountinfo } from './mountinfo.js';
 import { unmount } from './mounts.js';
+import { releaseJailUid } from './jail-uid.js';
 import { killRecordedProcess, processStartTime } from './process-record.js';
 
 export const LEDGER_FILE = 'ledger';
@@ -34,6 +35,8 @@ export type Resource =
   | { kind: 'process'; pid: number; startTime: string }
   /** the tap, its tc redirects and filters in the pod netns (src/net: connectTap / disconnectTap). */
   | { kind: 'network'; netns: string; veth: string }
+  /** the lease of the VMM's uid (jail-uid.ts): `<runRoot>/.jail-uids/<uid>`. */
+  | { kind: 'uid-lease'; uid: number }
   /** the port-forward plumbing: NAT rules, sysctl, the veth's address (src/net: disablePortForward). */
   | { kind: 'port-forward'; netns: string; veth: string; guestIp: string; vethAddress: string };
 
@@ -141,7 +144,7 @@ export async function replayLedger(stateDir: string, options: { scope?: string; 
   let failures = 0;
   for (const entry of entries.reverse()) {
     try {
-      await release(entry, log);
+      await release(entry, stateDir, log);
     } catch (e) {
       failures++;
       log(`release ${describe(entry.resource)}: ${(e as Error).message}`);
@@ -150,11 +153,14 @@ export async function replayLedger(stateDir: string, options: { scope?: string; 
   return failures;
 }
 
-async function release(entry: LedgerEntry, log: LedgerLog): Promise<void> {
+async function release(entry: LedgerEntry, stateDir: string, log: LedgerLog): Promise<void> {
   const r = entry.resource;
   switch (r.kind) {
     case 'process':
       await killRecordedProcess(r.pid, r.startTime);
+      return;
+    case 'uid-lease':
+      await releaseJailUid(stateDir, r.uid);
       return;
     case 'network':
       await disconnectTap(r.netns, r.veth);
@@ -199,6 +205,8 @@ function describe(r: Resource): string {
   switch (r.kind) {
     case 'process':
       return `process ${r.pid}`;
+    case 'uid-lease':
+      return `uid lease ${r.uid}`;
     case 'network':
     case 'port-forward':
       return `${r.kind} of ${r.veth} in ${r.netns}`;
@@ -233,6 +241,9 @@ function checkResource(stateDir: string, r: Resource): void {
       return;
     case 'process':
       if (!Number.isSafeInteger(r.pid) || r.pid <= 1 || typeof r.startTime !== 'string' || !/^\d+$/.test(r.startTime)) fail();
+      return;
+    case 'uid-lease':
+      if (!Number.isSafeInteger(r.uid) || r.uid < 1000 || r.uid > 0xfffffffe) fail();
       return;
     case 'port-forward':
       if (!IPV4.test(r.guestIp) || typeof r.vethAddress !== 'string' || !/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(r.vethAddress)) fail();

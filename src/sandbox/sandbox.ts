@@ -11,10 +11,11 @@ import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
-import type { VmDriver, VmHandle, VmNetSpec } from '../vmm/index.js';
+import type { VmDriver, VmHandle, VmJail, VmNetSpec } from '../vmm/index.js';
 import { LINK_ADDRESS, connectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
 import { DEFAULT_TEMPLATES_ROOT, DEFAULT_TEMPLATE_RAM_ROOT, QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
+import { leaseJailUid, type UidRange } from './jail-uid.js';
 import { Ledger, replayLedger, type LedgerLog } from './ledger.js';
 import { makeShare, shareContainer, shareLayout, type ShareLayout } from './share.js';
 import { pumpOutput, pumpStdin, type HostStdio } from './stdio.js';
@@ -30,6 +31,8 @@ const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
 // answer by then is ended anyway.
 const DESTROY_AGENT_TIMEOUT_MS = 3000;
 const SHUTDOWN_DEADLINE_MS = 3000;
+/** DEFAULT_JAIL_UIDS: config's jail_uid_base and jail_uid_count defaults. */
+export const DEFAULT_JAIL_UIDS: UidRange = { base: 2_000_000_000, count: 65_536 };
 
 export interface GuestAssets {
   /** id of the guest image (templates are keyed by it). */
@@ -62,6 +65,11 @@ export interface SandboxOptions {
    * …): no volume may lie in or contain one. The run root and template roots are added here.
    */
   protectedRoots?: readonly string[];
+  /**
+   * jail confines the VM's QEMU (src/vmm/jail.ts) as a uid leased from this range for the
+   * sandbox's lifetime (default DEFAULT_JAIL_UIDS). false runs QEMU as root in the host's namespaces.
+   */
+  jail?: UidRange | false;
   /** log receives what teardown could not release (each step logs and goes on). */
   log?: LedgerLog;
   /** failpoints let tests widen the windows a hostile guest might race (never set in production). */
@@ -187,6 +195,8 @@ export class Sandbox {
     };
     try {
       await makeShare(ledger, layout);
+      const uid = options.jail === false ? undefined : await leaseJailUid(ledger, options.jail ?? DEFAULT_JAIL_UIDS);
+      const jail: VmJail | undefined = uid !== undefined ? { uid, gid: uid } : undefined;
       let net: VmNetSpec | undefined;
       let network: AttachedNetwork | undefined;
       if (options.netns) {
@@ -194,7 +204,7 @@ export class Sandbox {
         ledger.record('', { kind: 'network', netns: options.netns, veth: pod.iface.name });
         // The guard on the tap lets through only what the guest may send as this pod (src/net/anti-spoof.ts).
         const identity = { mac: pod.iface.mac, addresses: pod.iface.addresses.map((a) => a.cidr) };
-        const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu, identity);
+        const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu, identity, jail);
         network = { pod };
         const v4 = pod.iface.addresses.find((a) => a.family === 4);
         if (v4) ledger.record('', { kind: 'port-forward', netns: options.netns, veth: pod.iface.name, guestIp: v4.cidr.split('/')[0]!, vethAddress: v4.cidr });
@@ -207,10 +217,10 @@ export class Sandbox {
       const deadline = Date.now() + bootTimeoutMs;
       const { image } = options;
       const template = options.templates && image.id
-        ? await createTemplate({ ...options.templates, image: { ...image, id: image.id }, vcpus, memoryMiB, accel: options.accel ?? 'auto', bootTimeoutMs })
+        ? await createTemplate({ ...options.templates, image: { ...image, id: image.id }, vcpus, memoryMiB, accel: options.accel ?? 'auto', bootTimeoutMs, ...(jail ? { jail } : {}) })
         : undefined;
       if (template) lap('template');
-      const target = { id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs };
+      const target = { id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs, ...(jail ? { jail } : {}) };
       vm = await driver.start(
         template
           ? cloneSpec(template, target)

@@ -94,6 +94,7 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
     // No volume may lie in or contain one of hull's own directories.
     protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
     log,
+    jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
   });
   const phases = sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
   log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${sandbox.vm.pid} (ms: ${phases})`);

@@ -33,6 +33,15 @@ export interface VmTemplateRef {
   ramFile: string;
 }
 
+/**
+ * VmJail confines the VMM (jail.ts): its own mount and PID namespaces rooted in `<stateDir>/jail`
+ * with only what the VM needs, this unprivileged uid/gid, and only the capabilities 9p needs.
+ */
+export interface VmJail {
+  uid: number;
+  gid: number;
+}
+
 /** VmSpec is everything a driver needs to start one VM. Paths are absolute host paths. */
 export interface VmSpec {
   /** id names the VM (the sandbox id); letters, digits, '.', '_', '-', at most 76 characters (containerd's limit). */
@@ -71,6 +80,8 @@ export interface VmSpec {
   templateRamFile?: string;
   /** template makes this VM a clone of a saved template, restored instead of booted. */
   template?: VmTemplateRef;
+  /** jail confines the VMM; without it the VMM runs as the caller (root) in the host's namespaces. */
+  jail?: VmJail;
 }
 
 /** VmExit is how the VM process ended: an exit code, or the signal that killed it. */

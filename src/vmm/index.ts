@@ -5,7 +5,9 @@
  * (template*.ts) let a clone restore a saved guest instead of booting one.
  */
 
-export type { Accel, VmDriver, VmExit, VmHandle, VmNetSpec, VmSpec, VmTemplateRef } from './driver.js';
+export type { Accel, VmDriver, VmExit, VmHandle, VmJail, VmNetSpec, VmSpec, VmTemplateRef } from './driver.js';
+export { JAIL_CAPABILITIES, JAIL_RLIMITS } from './jail.js';
+export { findExecutable } from './qemu-process.js';
 export { chooseAccel, decideAccel, hostTscKhz, readHostFacts, type AccelChoice, type AccelRequest, type HostFacts } from './accel.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu.js';
 export { AGENT_PORT_NAME, SHARE_MOUNT_TAG, TEMPLATE_MAC, TEMPLATE_STATE_FILE, qemuArgs, qemuPaths, type QemuPaths } from './qemu-args.js';

@@ -131,6 +131,8 @@ export interface QemuArgsOptions {
   tscKhz?: number | undefined;
   /** paused adds -S: the vCPUs wait for QMP `cont` (the driver attaches the console first). */
   paused?: boolean;
+  /** pidFile: QEMU writes paths.pidFile (default). A jailed QEMU would write its PID-namespace pid, 1: the driver writes it. */
+  pidFile?: boolean;
 }
 
 /** kernelCommandLine is BASE_KERNEL_ARGS, then tsc_early_khz when known, then spec.kernelArgs. */
@@ -155,7 +157,7 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
     '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'}`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
-    '-pidfile', paths.pidFile,
+    ...(options.pidFile === false ? [] : ['-pidfile', paths.pidFile]),
     // The same as `-qmp unix:<path>,server=on,wait=off`, in a form where the path can be escaped.
     '-chardev', `socket,id=qmp,path=${opt(paths.qmpSocket)},server=on,wait=off`,
     '-mon', 'chardev=qmp,mode=control',

@@ -4,8 +4,8 @@
  *
  * Process ownership: QEMU is spawned as an ordinary child (not detached), so it stays in the shim's
  * process group; containerd starts each shim as its own group leader, so killing that group ends the
- * VM too. `<stateDir>/qemu.pid` lets a cleanup with nothing in memory (`shim delete`) find the process;
- * its `-name hull-<id>` lets it check that the pid is really ours before signalling. QEMU gets an
+ * VM too. The sandbox's ledger records QEMU's pid and start time for a cleanup with nothing in memory;
+ * `qemu.pid` and its `-name hull-<id>` let a second start of the same VM be refused. QEMU gets an
  * environment holding only PATH, stdin from /dev/null, and its stdout/stderr are read into a bounded
  * tail. The seccomp `-sandbox` forbids it to spawn processes or change privileges.
  */
@@ -17,21 +17,30 @@ import type { VmSpec } from './driver.js';
 import type { QemuPaths } from './qemu-args.js';
 
 /**
- * spawnQemu runs `binary` (default qemu-system-x86_64 on PATH) with `args` for `spec`, and returns
- * once the process runs. Fails 'failed_precondition' when QEMU cannot be started.
+ * qemuCommand is the argv (file first) that runs QEMU unjailed: in the pod's netns when there is
+ * one (a tap can only be opened from its own netns; nsenter execs QEMU, so the pid stays QEMU's),
+ * with the parent-death signal set (it survives the execs of nsenter and QEMU) so the VM never
+ * outlives the shim. A jailed QEMU is started by jail.ts's jailCommand instead.
  */
-export async function spawnQemu(spec: VmSpec, args: string[], binary = 'qemu-system-x86_64'): Promise<{ child: ChildProcess; pid: number }> {
-  // A tap device can only be opened from its own network namespace: run the VMM there.
-  // nsenter execs QEMU after setns, so the pid stays QEMU's.
-  // setpriv/nsenter would start even when QEMU cannot: check the binary first, for a clear error.
+export function qemuCommand(spec: VmSpec, binary: string, args: readonly string[]): string[] {
+  const direct = spec.net?.netns ? ['nsenter', `--net=${spec.net.netns}`, '--', binary, ...args] : [binary, ...args];
+  return ['setpriv', '--pdeathsig', 'KILL', '--', ...direct];
+}
+
+// How long a jail may take to be built before QEMU runs in it (a few mounts).
+const JAIL_START_TIMEOUT_MS = 10_000;
+
+/**
+ * spawnQemu runs `argv` and returns once the process runs, with QEMU's pid: the spawned process
+ * itself, or for a jail (`jailed`) its child, PID 1 of the jail's PID namespace, which becomes QEMU
+ * once the jail is built. Fails 'failed_precondition' when QEMU cannot be started.
+ */
+export async function spawnQemu(spec: VmSpec, argv: readonly string[], binary: string, jailed: boolean): Promise<{ child: ChildProcess; pid: number }> {
+  // setpriv/nsenter/unshare would start even when QEMU cannot: check the binary first, for a clear error.
   if (!(await findExecutable(binary))) {
     throw new HullError('failed_precondition', `Cannot start VM "${spec.id}": cannot run "${binary}": not found or not executable`);
   }
-  const direct = spec.net?.netns ? ['nsenter', `--net=${spec.net.netns}`, '--', binary, ...args] : [binary, ...args];
-  // The VM must not outlive the process that owns it (a shim that crashed or was killed):
-  // setpriv sets the parent-death signal, which survives the exec of nsenter and QEMU.
-  const [file, argv] = ['setpriv', ['--pdeathsig', 'KILL', '--', ...direct]];
-  const child = spawn(file, argv, {
+  const child = spawn(argv[0]!, argv.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin' },
   });
@@ -42,7 +51,26 @@ export async function spawnQemu(spec: VmSpec, args: string[], binary = 'qemu-sys
   if (spawnError !== undefined || child.pid === undefined) {
     throw new HullError('failed_precondition', `Cannot start VM "${spec.id}": cannot run "${binary}": ${spawnError?.message}`, { cause: spawnError });
   }
-  return { child, pid: child.pid };
+  if (!jailed) return { child, pid: child.pid };
+  const pid = await firstChild(child, JAIL_START_TIMEOUT_MS);
+  if (pid === undefined) {
+    child.kill('SIGKILL');
+    throw new HullError('internal', `Cannot start VM "${spec.id}": its jail did not start within ${JAIL_START_TIMEOUT_MS} ms`);
+  }
+  return { child, pid };
+}
+
+/** firstChild waits for the first child of `parent` (unshare's forked PID 1), while it runs. */
+async function firstChild(parent: ChildProcess, timeoutMs: number): Promise<number | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  const pid = parent.pid!;
+  while (Date.now() < deadline && parent.exitCode === null && parent.signalCode === null) {
+    const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim();
+    const first = Number(children.split(' ')[0]);
+    if (Number.isSafeInteger(first) && first > 1) return first;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  return undefined;
 }
 
 /**

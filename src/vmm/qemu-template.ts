@@ -56,12 +56,13 @@ export async function checkTemplateFiles(spec: VmSpec, template: VmTemplateRef):
  * driver streams the state file into it, and QEMU reports the migration "completed". The vCPUs
  * stay stopped (-S) until QemuVm.attach() sends `cont`.
  */
-export async function restoreTemplateState(qmp: QmpClient, migrateSocket: string, stateFile: string, deadline: number, checkStopping: () => void): Promise<void> {
+export async function restoreTemplateState(qmp: QmpClient, migrateSocket: string, stateFile: string, deadline: number, checkStopping: () => void, qemuMigrateSocket = migrateSocket): Promise<void> {
   const left = () => Math.max(1, deadline - Date.now());
   await qmp.execute('migrate-set-capabilities', { capabilities: MIGRATION_CAPABILITIES }, { timeoutMs: left() });
   const finished = migrationFinished(qmp, left());
   finished.catch(() => undefined); // awaited below; a failed send must not leave it unhandled
-  await qmp.execute('migrate-incoming', { uri: `unix:${migrateSocket}` }, { timeoutMs: left() });
+  // A jailed QEMU names the socket by its path in the jail; the driver by its path on the host.
+  await qmp.execute('migrate-incoming', { uri: `unix:${qemuMigrateSocket}` }, { timeoutMs: left() });
   checkStopping();
   const socket = await connectUnix(migrateSocket);
   const sent = pipeline(createReadStream(stateFile), socket);
@@ -81,7 +82,7 @@ export async function restoreTemplateState(qmp: QmpClient, migrateSocket: string
  * saveTemplateState stops the VM for good and writes its device state to `stateFile` (created, must
  * not exist) over a unix socket the driver listens on; guest RAM is left out (x-ignore-shared).
  */
-export async function saveTemplateState(qmp: QmpClient, migrateSocket: string, stateFile: string): Promise<void> {
+export async function saveTemplateState(qmp: QmpClient, migrateSocket: string, stateFile: string, qemuMigrateSocket = migrateSocket): Promise<void> {
   const deadline = Date.now() + SAVE_TIMEOUT_MS;
   const left = () => Math.max(1, deadline - Date.now());
   // Stopped for good: the guest must not write the shared RAM file after its state is taken.
@@ -106,7 +107,7 @@ export async function saveTemplateState(qmp: QmpClient, migrateSocket: string, s
     received.catch(() => undefined); // awaited below, after the migration's outcome
     const finished = migrationFinished(qmp, left());
     finished.catch(() => undefined);
-    await qmp.execute('migrate', { uri: `unix:${migrateSocket}` }, { timeoutMs: left() });
+    await qmp.execute('migrate', { uri: `unix:${qemuMigrateSocket}` }, { timeoutMs: left() });
     try {
       await finished;
       await withDeadline(received, left(), 'the template state stream to end');

@@ -6,7 +6,7 @@
  */
 
 import type { ChildProcess } from 'node:child_process';
-import { chmod, lstat } from 'node:fs/promises';
+import { chmod, lstat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError, errorCode } from '../errors/index.js';
 import { ByteTail, printable } from './byte-tail.js';
@@ -54,9 +54,15 @@ export class QemuVm implements VmHandle {
   private stopping = false;
   private shutdownOnce: Promise<void> | undefined;
 
-  static async launch(spec: VmSpec, accel: Accel, paths: QemuPaths, args: string[], options: QemuDriverOptions): Promise<QemuVm> {
-    const { child, pid } = await spawnQemu(spec, args, options.binary);
-    const vm = new QemuVm(spec, accel, paths, child, pid, options);
+  /**
+   * launch runs `argv` (QEMU, directly or through its jail) and attaches to it. `paths.host` are the
+   * VM's files as the driver reaches them, `paths.qemu` as QEMU names them (they differ in a jail).
+   */
+  static async launch(spec: VmSpec, accel: Accel, paths: { host: QemuPaths; qemu: QemuPaths }, argv: string[], binary: string, options: QemuDriverOptions): Promise<QemuVm> {
+    const { child, pid } = await spawnQemu(spec, argv, binary, spec.jail !== undefined);
+    const vm = new QemuVm(spec, accel, paths.host, child, pid, options, paths.qemu.migrateSocket);
+    // A jailed QEMU's own pid file would say 1 (its PID namespace): the driver writes the host's.
+    if (spec.jail !== undefined) await writeFile(paths.host.pidFile, `${pid}\n`, { mode: 0o600 }).catch(() => undefined);
     try {
       await vm.attach(spec.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
       return vm;
@@ -73,6 +79,8 @@ export class QemuVm implements VmHandle {
     private readonly child: ChildProcess,
     pid: number,
     private readonly options: QemuDriverOptions,
+    /** qemuMigrateSocket is the migration socket as QEMU names it (its path in the jail). */
+    private readonly qemuMigrateSocket: string,
   ) {
     this.pid = pid;
     this.agentSocketPath = paths.agentSocket;
@@ -130,7 +138,7 @@ export class QemuVm implements VmHandle {
         if (e.event === 'VSERPORT_CHANGE' && e.data['id'] === AGENT_PORT_ID && e.data['open'] === true) this.markAgentPortOpened();
       });
       if (this.spec.template !== undefined) {
-        await restoreTemplateState(this.qmp, this.paths.migrateSocket, join(this.spec.template.dir, TEMPLATE_STATE_FILE), deadline, () => this.checkStopping());
+        await restoreTemplateState(this.qmp, this.paths.migrateSocket, join(this.spec.template.dir, TEMPLATE_STATE_FILE), deadline, () => this.checkStopping(), this.qemuMigrateSocket);
         this.checkStopping();
       }
       const agent = await lstat(this.paths.agentSocket).catch(() => undefined);
@@ -205,7 +213,7 @@ export class QemuVm implements VmHandle {
     if (this.spec.templateRamFile === undefined) {
       throw new HullError('failed_precondition', `Cannot save VM "${this.spec.id}" as a template: it was not started with a template RAM file`);
     }
-    await saveTemplateState(this.runningQmp('saveTemplate'), this.paths.migrateSocket, stateFile);
+    await saveTemplateState(this.runningQmp('saveTemplate'), this.paths.migrateSocket, stateFile, this.qemuMigrateSocket);
   }
 
   /** stop ends the process (quit or SIGTERM, then SIGKILL after deadlineMs) and removes the files. */

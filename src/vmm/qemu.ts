@@ -14,8 +14,11 @@
 
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { VmDriver, VmHandle, VmSpec } from './driver.js';
+import { realpath } from 'node:fs/promises';
+import { jailCommand } from './jail.js';
 import { qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
-import { refuseIfRunning, removeFiles } from './qemu-process.js';
+import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
+import { findExecutable, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
 import { checkTemplateFiles } from './qemu-template.js';
 import { QemuVm, type QemuDriverOptions } from './qemu-vm.js';
 
@@ -32,11 +35,22 @@ export class QemuDriver implements VmDriver {
     const { accel } = decideAccel(facts, spec.accel ?? 'auto');
     // Only TCG guests get tsc_early_khz: see hostTscKhz.
     const tscKhz = accel === 'tcg' ? hostTscKhz(facts.cpuinfo) : undefined;
-    const paths = qemuPaths(spec.stateDir);
+    const binary = this.options.binary ?? 'qemu-system-x86_64';
     if (spec.template !== undefined) await checkTemplateFiles(spec, spec.template);
-    await refuseIfRunning(spec, paths);
-    await removeFiles(paths);
-    const args = qemuArgs(spec, accel, paths, { tscKhz, paused: true });
-    return QemuVm.launch(spec, accel, paths, args, this.options);
+    if (spec.jail === undefined) {
+      const paths = qemuPaths(spec.stateDir);
+      await refuseIfRunning(spec, paths);
+      await removeFiles(paths);
+      const args = qemuArgs(spec, accel, paths, { tscKhz, paused: true });
+      return QemuVm.launch(spec, accel, { host: paths, qemu: paths }, qemuCommand(spec, binary, args), binary, this.options);
+    }
+    const layout = jailLayout(spec, accel);
+    checkJailable(await realpath((await findExecutable(binary)) ?? binary).catch(() => binary));
+    await refuseIfRunning(spec, layout.hostPaths);
+    await removeFiles(layout.hostPaths);
+    await prepareJailDirs(spec, layout);
+    const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { tscKhz, paused: true, pidFile: false });
+    const argv = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, binary: (await findExecutable(binary)) ?? binary, args });
+    return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options);
   }
 }

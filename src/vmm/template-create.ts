@@ -101,6 +101,7 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
       accel: inputs.accel,
       startTimeoutMs: bootTimeoutMs,
       templateRamFile: ramFile,
+      ...(request.jail ? { jail: request.jail } : {}),
     });
     const agent = await connectToAgent(vm, deadline);
     const bootMs = Date.now() - started;

@@ -30,7 +30,7 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts, type AccelRequest } from './accel.js';
-import type { Accel, VmNetSpec, VmSpec } from './driver.js';
+import type { Accel, VmJail, VmNetSpec, VmSpec } from './driver.js';
 import { TEMPLATE_STATE_FILE, qemuArgs, qemuPaths } from './qemu-args.js';
 import { findExecutable } from './qemu-process.js';
 
@@ -87,6 +87,8 @@ export interface TemplateRequest extends TemplateRoots {
   binary?: string;
   /** bootTimeoutMs bounds the template's boot to a Check answered (default 120 s). */
   bootTimeoutMs?: number;
+  /** jail confines the template's VMM as it does the clone's (the creating sandbox's uid). */
+  jail?: VmJail;
 }
 
 /** TemplateInputs is everything the saved state depends on; the key is its hash. */
@@ -216,6 +218,7 @@ export interface CloneTarget {
   sharedDir: string;
   net?: VmNetSpec;
   startTimeoutMs?: number;
+  jail?: VmJail;
 }
 
 /**
@@ -239,6 +242,7 @@ export function cloneSpec(template: VmTemplate, target: CloneTarget): VmSpec {
   };
   if (target.net !== undefined) spec.net = target.net;
   if (target.startTimeoutMs !== undefined) spec.startTimeoutMs = target.startTimeoutMs;
+  if (target.jail !== undefined) spec.jail = target.jail;
   return spec;
 }
 

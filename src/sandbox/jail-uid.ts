@@ -1,0 +1,57 @@
+/**
+ * Each sandbox's VMM runs as a uid/gid of its own (src/vmm/jail.ts), leased from a range no host
+ * user has (config `jail_uid_base`, `jail_uid_count`): distinct VMs cannot signal, trace or share
+ * files with each other through their uid. A lease is a file `/run/hull-uids/<uid>` holding the
+ * sandbox's state dir, made with O_EXCL (two shims never get one uid, whatever their run roots:
+ * uids are the host's) and recorded in the sandbox's ledger before it is made, so teardown
+ * releases it.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { HullError } from '../errors/index.js';
+import type { Ledger } from './ledger.js';
+
+export const LEASES_DIR = '/run/hull-uids';
+
+export interface UidRange {
+  base: number;
+  count: number;
+}
+
+/** leasePath is the lease file of `uid`. */
+export function leasePath(uid: number): string {
+  return join(LEASES_DIR, String(uid));
+}
+
+/** leaseJailUid leases a free uid of `range` for the sandbox whose state dir the ledger keeps. */
+export async function leaseJailUid(ledger: Ledger, range: UidRange): Promise<number> {
+  const holder = ledger.stateDir;
+  await mkdir(LEASES_DIR, { recursive: true, mode: 0o700 });
+  // Start where the state dir hashes to: leases of concurrent starts rarely meet.
+  const start = createHash('sha256').update(holder).digest().readUInt32BE(0) % range.count;
+  for (let i = 0; i < range.count; i++) {
+    const uid = range.base + ((start + i) % range.count);
+    const path = leasePath(uid);
+    ledger.record('', { kind: 'uid-lease', uid });
+    try {
+      await writeFile(path, holder, { flag: 'wx', mode: 0o600 });
+      return uid;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    // A lease whose sandbox has no state dir any more was left by a crash that no replay followed.
+    const other = await readFile(path, 'utf8').catch(() => '');
+    if (other.startsWith('/') && !(await stat(other).then(() => true, () => false))) {
+      if (await unlink(path).then(() => true, () => false)) i--; // try this uid again
+    }
+  }
+  throw new HullError('resource_exhausted', `No free jail uid in ${range.base}..${range.base + range.count - 1}: raise jail_uid_count`);
+}
+
+/** releaseJailUid removes the lease of `uid` if it is still this sandbox's. */
+export async function releaseJailUid(stateDir: string, uid: number): Promise<void> {
+  const path = leasePath(uid);
+  const holder = await readFile(path, 'utf8').catch(() => undefined);
+  if (holder === stateDir) await unlink(path).catch(() => {});
+}
