@@ -42,7 +42,7 @@ function mounts(dir: string): string[] {
 
 function volume(name: string, source: string, file: boolean, readOnly: boolean): HostShare {
   const st = statSync(source);
-  return { name, source, destination: `/v${name}`, realSource: source, file, readOnly, dev: st.dev, ino: st.ino };
+  return { name, source, destination: `/v${name}`, realSource: source, file, readOnly, propagation: 'private', dev: st.dev, ino: st.ino };
 }
 
 /** The steps of a sandbox's create and its containers', in order, as Sandbox.create runs them. */
@@ -176,4 +176,36 @@ test('replayLedger() leaves a mount it did not make, a reused pid and paths outs
   assert.equal(await replayLedger(stateDir), 0);
   assert.equal(existsSync(stateDir), false);
   child.kill('SIGKILL');
+});
+
+test('a slave volume passes mounts the host makes later below its source on to the guest\'s view', async () => {
+  const stateDir = join(base, 'propagation');
+  mkdirSync(stateDir, { mode: 0o700 });
+  const source = join(base, 'shared-source');
+  mkdirSync(join(source, 'later'), { recursive: true });
+  // As kubelet requires for HostToContainer: the source is a shared mount.
+  await bindMount(source, source);
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('mount', ['--make-shared', source]);
+  const ledger = await Ledger.open(stateDir);
+  ledger.record('', { kind: 'state-dir', path: stateDir });
+  const layout = shareLayout(stateDir);
+  await makeShare(ledger, layout);
+  const st = statSync(source);
+  await shareContainer(ledger, layout, 'c1', join(sources, 'rootfs'), [
+    { name: '1', source, destination: '/h2c', realSource: source, file: false, readOnly: true, propagation: 'slave', dev: st.dev, ino: st.ino },
+    { name: '2', source, destination: '/private', realSource: source, file: false, readOnly: true, propagation: 'private', dev: st.dev, ino: st.ino },
+  ]);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'hull-later', join(source, 'later')]);
+  writeFileSync(join(source, 'later', 'f'), 'later\n');
+  try {
+    assert.equal(readFileSync(join(layout.sharedDir, 'c1', 'volumes', '1', 'later', 'f'), 'utf8'), 'later\n');
+    assert.equal(existsSync(join(layout.sharedDir, 'c1', 'volumes', '2', 'later', 'f')), false, 'a private volume received a later mount');
+  } finally {
+    ledger.close();
+    assert.equal(await replayLedger(stateDir), 0);
+    await unmount(join(source, 'later'));
+    await unmount(source);
+  }
+  assert.equal(existsSync(stateDir), false);
 });

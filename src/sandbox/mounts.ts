@@ -23,6 +23,15 @@ export async function bindMount(source: string, target: string): Promise<void> {
   await run('mount', ['--bind', '--make-private', source, target]);
 }
 
+/**
+ * bindMountAsSlave mounts `source` and everything below it on `target`, as a slave: mounts made
+ * later below `source` (a shared mount) appear below `target` too; nothing goes back.
+ */
+export async function bindMountAsSlave(source: string, target: string): Promise<void> {
+  await run('mount', ['--rbind', source, target]);
+  await run('mount', ['--make-rslave', target]);
+}
+
 /** bindMountAsPeer mounts `source` on `target` keeping propagation: a bind of a shared mount joins its peer group. */
 export async function bindMountAsPeer(source: string, target: string): Promise<void> {
   await run('mount', ['--bind', source, target]);

@@ -278,6 +278,7 @@ export class Sandbox {
     const spec = options.spec ?? (await readBundleSpec(options.bundle));
     // Volumes are checked before anything is made: a bad source leaves nothing behind.
     const volumes = await planVolumes(containerId, spec.mounts ?? [], this.#protected);
+    for (const plan of volumes) if (plan.warning) this.#log(`container ${containerId}: ${plan.warning}`);
     const guestSpec = guestContainerSpec(spec, options.args, guestMounts(volumes));
     const rootfsSource = spec.root?.path?.startsWith('/') ? spec.root.path : join(options.bundle, spec.root?.path ?? 'rootfs');
     this.#containers.add(containerId);

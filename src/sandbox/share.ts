@@ -4,7 +4,8 @@
  *
  *   mounts/                 its own mount, shared: the host makes every bind here, never exported
  *     <cid>/rootfs          bind of the container's rootfs (rw, as the pod may write it; nosuid, nodev)
- *     <cid>/volumes/<N>     bind of volume N (its own ro/rw, nosuid, nodev)
+ *     <cid>/volumes/<N>     bind of volume N (its own ro/rw, nosuid, nodev; a recursive slave
+ *                           bind for HostToContainer/Bidirectional propagation, else private)
  *   shared/                 a read-only slave bind of mounts/: what QEMU exports over 9p
  *   stage/                  its own private mount, where a rootfs or volume is bound and given
  *                           its flags before it is moved into mounts/
@@ -25,7 +26,7 @@ import { mkdir, stat, unlink, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { Ledger } from './ledger.js';
-import { bindMount, bindMountAsPeer, moveMount, remountBind, setPropagation } from './mounts.js';
+import { bindMount, bindMountAsPeer, bindMountAsSlave, moveMount, remountBind, setPropagation } from './mounts.js';
 import { VOLUMES_DIR, type HostShare } from './volumes.js';
 
 export interface ShareLayout {
@@ -84,7 +85,7 @@ export async function shareContainer(ledger: Ledger, layout: ShareLayout, contai
   const dir = containerShareDir(layout, containerId);
   await makeDir(ledger, containerId, dir);
   // nodev: QEMU must never open a device node for the guest, whatever its 9p client asks for.
-  await shareStaged(ledger, layout, containerId, { source: rootfsSource, target: join(dir, 'rootfs'), name: 'rootfs', file: false, flags: 'nosuid,nodev', what: `rootfs "${rootfsSource}"` });
+  await shareStaged(ledger, layout, containerId, { source: rootfsSource, target: join(dir, 'rootfs'), name: 'rootfs', file: false, flags: 'nosuid,nodev', slave: false, what: `rootfs "${rootfsSource}"` });
   if (volumes.length === 0) return;
   const volumesDir = join(dir, VOLUMES_DIR);
   await makeDir(ledger, containerId, volumesDir);
@@ -95,7 +96,7 @@ async function shareVolume(ledger: Ledger, layout: ShareLayout, containerId: str
   const what = `volume "${share.source}" for "${share.destination}"`;
   const target = join(volumesDir, share.name);
   const flags = `nosuid,nodev${share.readOnly ? ',ro' : ''}`;
-  await shareStaged(ledger, layout, containerId, { source: share.realSource, target, name: share.name, file: share.file, flags, what });
+  await shareStaged(ledger, layout, containerId, { source: share.realSource, target, name: share.name, file: share.file, flags, slave: share.propagation === 'slave', what });
   const shown = await stat(target);
   if (shown.dev !== share.dev || shown.ino !== share.ino) {
     throw new HullError('failed_precondition', `Cannot share ${what}: "${share.realSource}" changed while it was being shared`);
@@ -106,12 +107,14 @@ async function shareVolume(ledger: Ledger, layout: ShareLayout, containerId: str
  * shareStaged binds `source` in stage/, sets its flags there, then moves it to `target`: the copy
  * that propagates to the guest's view carries the flags from the first instant.
  */
-async function shareStaged(ledger: Ledger, layout: ShareLayout, containerId: string, m: { source: string; target: string; name: string; file: boolean; flags: string; what: string }): Promise<void> {
+async function shareStaged(ledger: Ledger, layout: ShareLayout, containerId: string, m: { source: string; target: string; name: string; file: boolean; flags: string; slave: boolean; what: string }): Promise<void> {
   const staged = join(layout.stageDir, `${containerId}.${m.name}`);
   await makeMountPoint(ledger, containerId, staged, m.file);
   ledger.record(containerId, { kind: 'mount', target: staged });
   try {
-    await bindMount(m.source, staged);
+    // A slave keeps receiving what the host mounts below the source later (HostToContainer); the
+    // flags cover the bind itself, later mounts come as the host made them (as with runc).
+    await (m.slave ? bindMountAsSlave(m.source, staged) : bindMount(m.source, staged));
     await remountBind(staged, m.flags);
   } catch (e) {
     throw new HullError('invalid_argument', `Cannot share ${m.what}: ${(e as Error).message}`, { cause: e });

@@ -13,6 +13,7 @@ import {
   guestShareMount,
   guestShmMount,
   guestTmpfsMount,
+  hostPropagation,
   isReadOnly,
   memoryEmptyDir,
   parseSize,
@@ -241,4 +242,26 @@ test('mountContaining() finds the deepest mount above a path', () => {
   assert.equal(mountContaining(entries, '/mnt/with space/a/b')?.mountId, 46);
   assert.equal(mountContaining(entries, '/run/x')?.mountId, 30);
   assert.equal(mountContaining(entries, '/runner')?.mountId, 22);
+});
+
+test('hostPropagation() reads CRI\'s propagation from bind options, the last one winning', () => {
+  assert.equal(hostPropagation(['rbind', 'rprivate']), 'private');
+  assert.equal(hostPropagation(['rbind', 'rslave']), 'slave');
+  assert.equal(hostPropagation(['rbind', 'rshared', 'ro']), 'shared');
+  assert.equal(hostPropagation(['rslave', 'rprivate']), 'private');
+  assert.equal(hostPropagation(undefined), 'private');
+});
+
+test('planVolumes() binds HostToContainer and Bidirectional volumes as slaves, and warns that nothing goes back to the host', async () => {
+  const dir = join(scratch, 'propagated');
+  mkdirSync(dir);
+  const plans = await planVolumes('c1', [
+    { destination: '/h2c', type: 'bind', source: dir, options: ['rbind', 'rslave'] },
+    { destination: '/bidi', type: 'bind', source: dir, options: ['rbind', 'rshared'] },
+    { destination: '/private', type: 'bind', source: dir, options: ['rbind', 'rprivate'] },
+  ], { stateDir: join(scratch, 'state4'), roots: [] });
+  assert.deepEqual(plans.map((p) => p.share?.propagation), ['slave', 'slave', 'private']);
+  assert.deepEqual(plans.map((p) => p.warning !== undefined), [false, true, false]);
+  assert.match(plans[1]!.warning!, /Bidirectional propagation: mounts the host makes below it reach the container, but mounts made in the container cannot reach the host/);
+  assert.deepEqual(plans.map((p) => p.guest.options), [['rbind', 'rslave'], ['rbind'], ['rbind', 'rprivate']]);
 });

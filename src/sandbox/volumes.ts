@@ -75,6 +75,8 @@ export interface VolumePlan {
   guest: OciMount;
   /** share is set when a host path is bind-mounted into the shared directory. */
   share?: HostShare;
+  /** warning is for the shim's log: what of the spec the VM cannot honour. */
+  warning?: string;
 }
 
 /** HostShare is a host path to bind at `<shared>/<cid>/volumes/<name>`. */
@@ -87,6 +89,11 @@ export interface HostShare {
   realSource: string;
   file: boolean;
   readOnly: boolean;
+  /**
+   * propagation 'slave' (the spec asked rslave or rshared: HostToContainer or Bidirectional) binds
+   * the source recursively as a slave: mounts the host makes below it later reach the guest.
+   */
+  propagation: 'private' | 'slave';
   /** dev and ino identify what was checked; the bind must show the same. */
   dev: number;
   ino: number;
@@ -130,6 +137,20 @@ export function isReadOnly(options: readonly string[] | undefined): boolean {
 export function guestBindOptions(options: readonly string[] | undefined): string[] {
   const kept = (options ?? []).filter((o) => KEPT_BIND_OPTIONS.has(o));
   return ['rbind', ...(isReadOnly(options) ? ['ro'] : []), ...new Set(kept)];
+}
+
+/**
+ * hostPropagation is the propagation a bind's options ask for (the last one wins, as in mount(8)):
+ * rslave/slave is CRI's HostToContainer, rshared/shared its Bidirectional.
+ */
+export function hostPropagation(options: readonly string[] | undefined): 'private' | 'slave' | 'shared' {
+  let found: 'private' | 'slave' | 'shared' = 'private';
+  for (const o of options ?? []) {
+    if (o === 'rslave' || o === 'slave') found = 'slave';
+    else if (o === 'rshared' || o === 'shared') found = 'shared';
+    else if (o === 'rprivate' || o === 'private') found = 'private';
+  }
+  return found;
 }
 
 /** guestShareMount is the guest's bind of volume `index` of container `containerId` from the share. */
@@ -276,11 +297,16 @@ async function planVolume(containerId: string, m: OciMount, index: number, entri
     const top = mountAt(entries, real);
     if (posix.normalize(destination).replace(/(.)\/+$/, '$1') === GUEST_SHM_DIR && top?.fsType === 'tmpfs' && top.root === '/') return { index, guest: guestShmMount(m) };
   }
-  return {
+  const propagation = hostPropagation(m.options);
+  const plan: VolumePlan = {
     index,
     guest: guestShareMount(containerId, index, m),
-    share: { name: String(index), source, destination, realSource: real, file: st.isFile(), readOnly, dev: st.dev, ino: st.ino },
+    share: { name: String(index), source, destination, realSource: real, file: st.isFile(), readOnly, propagation: propagation === 'private' ? 'private' : 'slave', dev: st.dev, ino: st.ino },
   };
+  if (propagation === 'shared') {
+    plan.warning = `Volume "${source}" at "${destination}" asks for Bidirectional propagation: mounts the host makes below it reach the container, but mounts made in the container cannot reach the host (they are in the VM's kernel)`;
+  }
+  return plan;
 }
 
 function errnoReason(e: unknown): string {
