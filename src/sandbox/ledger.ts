@@ -19,6 +19,7 @@ import { HullError } from '../errors/index.js';
 import { disablePortForward, disconnectTap } from '../net/index.js';
 import { isInside, mountAt, mountPointsUnder, readMountinfo } from './mountinfo.js';
 import { unmount } from './mounts.js';
+import { isCgroupDir, releaseCgroup } from './host-cgroup.js';
 import { releaseJailUid } from './jail-uid.js';
 import { killRecordedProcess, processStartTime } from './process-record.js';
 
@@ -35,7 +36,9 @@ export type Resource =
   | { kind: 'process'; pid: number; startTime: string }
   /** the tap, its tc redirects and filters in the pod netns (src/net: connectTap / disconnectTap). */
   | { kind: 'network'; netns: string; veth: string }
-  /** the lease of the VMM's uid (jail-uid.ts): `<runRoot>/.jail-uids/<uid>`. */
+  /** a cgroup directory made for the pod (host-cgroup.ts); `leave` is where the shim goes back to. */
+  | { kind: 'cgroup'; dir: string; leave: string }
+  /** the lease of the VMM's uid (jail-uid.ts): `/run/hull-uids/<uid>`. */
   | { kind: 'uid-lease'; uid: number }
   /** the port-forward plumbing: NAT rules, sysctl, the veth's address (src/net: disablePortForward). */
   | { kind: 'port-forward'; netns: string; veth: string; guestIp: string; vethAddress: string };
@@ -162,6 +165,9 @@ async function release(entry: LedgerEntry, stateDir: string, log: LedgerLog): Pr
     case 'uid-lease':
       await releaseJailUid(stateDir, r.uid);
       return;
+    case 'cgroup':
+      await releaseCgroup(r.dir, r.leave);
+      return;
     case 'network':
       await disconnectTap(r.netns, r.veth);
       return;
@@ -207,6 +213,8 @@ function describe(r: Resource): string {
       return `process ${r.pid}`;
     case 'uid-lease':
       return `uid lease ${r.uid}`;
+    case 'cgroup':
+      return `cgroup ${r.dir}`;
     case 'network':
     case 'port-forward':
       return `${r.kind} of ${r.veth} in ${r.netns}`;
@@ -244,6 +252,9 @@ function checkResource(stateDir: string, r: Resource): void {
       return;
     case 'uid-lease':
       if (!Number.isSafeInteger(r.uid) || r.uid < 1000 || r.uid > 0xfffffffe) fail();
+      return;
+    case 'cgroup':
+      if (!isCgroupDir(r.dir) || !isCgroupDir(r.leave)) fail();
       return;
     case 'port-forward':
       if (!IPV4.test(r.guestIp) || typeof r.vethAddress !== 'string' || !/^[0-9a-fA-F.:]+\/\d{1,3}$/.test(r.vethAddress)) fail();

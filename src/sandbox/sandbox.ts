@@ -15,6 +15,7 @@ import type { VmDriver, VmHandle, VmJail, VmNetSpec } from '../vmm/index.js';
 import { LINK_ADDRESS, connectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
 import { DEFAULT_TEMPLATES_ROOT, DEFAULT_TEMPLATE_RAM_ROOT, QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
+import { joinPodCgroup } from './host-cgroup.js';
 import { leaseJailUid, type UidRange } from './jail-uid.js';
 import { Ledger, replayLedger, type LedgerLog } from './ledger.js';
 import { makeShare, shareContainer, shareLayout, type ShareLayout } from './share.js';
@@ -70,6 +71,11 @@ export interface SandboxOptions {
    * sandbox's lifetime (default DEFAULT_JAIL_UIDS). false runs QEMU as root in the host's namespaces.
    */
   jail?: UidRange | false;
+  /**
+   * cgroupsPath is the sandbox spec's linux.cgroupsPath: the calling process (the shim) moves into
+   * it before anything is started, so the VMM and every helper count against the pod.
+   */
+  cgroupsPath?: string;
   /** log receives what teardown could not release (each step logs and goes on). */
   log?: LedgerLog;
   /** failpoints let tests widen the windows a hostile guest might race (never set in production). */
@@ -195,6 +201,7 @@ export class Sandbox {
     };
     try {
       await makeShare(ledger, layout);
+      if (options.cgroupsPath) await joinPodCgroup(ledger, options.cgroupsPath);
       const uid = options.jail === false ? undefined : await leaseJailUid(ledger, options.jail ?? DEFAULT_JAIL_UIDS);
       const jail: VmJail | undefined = uid !== undefined ? { uid, gid: uid } : undefined;
       let net: VmNetSpec | undefined;

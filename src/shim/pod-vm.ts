@@ -95,6 +95,8 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
     protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
     log,
     jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
+    // The pod's cgroup (kubelet's parent carries the pod's limits and the RuntimeClass overhead).
+    ...(typeof spec.linux?.cgroupsPath === 'string' && spec.linux.cgroupsPath !== '' ? { cgroupsPath: spec.linux.cgroupsPath } : {}),
   });
   const phases = sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
   log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${sandbox.vm.pid} (ms: ${phases})`);

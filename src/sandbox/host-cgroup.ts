@@ -1,0 +1,133 @@
+/**
+ * The pod's cgroup on the host. containerd hands the sandbox a `linux.cgroupsPath` (kubelet derives
+ * it from the pod's cgroup parent, which carries the pod's limits plus the RuntimeClass overhead);
+ * runc would put pause there. hull puts the shim there before it starts anything, so QEMU and every
+ * helper the shim runs (ip, tc, nft, mount) are counted against the pod, as Kata's
+ * sandbox_cgroup_only does: kubelet's stats and evictions see the VM, and a VM that grows past the
+ * pod's limit is stopped by the host, not paid for by the node.
+ *
+ * Both layouts: cgroup v1 (one hierarchy per controller, and hybrid hosts with an empty v2 tree
+ * beside them) and cgroup v2 (one unified tree). Both path forms: cgroupfs ("/kubepods/pod<uid>/<id>")
+ * and systemd ("<slice>:<prefix>:<name>", expanded as runc does). Every directory made is recorded in
+ * the ledger first; releasing one moves the calling process out of it first (the shim leaves its
+ * own cgroup at teardown) and removes it only when empty.
+ */
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { HullError } from '../errors/index.js';
+import type { Ledger } from './ledger.js';
+import { readMountinfo } from './mountinfo.js';
+
+export interface Hierarchy {
+  /** mount is where the hierarchy is mounted ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"). */
+  mount: string;
+  /** key names it in /proc/<pid>/cgroup: its controllers ("cpu,cpuacct", "name=systemd") or "" for v2. */
+  key: string;
+}
+
+/** hostHierarchies lists the cgroup hierarchies mounted on this host. */
+export async function hostHierarchies(): Promise<Hierarchy[]> {
+  const found = new Map<string, Hierarchy>();
+  for (const m of await readMountinfo()) {
+    if (m.fsType === 'cgroup2') found.set('', { mount: m.mountPoint, key: '' });
+    else if (m.fsType === 'cgroup') {
+      const key = m.superOptions.filter((o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && o !== 'noprefix' && o !== 'xattr').join(',');
+      if (!found.has(key)) found.set(key, { mount: m.mountPoint, key });
+    }
+  }
+  return [...found.values()];
+}
+
+/**
+ * cgroupRelPath turns a spec's cgroupsPath into a path below each hierarchy's root: cgroupfs paths
+ * as they are (relative ones below "/"), systemd's "slice:prefix:name" as runc expands it
+ * ("kubepods-burstable-pod1.slice:cri-containerd:abc" -> "/kubepods.slice/kubepods-burstable.slice/
+ * kubepods-burstable-pod1.slice/cri-containerd-abc.scope").
+ */
+export function cgroupRelPath(cgroupsPath: string): string {
+  const parts = cgroupsPath.split(':');
+  let path: string;
+  if (parts.length === 3 && !cgroupsPath.startsWith('/')) {
+    const [slice, prefix, name] = parts as [string, string, string];
+    path = `${expandSlice(slice || '-.slice')}/${prefix ? `${prefix}-` : ''}${name}.scope`;
+  } else {
+    path = cgroupsPath.startsWith('/') ? cgroupsPath : `/${cgroupsPath}`;
+  }
+  const normal = posix.normalize(path);
+  if (normal !== path.replace(/\/+$/, '') || normal.split('/').some((p) => p === '..') || normal === '/') {
+    throw new HullError('invalid_argument', `Invalid cgroupsPath "${cgroupsPath}" in the sandbox spec`);
+  }
+  return normal;
+}
+
+function expandSlice(slice: string): string {
+  if (slice === '-.slice') return '';
+  if (!slice.endsWith('.slice') || slice.includes('/')) throw new HullError('invalid_argument', `Invalid systemd slice "${slice}" in cgroupsPath`);
+  const names = slice.slice(0, -'.slice'.length).split('-');
+  if (names.some((n) => n === '')) throw new HullError('invalid_argument', `Invalid systemd slice "${slice}" in cgroupsPath`);
+  return names.map((_, i) => `/${names.slice(0, i + 1).join('-')}.slice`).join('');
+}
+
+/** currentCgroups maps each hierarchy key to this process's cgroup in it (from /proc/self/cgroup). */
+async function currentCgroups(): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const line of (await readFile('/proc/self/cgroup', 'utf8')).split('\n')) {
+    const m = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (m) out.set(m[1]!, m[2]!);
+  }
+  return out;
+}
+
+/**
+ * joinPodCgroup makes `cgroupsPath` in every hierarchy (each level it makes recorded in the ledger
+ * before it is made) and moves this process into it, so that everything it starts from now on is
+ * the pod's.
+ */
+export async function joinPodCgroup(ledger: Ledger, cgroupsPath: string): Promise<void> {
+  const rel = cgroupRelPath(cgroupsPath);
+  const now = await currentCgroups();
+  for (const h of await hostHierarchies()) {
+    const previous = now.get(h.key);
+    // A hierarchy this process is not in (mounted twice, or not ours to use) is left alone.
+    if (previous === undefined) continue;
+    const levels = rel.split('/').filter(Boolean);
+    for (let i = 1; i <= levels.length; i++) {
+      const dir = join(h.mount, ...levels.slice(0, i));
+      const made = await mkdir(dir).then(() => false, (e: NodeJS.ErrnoException) => (e.code === 'EEXIST' ? true : Promise.reject(e)));
+      if (made) continue; // existed: kubelet's or another's, never removed by us
+      // Recorded right after mkdir succeeded, before anything else uses it; a crash in between
+      // leaves an empty cgroup directory, which the kernel holds no resource for.
+      ledger.record('', { kind: 'cgroup', dir, leave: join(h.mount, previous) });
+      if (h.key.split(',').includes('cpuset')) await inheritCpuset(dir);
+    }
+    const leaf = join(h.mount, ...levels);
+    await writeFile(join(leaf, 'cgroup.procs'), String(process.pid));
+  }
+}
+
+// A v1 cpuset cgroup starts with no CPUs and no memory nodes: nothing can join it until it has them.
+async function inheritCpuset(dir: string): Promise<void> {
+  for (const file of ['cpuset.cpus', 'cpuset.mems']) {
+    const parent = (await readFile(join(dir, '..', file), 'utf8')).trim();
+    await writeFile(join(dir, file), parent);
+  }
+}
+
+/**
+ * releaseCgroup removes a cgroup directory hull made: it first moves this process to `leave` if it
+ * is still inside (the shim leaving its pod's cgroup), then removes the directory, which the
+ * kernel allows only when no process is left in it.
+ */
+export async function releaseCgroup(dir: string, leave: string): Promise<void> {
+  const procs = await readFile(join(dir, 'cgroup.procs'), 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+  if (procs === undefined) return; // gone already
+  if (procs.split('\n').includes(String(process.pid))) await writeFile(join(leave, 'cgroup.procs'), String(process.pid));
+  await rmdir(dir).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
+}
+
+/** isCgroupDir tells whether `dir` lies in a cgroup hierarchy (for the ledger's checks). */
+export function isCgroupDir(dir: unknown): boolean {
+  return typeof dir === 'string' && dir.startsWith('/sys/fs/cgroup/') && posix.normalize(dir) === dir && !dir.split('/').includes('..');
+}
