@@ -44,17 +44,18 @@ test("guestSpec() names the pod's namespaces as PID 1's when the container has s
   const spec = guestSpec('c1', withSysctls, '/run/hull/shared/c1/rootfs', false);
   assert.deepEqual(spec.linux?.namespaces, [
     { type: 'pid' },
-    { type: 'network', path: '/proc/1/ns/net' },
-    { type: 'ipc', path: '/proc/1/ns/ipc' },
     { type: 'mount' },
+    { type: 'ipc', path: '/proc/1/ns/ipc' },
+    { type: 'network', path: '/proc/1/ns/net' },
   ]);
   assert.deepEqual(spec.linux?.sysctl, withSysctls.linux.sysctl);
-  // A container that asked for a network namespace of its own is in the pod's too (the VM's network).
-  const own = { ...withSysctls, linux: { ...withSysctls.linux, namespaces: [{ type: 'network' }, { type: 'uts', path: '/proc/9/ns/uts' }] } };
+  // A new IPC namespace of its own stays its own; the network is the VM's whatever the spec says.
+  const own = { ...withSysctls, linux: { ...withSysctls.linux, namespaces: [{ type: 'network' }, { type: 'ipc' }] } };
   assert.deepEqual(guestSpec('c2', own, '/r', false).linux?.namespaces, [
+    { type: 'ipc' },
     { type: 'network', path: '/proc/1/ns/net' },
-    { type: 'uts', path: '/proc/1/ns/uts' },
   ]);
+  assert.deepEqual(guestSpec('c3', base, '/r', false).linux?.namespaces, [{ type: 'pid' }, { type: 'mount' }], 'no sysctls, no joins');
 });
 
 test('guestSpec() shows a container that may load modules the guest kernel\'s, read-only', () => {

@@ -56,10 +56,12 @@ export const GUEST_MODULES_DIR = '/lib/modules';
 
 /**
  * The namespaces a container shares with its pod are the guest's own (the VM is the pod), so they are
- * dropped from the spec. crun applies a sysctl only in a namespace the spec names, so a container with
- * sysctls names them again, as joins of PID 1's: the same namespaces, now visible to crun's check.
+ * dropped from the spec (or were never in it). crun applies a sysctl only in a namespace the spec
+ * names, so a container with sysctls names them, as joins of PID 1's: the same namespaces it is in
+ * anyway, now visible to crun's check. Not UTS: no sysctl the host lets through lives there
+ * (kernel.domainname is refused), and crun would set the spec's hostname in a UTS namespace it names.
  */
-const POD_NAMESPACE_FILES: Readonly<Record<string, string>> = { ipc: 'ipc', uts: 'uts', network: 'net' };
+const POD_NAMESPACE_FILES: Readonly<Record<string, string>> = { ipc: 'ipc', network: 'net' };
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -131,16 +133,18 @@ export function podTmpfsMounts(spec: OciSpec): Array<{ key: string; options: str
 export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, terminal: boolean, podPidNamespace?: string): OciSpec {
   const process = checkProcess(spec.process, `spec of container "${id}"`);
   process.terminal = terminal;
-  const hasSysctls = Object.keys(spec.linux?.sysctl ?? {}).length > 0;
   const namespaces = (spec.linux?.namespaces ?? []).flatMap((ns) => {
     // A shared PID namespace (the host's path is the sandbox's) is the pod's one in the guest.
     if (ns.type === 'pid' && ns.path && podPidNamespace) return [{ type: 'pid', path: podPidNamespace }];
     // The VM is the pod: its network is the pod network, and the other namespaces the host asked
     // to join (paths) are the pod's own, which the guest already is.
-    if (ns.type !== 'network' && !ns.path) return [ns];
-    const file = POD_NAMESPACE_FILES[ns.type];
-    return hasSysctls && file ? [{ type: ns.type, path: `/proc/1/ns/${file}` }] : [];
+    return ns.type !== 'network' && !ns.path ? [ns] : [];
   });
+  if (Object.keys(spec.linux?.sysctl ?? {}).length > 0) {
+    for (const [type, file] of Object.entries(POD_NAMESPACE_FILES)) {
+      if (!namespaces.some((ns) => ns.type === type)) namespaces.push({ type, path: `/proc/1/ns/${file}` });
+    }
+  }
   const mounts = (spec.mounts ?? []).flatMap((m) => {
     if (typeof m?.destination !== 'string' || !m.destination.startsWith('/')) {
       throw new HullError('invalid_argument', `Invalid mount in spec of container "${id}": destination must be an absolute path`);

@@ -2,11 +2,17 @@
  * Pod sysctls through a real containerd and CRI: CRI puts them on the sandbox's spec, and hull, which
  * runs no pause container, gives them to the pod's containers, whose crun writes them into the guest's
  * namespaces (the pod's) before each container starts. A safe sysctl and an unsafe but namespaced one
- * are seen inside the pod; a sysctl that is not namespaced is refused and leaves nothing.
+ * are seen inside the pod; a sysctl that is not namespaced is refused and leaves nothing. A
+ * container's own linux.sysctl (ctr, or any OCI client) keeps working, through the Sandbox API.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
+import { Sandbox, type OciSpec } from '../../src/sandbox/index.js';
+import { defaultSpec, makeBusyboxBundle } from '../helpers/bundle.js';
 import { isInvalidArgument } from '../../src/errors/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
 import { prepareHullRuntime } from '../harness/hull-runtime.js';
@@ -72,6 +78,45 @@ describe('pod sysctls', () => {
       assert.deepEqual(entriesIn(runRoot), [], `${name}: sandbox state left`);
       assert.deepEqual([...mountsUnder(work), ...mountsUnder(runRoot)], [], `${name}: mounts left`);
       assert.deepEqual(await cri.listPodSandbox(), [], `${name}: pod left`);
+    }
+  });
+});
+
+describe("a container's own linux.sysctl", () => {
+  it('is applied in its namespaces in the guest; one that is not namespaced is refused before anything is made', async () => {
+    const image = await currentGuestImage();
+    assert.ok(image, 'no guest image');
+    const base = mkdtempSync('/run/hull-test/sy-');
+    const bundle = makeBusyboxBundle();
+    const sandbox = await Sandbox.create({ id: 'sysctl-own', image, runRoot: join(base, 'run'), memoryMiB: 512 });
+    try {
+      // defaultSpec has an IPC namespace of its own and none for the network: the VM's is the pod's.
+      const spec = defaultSpec(['sh', '-c', 'cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax /proc/sys/fs/mqueue/msg_max']) as OciSpec;
+      spec.linux = { ...spec.linux, sysctl: { 'net.ipv4.ip_forward': '1', 'kernel.msgmax': '4096', 'fs.mqueue.msg_max': '50' } };
+      await sandbox.createContainer('own', { bundle: bundle.dir, spec, stdio: { stdout: true, stderr: true } });
+      await sandbox.startContainer('own');
+      const out = new PassThrough();
+      const chunks: Buffer[] = [];
+      out.on('data', (c: Buffer) => chunks.push(c));
+      const [exit] = await Promise.all([sandbox.wait('own'), sandbox.attach('own', '', { stdout: out, stderr: out })]);
+      const text = Buffer.concat(chunks).toString();
+      assert.equal(exit.exitStatus, 0, text);
+      assert.deepEqual(text.split('\n').filter(Boolean), ['1', '4096', '50']);
+      await sandbox.removeContainer('own');
+
+      const bad = defaultSpec(['true']) as OciSpec;
+      bad.linux = { ...bad.linux, sysctl: { 'vm.swappiness': '10' } };
+      await assert.rejects(sandbox.createContainer('bad', { bundle: bundle.dir, spec: bad, stdio: {} }), (e: Error) => {
+        assert.ok(isInvalidArgument(e), e.message);
+        assert.match(e.message, /The container sets sysctl "vm\.swappiness", which is not namespaced/);
+        return true;
+      });
+      assert.deepEqual(entriesIn(sandbox.sharedDir), [], 'the refused container left something in the share');
+    } finally {
+      await sandbox.destroy();
+      bundle.remove();
+      assert.deepEqual(mountsUnder(base), [], 'mounts left');
+      rmSync(base, { recursive: true, force: true });
     }
   });
 });
