@@ -199,7 +199,13 @@ export class AgentService implements AgentImpl {
       [...this.#containers.values()].map(async (c) => ({ containerId: c.id, execs: c.execs.size, bundleFiles: await c.bundleFiles() })),
     );
     const memory = process.memoryUsage();
-    return { rssBytes: BigInt(memory.rss), heapUsedBytes: BigInt(memory.heapUsed), containers };
+    return {
+      rssBytes: BigInt(memory.rss),
+      heapUsedBytes: BigInt(memory.heapUsed),
+      heapTotalBytes: BigInt(memory.heapTotal),
+      externalBytes: BigInt(memory.external),
+      containers,
+    };
   }
 
   #container(id: string): Container {

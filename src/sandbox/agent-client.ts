@@ -67,6 +67,8 @@ export async function waitForAgent(agent: AgentClient, deadline: number, portOpe
 export interface AgentDebugState {
   rssBytes: number;
   heapUsedBytes: number;
+  heapTotalBytes: number;
+  externalBytes: number;
   containers: Array<{ containerId: string; execs: number; bundleFiles: number }>;
 }
 
@@ -81,6 +83,8 @@ export async function readDebugState(agent: AgentClient, timeoutMs = AGENT_CALL_
   return {
     rssBytes: bytes('RSS', r.rssBytes),
     heapUsedBytes: bytes('heap size', r.heapUsedBytes),
+    heapTotalBytes: bytes('heap size', r.heapTotalBytes),
+    externalBytes: bytes('external size', r.externalBytes),
     containers: r.containers.map((c) => ({ containerId: checkString('container id', c.containerId), execs: c.execs, bundleFiles: c.bundleFiles })),
   };
 }
