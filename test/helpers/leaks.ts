@@ -32,7 +32,9 @@ export function entriesIn(dir: string): string[] {
 
 /**
  * qemuPidsUnder lists the QEMU processes whose command line names `runRoot`:
- * the VMs of one test or demo, never anyone else's.
+ * the VMs of one test or demo, never anyone else's. A jailed QEMU's own
+ * command line names only paths in its jail; the process that started it
+ * (unshare, whose child it is) names the run root: its child is listed.
  */
 export function qemuPidsUnder(runRoot: string): number[] {
   const pids: number[] = [];
@@ -40,7 +42,10 @@ export function qemuPidsUnder(runRoot: string): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('qemu-system') && cmdline.includes(`${runRoot}/`) && processAlive(Number(entry))) pids.push(Number(entry));
+      if (!cmdline.includes('qemu-system') || !cmdline.includes(`${runRoot}/`) || !processAlive(Number(entry))) continue;
+      const jailed = cmdline.startsWith('unshare\0');
+      const child = jailed ? Number(readFileSync(`/proc/${entry}/task/${entry}/children`, 'utf8').trim().split(' ')[0]) : 0;
+      pids.push(child > 0 && processAlive(child) ? child : Number(entry));
     } catch {
       // gone meanwhile
     }

@@ -12,9 +12,9 @@ import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { LEASES_DIR } from '../../src/sandbox/jail-uid.js';
-import { JAIL_CAPABILITIES } from '../../src/vmm/index.js';
+import { JAIL_CAPABILITIES, createTemplate } from '../../src/vmm/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
-import { prepareHullRuntime } from '../harness/hull-runtime.js';
+import { HULL_RUNTIME, prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
 import { defaultSpec, makeBusyboxBundle } from '../helpers/bundle.js';
@@ -103,6 +103,44 @@ describe('the jail of a VM started through the Sandbox API', () => {
   });
 });
 
+describe('the jail of a template VM', () => {
+  it('confines the VM a template is made from', async () => {
+    assert.ok(image, 'no guest image: run `make image` first');
+    const roots = { templatesRoot: join(base, 'templates-src'), ramRoot: `${templateRoots.ramRoot}-src` };
+    const made = createTemplate({ ...roots, image: { ...image, id: image.id }, vcpus: 1, memoryMiB: 384, accel: 'auto', jail: { uid: 2_000_065_000, gid: 2_000_065_000 } });
+    // The template VM lives for its boot and save: find it by its -name while it does.
+    let seen: number | undefined;
+    for (let i = 0; i < 600 && seen === undefined; i++) {
+      seen = templateQemu(roots.templatesRoot);
+      if (seen === undefined) await new Promise((r) => setTimeout(r, 20));
+    }
+    try {
+      assert.ok(seen, 'the template VM was not seen running');
+      assert.equal(assertJailed(seen, ['ram']), 2_000_065_000);
+    } finally {
+      await made;
+      rmSync(roots.ramRoot, { recursive: true, force: true });
+    }
+  });
+});
+
+/** templateQemu finds the QEMU of a template being made under `templatesRoot` (its jail's parent names the root). */
+function templateQemu(templatesRoot: string): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv[0] !== 'unshare' || !argv.some((a) => a.startsWith(templatesRoot + '/'))) continue;
+      const child = Number(readFileSync(`/proc/${entry}/task/${entry}/children`, 'utf8').trim().split(' ')[0]);
+      // Caught once QEMU has set itself up (its -sandbox seccomp filter is among the first things).
+      if (child > 0 && readFileSync(`/proc/${child}/comm`, 'utf8').trim() === 'qemu-system-x86' && /^Seccomp:\s+2$/m.test(readFileSync(`/proc/${child}/status`, 'utf8'))) return child;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
 describe('the jail of a CRI pod\'s VM', () => {
   const hullRuntime = prepareHullRuntime({ name: 'jail' });
   let ctrd: PrivateContainerd;
@@ -122,6 +160,24 @@ describe('the jail of a CRI pod\'s VM', () => {
     assert.deepEqual(left, { vms: [], mounts: [], state: [] });
   });
 
+  it('runs a ctr task\'s QEMU jailed, in the task\'s cgroup', async () => {
+    const run = ctrd.ctr(['run', '-d', '--runtime', HULL_RUNTIME, '--runtime-config-path', hullRuntime.configPath, BUSYBOX_REF, 'jailed-task', 'sleep', '1000'], { timeoutMs: 120_000 });
+    await run;
+    try {
+      const [qemu] = qemuPidsUnder(hullRuntime.runRoot);
+      assert.ok(qemu, 'no VM process under the run root');
+      assertJailed(qemu, ['ram']);
+      // ctr gives the task cgroupsPath /<namespace>/<id>: QEMU is there in every hierarchy.
+      for (const line of readFileSync(`/proc/${qemu}/cgroup`, 'utf8').split('\n').filter(Boolean)) {
+        assert.ok(line.endsWith(`:/${ctrd.namespace}/jailed-task`), `QEMU is not in the task's cgroup: ${line}`);
+      }
+    } finally {
+      await ctrd.ctr(['task', 'kill', '-s', 'SIGKILL', 'jailed-task']).catch(() => undefined);
+      await ctrd.ctr(['task', 'delete', '--force', 'jailed-task'], { timeoutMs: 60_000 }).catch(() => undefined);
+      await ctrd.ctr(['container', 'delete', 'jailed-task']).catch(() => undefined);
+    }
+  });
+
   it('runs the pod\'s QEMU jailed, in the pod netns, and the pod works', async () => {
     const pod = podConfig({ name: 'jailed', namespace: 'hull-test' });
     const podId = await cri.runPodSandbox(pod, 'hull');
@@ -131,9 +187,8 @@ describe('the jail of a CRI pod\'s VM', () => {
       const r = await cri.execSync(id, ['sh', '-c', 'echo jailed > /tmp/x && cat /tmp/x && id -u']);
       assert.equal(r.stdout.toString(), 'jailed\n0\n');
       // The VM's outer process (unshare) names the run root; QEMU is its child, PID 1 of the jail.
-      const [outer] = qemuPidsUnder(hullRuntime.runRoot);
-      assert.ok(outer, 'no VM process under the run root');
-      const qemu = Number(readFileSync(`/proc/${outer}/task/${outer}/children`, 'utf8').trim().split(' ')[0]);
+      const [qemu] = qemuPidsUnder(hullRuntime.runRoot);
+      assert.ok(qemu, 'no VM process under the run root');
       assertJailed(qemu, ['ram']);
       // In the pod's network namespace, where its tap is (owned by its uid).
       const info = JSON.parse((await cri.podSandboxStatus(podId, true)).info['info'] ?? '{}') as { runtimeSpec?: { linux?: { namespaces?: Array<{ type: string; path?: string }> } } };
