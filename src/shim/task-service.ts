@@ -24,13 +24,13 @@ import type { Task } from '../proto/gen/task_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
 import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
 import type { ServiceImpl } from '../proto/rpc.js';
-import type { Sandbox } from '../sandbox/index.js';
+import { withPodSysctls, type Sandbox } from '../sandbox/index.js';
 import { PodVm } from './pod-vm.js';
 import type { EventPublisher } from './events.js';
 import { openFifos } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
 import { mountRootfs } from './rootfs.js';
-import { checkPodNamespaces, holderExit, isPodHolder } from './pod-holder.js';
+import { checkPodNamespaces, holderExit, isPodHolder, podSysctls } from './pod-holder.js';
 import { KILL_EXIT_DEADLINE_MS, bounded } from './process-end.js';
 import { signalInGuest } from './signal.js';
 import { createdKillStatus } from './process-state.js';
@@ -73,6 +73,8 @@ export class TaskService implements TaskImpl {
   readonly #containers = new Map<string, ContainerRecord>();
   readonly #vm: PodVm;
   readonly #locks = new TaskLocks();
+  // The pod's sysctls (the sandbox spec's), given to every app container (withPodSysctls).
+  #podSysctls: Record<string, string> = {};
 
   // The requests that change a task, one at a time per task (task-lock.ts). Pause, Resume, Update
   // and Create take the lock themselves; State, Wait, Pids and Stats only read.
@@ -112,6 +114,7 @@ export class TaskService implements TaskImpl {
     const holder = isSandbox && isPodHolder(spec);
     if (isSandbox) {
       checkPodNamespaces(spec);
+      this.#podSysctls = podSysctls(spec);
       const configPath = runtimeConfigPath(req.options);
       if (configPath) this.#options.config = await loadConfig(configPath);
     }
@@ -148,7 +151,7 @@ export class TaskService implements TaskImpl {
       if (!holder) {
         await sandbox.createContainer(req.id, {
           bundle: req.bundle,
-          spec: { ...spec, root: { ...spec.root, path: rootfsPath } },
+          spec: withPodSysctls({ ...spec, root: { ...spec.root, path: rootfsPath } }, this.#podSysctls),
           stdio: stdioFlags(record.init.paths, req.terminal),
         });
       }
