@@ -104,6 +104,12 @@ describe('the pod cgroup on the host', { skip: !existsSync(join(MEMORY_MOUNT, 'm
   });
 
   it('stops a guest that fills its RAM past the pod\'s limit: QEMU is OOM-killed on the host, the pod fails, nothing is left', async () => {
+    // The template of this VM size is made first, outside any limit: a template VM boots in the
+    // cgroup of the pod that needs it, and this one's limit is meant for the clone only.
+    const warm = podConfig({ name: 'warm', namespace: 'hull-test' });
+    const warmId = await cri.runPodSandbox(warm, 'hull');
+    await cri.stopPodSandbox(warmId);
+    await cri.removePodSandbox(warmId);
     // A parent limit well below the VM's 512 MiB: a guest touching all of its RAM must hit it.
     const parent = podParent(320 * MIB);
     const pod = podConfig({ name: 'oom', namespace: 'hull-test' });
