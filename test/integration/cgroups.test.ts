@@ -94,6 +94,15 @@ describe('the pod cgroup on the host', { skip: !existsSync(join(MEMORY_MOUNT, 'm
       assert.ok(usage > 60 * MIB, `the pod cgroup does not count the VM's memory (${usage} bytes)`);
       assert.ok(processAlive(qemu), 'QEMU was killed');
       assert.equal((await cri.execSync(id, ['echo', 'alive'])).stdout.toString(), 'alive\n');
+      // A spinning guest shows in the pod's host cgroup too: its CPU time grows by what the vCPU ran.
+      const cpuacct = join('/sys/fs/cgroup/cpuacct', parent, podId, 'cpuacct.usage');
+      if (existsSync(cpuacct)) {
+        const before = BigInt(readFileSync(cpuacct, 'utf8').trim());
+        await cri.execSync(id, ['timeout', '3', 'sh', '-c', 'while :; do :; done'], 60);
+        const spent = Number(BigInt(readFileSync(cpuacct, 'utf8').trim()) - before) / 1e9;
+        console.log(`# pod cgroup CPU while the guest spun 3 s: ${spent.toFixed(2)} s`);
+        assert.ok(spent > 1, `the pod cgroup did not count the guest's CPU (${spent} s)`);
+      }
       await cri.stopContainer(id, 0);
       await cri.removeContainer(id);
     } finally {
