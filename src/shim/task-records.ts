@@ -53,6 +53,13 @@ export function newProcess({ execId, paths, terminal, spec, onEnd }: NewProcess)
   return proc;
 }
 
+/** newContainer is the record of a container being created; `onEnd` records its processes' exits. */
+export function newContainer(req: { id: string; bundle: string; terminal: boolean } & FifoPaths, holder: boolean, onEnd: NewProcess['onEnd']): ContainerRecord {
+  const paths = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr };
+  const init = newProcess({ execId: '', paths, terminal: req.terminal, onEnd });
+  return { id: req.id, bundle: req.bundle, rootfsMounted: false, holder, init, execs: new Map() };
+}
+
 /** stdioFlags says which streams the guest process gets, from the FIFOs containerd made. */
 export function stdioFlags(paths: FifoPaths, terminal: boolean) {
   return { stdin: paths.stdin !== '', stdout: paths.stdout !== '', stderr: paths.stderr !== '' && !terminal, terminal, rows: 24, cols: 80 };

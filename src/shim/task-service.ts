@@ -36,7 +36,7 @@ import { signalInGuest } from './signal.js';
 import { createdKillStatus } from './process-state.js';
 import { runtimeConfigPath } from './runtime-options.js';
 import { TaskLocks } from './task-lock.js';
-import { newProcess, stateResponse, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
+import { newContainer, newProcess, stateResponse, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
 import { parseExecSpec, parseResources, processInfo, readTaskSpec, type CloseIORequest, type CreateRequest, type ExecRequest, type IdRequest, type KillRequest, type ResizeRequest } from './task-requests.js';
 import { monitorProcess } from './process-monitor.js';
 import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
@@ -109,7 +109,7 @@ export class TaskService implements TaskImpl {
 
   async #create(req: CreateRequest, isSandbox: boolean) {
     if (this.#containers.has(req.id)) throw new HullError('already_exists', `Task "${req.id}" already exists`);
-    if (!isSandbox) this.#requireSandbox();
+    if (!isSandbox) this.#vm.require();
     const spec = await readTaskSpec(req.bundle);
     const holder = isSandbox && isPodHolder(spec);
     if (isSandbox) {
@@ -119,22 +119,10 @@ export class TaskService implements TaskImpl {
       if (configPath) this.#options.config = await loadConfig(configPath);
     }
     const rootfsTarget = join(req.bundle, 'rootfs');
-    const record: ContainerRecord = {
-      id: req.id,
-      bundle: req.bundle,
-      rootfsMounted: false,
-      holder,
-      init: newProcess({
-        execId: '',
-        paths: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr },
-        terminal: req.terminal,
-        onEnd: (proc, status, forced) => this.#endProcess(record, proc, status, forced),
-      }),
-      execs: new Map(),
-    };
+    const record: ContainerRecord = newContainer(req, holder, (proc, status, forced) => this.#endProcess(record, proc, status, forced));
     // Written before anything is made: after a crash, `shim delete` replays the ledger it points to.
     await writeCleanupRecord(req.bundle, {
-      stateDir: isSandbox ? join(this.#options.config.runRoot, req.id) : this.#requireSandbox().stateDir,
+      stateDir: isSandbox ? join(this.#options.config.runRoot, req.id) : this.#vm.require().stateDir,
       containerId: req.id,
       endsSandbox: isSandbox,
     });
@@ -147,7 +135,7 @@ export class TaskService implements TaskImpl {
       }
       // Without snapshot mounts the client prepared the rootfs itself (e.g. ctr run --rootfs).
       const rootfsPath = record.rootfsMounted ? rootfsTarget : resolve(req.bundle, spec.root?.path ?? 'rootfs');
-      const sandbox = isSandbox ? await this.#vm.boot(this.#options.config, req.id, spec) : this.#requireSandbox();
+      const sandbox = isSandbox ? await this.#vm.boot(this.#options.config, req.id, spec) : this.#vm.require();
       if (!holder) {
         await sandbox.createContainer(req.id, {
           bundle: req.bundle,
@@ -158,7 +146,7 @@ export class TaskService implements TaskImpl {
     } catch (e) {
       await record.init.io?.close();
       if (record.rootfsMounted) await unmountQuietly(rootfsTarget);
-      if (isSandbox) await this.#destroySandbox();
+      if (isSandbox) await this.#vm.destroy();
       throw e;
     }
     this.#containers.set(req.id, record);
@@ -177,7 +165,7 @@ export class TaskService implements TaskImpl {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
     proc.state.check('start');
-    const sandbox = this.#requireSandbox();
+    const sandbox = this.#vm.require();
     if (container.holder) return this.#startHolder(container, sandbox);
     try {
       proc.guestPid = req.execId
@@ -259,7 +247,7 @@ export class TaskService implements TaskImpl {
     if (container.rootfsMounted) await unmountQuietly(join(container.bundle, 'rootfs'));
     this.#containers.delete(req.id);
     this.#options.events.publish('/tasks/delete', ev.TaskDeleteSchema, { containerId: req.id, pid, exitStatus, exitedAt, id: req.id });
-    if (endsSandbox) await this.#destroySandbox();
+    if (endsSandbox) await this.#vm.destroy();
     return { pid, exitStatus, exitedAt };
   }
 
@@ -288,7 +276,7 @@ export class TaskService implements TaskImpl {
     const proc = this.#process(container, req.execId);
     proc.state.check('resize');
     if (proc.state.state !== 'running' || container.holder) return {};
-    await this.#requireSandbox().resize(req.id, req.execId, req.height, req.width);
+    await this.#vm.require().resize(req.id, req.execId, req.height, req.width);
     return {};
   }
 
@@ -299,7 +287,7 @@ export class TaskService implements TaskImpl {
 
   async pids(req: { id: string }) {
     if (this.#container(req.id).holder) return { processes: [] };
-    const processes = await this.#requireSandbox().processes(req.id);
+    const processes = await this.#vm.require().processes(req.id);
     return { processes: processes.map(processInfo) };
   }
 
@@ -307,7 +295,7 @@ export class TaskService implements TaskImpl {
     return this.#locks.run(req.id, async () => {
       const { init, holder } = this.#container(req.id);
       init.state.check('pause');
-      if (!holder) await this.#requireSandbox().pauseContainer(req.id);
+      if (!holder) await this.#vm.require().pauseContainer(req.id);
       // The process may have exited meanwhile: its exit stands.
       if (init.state.state === 'running') init.state.to('paused');
       this.#options.events.publish('/tasks/paused', ev.TaskPausedSchema, { containerId: req.id });
@@ -319,7 +307,7 @@ export class TaskService implements TaskImpl {
     return this.#locks.run(req.id, async () => {
       const { init, holder } = this.#container(req.id);
       init.state.check('resume');
-      if (!holder) await this.#requireSandbox().resumeContainer(req.id);
+      if (!holder) await this.#vm.require().resumeContainer(req.id);
       if (init.state.state === 'paused') init.state.to('running');
       this.#options.events.publish('/tasks/resumed', ev.TaskResumedSchema, { containerId: req.id });
       return {};
@@ -345,7 +333,7 @@ export class TaskService implements TaskImpl {
       if (status !== undefined) await proc.ending.end(status);
       return {};
     }
-    await signalInGuest(this.#requireSandbox(), container, proc, req, this.#options.log);
+    await signalInGuest(this.#vm.require(), container, proc, req, this.#options.log);
     return {};
   }
 
@@ -354,7 +342,7 @@ export class TaskService implements TaskImpl {
     const proc = this.#process(container, req.execId);
     if (req.stdin && proc.state.state === 'running' && !container.holder) {
       proc.io?.stdin?.destroy();
-      await this.#requireSandbox().closeStdin(req.id, req.execId).catch(() => {});
+      await this.#vm.require().closeStdin(req.id, req.execId).catch(() => {});
     }
     return {};
   }
@@ -365,7 +353,7 @@ export class TaskService implements TaskImpl {
       init.state.check('update');
       // The holder has no cgroup of its own in the guest; the pod's limits sized the VM.
       if (holder) return {};
-      await this.#requireSandbox().update(req.id, parseResources(req.resources));
+      await this.#vm.require().update(req.id, parseResources(req.resources));
       return {};
     });
   }
@@ -377,7 +365,7 @@ export class TaskService implements TaskImpl {
   }
 
   async stats(req: { id: string }) {
-    const stats = this.#container(req.id).holder ? create(StatsContainerResponseSchema) : await this.#requireSandbox().stats(req.id);
+    const stats = this.#container(req.id).holder ? create(StatsContainerResponseSchema) : await this.#vm.require().stats(req.id);
     return { stats: { typeUrl: METRICS_TYPE_URL, value: metricsV1(stats) } };
   }
 
@@ -396,19 +384,11 @@ export class TaskService implements TaskImpl {
       if (container.rootfsMounted) await unmountQuietly(join(container.bundle, 'rootfs'));
     }
     this.#containers.clear();
-    await this.#destroySandbox();
-  }
-
-  #destroySandbox(): Promise<void> {
-    return this.#vm.destroy();
+    await this.#vm.destroy();
   }
 
   #serialized<R extends { id: string }, T>(handler: (this: TaskService, req: R) => Promise<T>): (req: R) => Promise<T> {
     return (req) => this.#locks.run(req.id, () => handler.call(this, req));
-  }
-
-  #requireSandbox(): Sandbox {
-    return this.#vm.require();
   }
 
   #container(id: string): ContainerRecord {
