@@ -77,7 +77,7 @@ test('a Create waiting for a boot that failed fails, naming the task that was bo
   const second = g.claim('app');
   if (!first.boot || second.boot) throw new Error('unexpected roles');
   first.settle(new Error('no guest image'));
-  await assert.rejects(second.wait(), (e: Error) => errorCode(e) === 'failed_precondition' && /task "sandbox".*failed to start: no guest image/.test(e.message));
+  await assert.rejects(second.wait(), (e: Error) => errorCode(e) === 'failed_precondition' && /^No pod VM to join: the Create of task "sandbox", which was starting it, failed: no guest image$/.test(e.message));
   // The gate is free again: a later Create may try to boot.
   assert.equal(g.claim('again').boot, true);
 });

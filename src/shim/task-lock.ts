@@ -51,7 +51,7 @@ export class SandboxGate {
         boot: false,
         wait: () =>
           booting.done.catch((e: Error) => {
-            throw new HullError('failed_precondition', `The pod VM that task "${booting.id}" was starting failed to start: ${e.message}`, { cause: e });
+            throw new HullError('failed_precondition', `No pod VM to join: the Create of task "${booting.id}", which was starting it, failed: ${e.message}`, { cause: e });
           }),
       };
     }

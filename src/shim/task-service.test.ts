@@ -35,7 +35,7 @@ test('of two Creates racing before the VM is up, only the first boots it; the se
   assert.equal(errorCode(e1), 'failed_precondition');
   assert.match(e1.message, /No hull guest image in /);
   assert.equal(errorCode(e2), 'failed_precondition');
-  assert.match(e2.message, /^The pod VM that task "pod" was starting failed to start: No hull guest image in /, 'the second did not boot a VM of its own');
+  assert.match(e2.message, /^No pod VM to join: the Create of task "pod", which was starting it, failed: No hull guest image in /, 'the second did not boot a VM of its own');
   assert.deepEqual(topics, [], 'no task was created');
   // Nothing is left claimed: the next Create tries to boot again.
   await assert.rejects(tasks.create(createRequest('again')), /No hull guest image in /);
