@@ -12,10 +12,10 @@ import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { VmDriver, VmHandle, VmJail, VmNetSpec } from '../vmm/index.js';
-import { LINK_ADDRESS, connectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
 import { DEFAULT_TEMPLATES_ROOT, DEFAULT_TEMPLATE_RAM_ROOT, QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import { joinPodCgroup } from './host-cgroup.js';
+import { attachPodNetwork, guestNetwork } from './pod-attach.js';
 import { leaseJailUid, type UidRange } from './jail-uid.js';
 import { Ledger, replayLedger, type LedgerLog } from './ledger.js';
 import { makeShare, shareContainer, shareLayout, type ShareLayout } from './share.js';
@@ -204,21 +204,9 @@ export class Sandbox {
       if (options.cgroupsPath) await joinPodCgroup(ledger, options.cgroupsPath);
       const uid = options.jail === false ? undefined : await leaseJailUid(ledger, options.jail ?? DEFAULT_JAIL_UIDS);
       const jail: VmJail | undefined = uid !== undefined ? { uid, gid: uid } : undefined;
-      let net: VmNetSpec | undefined;
-      let network: AttachedNetwork | undefined;
-      if (options.netns) {
-        const pod = await readPodNetwork(options.netns);
-        ledger.record('', { kind: 'network', netns: options.netns, veth: pod.iface.name });
-        // The guard on the tap lets through only what the guest may send as this pod (src/net/anti-spoof.ts).
-        const identity = { mac: pod.iface.mac, addresses: pod.iface.addresses.map((a) => a.cidr) };
-        const tapName = await connectTap(options.netns, pod.iface.name, pod.iface.mtu, identity, jail);
-        network = { pod };
-        const v4 = pod.iface.addresses.find((a) => a.family === 4);
-        if (v4) ledger.record('', { kind: 'port-forward', netns: options.netns, veth: pod.iface.name, guestIp: v4.cidr.split('/')[0]!, vethAddress: v4.cidr });
-        network.portForward = await enablePortForward(pod);
-        net = { tapName, mac: pod.iface.mac, netns: options.netns };
-        lap('network');
-      }
+      const network = options.netns ? await attachPodNetwork(ledger, options.netns, jail) : undefined;
+      const net: VmNetSpec | undefined = network?.vm;
+      if (network) lap('network');
       const driver = options.driver ?? new QemuDriver();
       const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
       const deadline = Date.now() + bootTimeoutMs;
@@ -403,22 +391,4 @@ export class Sandbox {
     await replayLedger(this.stateDir, { scope: containerId, log: this.#log });
     this.#containers.delete(containerId);
   }
-}
-
-interface AttachedNetwork {
-  pod: PodNetwork;
-  portForward?: PortForwardPlumbing;
-}
-
-/** guestNetwork is the SetupNetwork request giving the guest the pod's interface and routes. */
-function guestNetwork(network: AttachedNetwork) {
-  const { mac, mtu, addresses } = network.pod.iface;
-  const routes = network.pod.routes.map((r) => ({ destination: r.destination, gateway: r.gateway ?? '', mac, family: r.family }));
-  const neighbors = [];
-  if (network.portForward) {
-    // Port-forwarded connections come from the netns's link-local address, behind the tap.
-    routes.push({ destination: `${LINK_ADDRESS}/32`, gateway: '', mac, family: 4 });
-    neighbors.push({ ip: LINK_ADDRESS, lladdr: network.portForward.tapMac, mac });
-  }
-  return { interfaces: [{ mac, mtu, addresses: addresses.map((a) => a.cidr) }], routes, neighbors };
 }
