@@ -21,6 +21,7 @@
  * - rlimits: no core dumps (a core would hold guest memory), bounded open files and processes.
  * The mounts live only in the jail's mount namespace: they vanish with it, nothing to unmount.
  */
+import { posix } from 'node:path';
 import type { VmJail } from './driver.js';
 
 /**
@@ -50,23 +51,28 @@ export interface JailMount {
 }
 
 // The script runs in the new namespaces as root, before QEMU: it builds the root and enters it.
-// Arguments: the jail dir, then the mounts as (kind source target flags) quadruples, then "--",
-// then the command to exec. Every path comes from hull, none from the guest or the pod spec.
-const JAIL_SCRIPT = `set -eu
+// Arguments: the jail dir, the directories to make, "--", the mounts as (kind source target flags)
+// quadruples, "--", then the command to exec. Every path comes from hull, none from the guest or
+// the pod spec. It runs on every VM start: few processes (one mkdir, one ln, a mount per entry).
+const JAIL_SCRIPT = `set -euf
 J=$1; shift
 mount -t tmpfs -o mode=0755,nosuid,nodev,size=1m hull-jail "$J"
-for d in bin lib lib64 sbin; do ln -s usr/$d "$J/$d"; done
+cd "$J"
+ln -s usr/bin usr/lib usr/lib64 usr/sbin .
+# Directories first, in one mkdir: the mount points' parents, the directory mount points, proc, .old.
+dirs=
+while [ "$1" != "--" ]; do dirs="$dirs .$1"; shift; done
+shift
+mkdir -p .old proc $dirs
 while [ "$1" != "--" ]; do
-  kind=$1; src=$2; dst=$J$3; flags=$4; shift 4
-  mkdir -p "$(dirname "$dst")"
-  if [ "$kind" = file ]; then : > "$dst"; else mkdir -p "$dst"; fi
-  case "$flags" in *r*) mount --rbind "$src" "$dst" ;; *) mount --bind "$src" "$dst" ;; esac
-  case "$flags" in *o*) mount -o remount,bind,ro,nosuid,nodev "$dst" ;; esac
+  kind=$1; src=$2; dst=.$3; flags=$4; shift 4
+  if [ "$kind" = file ]; then : > "$dst"; fi
+  # util-linux makes a read-only bind in one call (it remounts the bind itself).
+  case "$flags" in r*) bind=--rbind ;; *) bind=--bind ;; esac
+  case "$flags" in *o*) mount $bind -o ro,nosuid,nodev "$src" "$dst" ;; *) mount $bind "$src" "$dst" ;; esac
 done
 shift
-mkdir "$J/.old" "$J/proc"
-mount -t proc -o nosuid,nodev,noexec,subset=pid,hidepid=invisible proc "$J/proc"
-cd "$J"
+mount -t proc -o nosuid,nodev,noexec,subset=pid,hidepid=invisible proc proc
 pivot_root . .old
 umount -l /.old
 rmdir /.old
@@ -90,8 +96,15 @@ export interface JailCommandOptions {
 export function jailCommand(o: JailCommandOptions): string[] {
   const caps = JAIL_CAPABILITIES.map((c) => `+${c}`).join(',');
   const mountArgs: string[] = [];
-  for (const m of o.mounts) mountArgs.push(m.kind, m.source, m.target, `${m.recursive ? 'r' : ''}${m.readOnly ? 'o' : ''}-`);
-  for (const device of o.devices) mountArgs.push('file', device, device, '-');
+  const dirs = new Set<string>();
+  for (const m of o.mounts) {
+    mountArgs.push(m.kind, m.source, m.target, `${m.recursive ? 'r' : ''}${m.readOnly ? 'o' : ''}-`);
+    dirs.add(m.kind === 'dir' ? m.target : posix.dirname(m.target));
+  }
+  for (const device of o.devices) {
+    mountArgs.push('file', device, device, '-');
+    dirs.add(posix.dirname(device));
+  }
   const inner = [
     'prlimit', `--core=${JAIL_RLIMITS.core}`, `--nofile=${JAIL_RLIMITS.nofile}`, `--nproc=${JAIL_RLIMITS.nproc}`, '--',
     'setpriv', `--reuid=${o.jail.uid}`, `--regid=${o.jail.gid}`, '--clear-groups', '--no-new-privs',
@@ -102,6 +115,6 @@ export function jailCommand(o: JailCommandOptions): string[] {
     'setpriv', '--pdeathsig', 'KILL', '--',
     ...(o.netns ? ['nsenter', `--net=${o.netns}`, '--'] : []),
     'unshare', '--mount', '--propagation', 'slave', '--pid', '--fork', '--kill-child', '--',
-    '/bin/sh', '-c', JAIL_SCRIPT, 'hull-jail', o.dir, ...mountArgs, '--', ...inner,
+    '/bin/sh', '-c', JAIL_SCRIPT, 'hull-jail', o.dir, ...[...dirs].filter((d) => d !== '/'), '--', ...mountArgs, '--', ...inner,
   ];
 }
