@@ -12,7 +12,7 @@
  * the ledger first; releasing one moves the calling process out of it first (the shim leaves its
  * own cgroup at teardown) and removes it only when empty.
  */
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { Ledger } from './ledger.js';
@@ -93,11 +93,10 @@ export async function joinPodCgroup(ledger: Ledger, cgroupsPath: string): Promis
     const levels = rel.split('/').filter(Boolean);
     for (let i = 1; i <= levels.length; i++) {
       const dir = join(h.mount, ...levels.slice(0, i));
-      const made = await mkdir(dir).then(() => false, (e: NodeJS.ErrnoException) => (e.code === 'EEXIST' ? true : Promise.reject(e)));
-      if (made) continue; // existed: kubelet's or another's, never removed by us
-      // Recorded right after mkdir succeeded, before anything else uses it; a crash in between
-      // leaves an empty cgroup directory, which the kernel holds no resource for.
+      // One that exists is kubelet's or another's: never recorded, so never removed by us.
+      if (await stat(dir).then(() => true, () => false)) continue;
       ledger.record('', { kind: 'cgroup', dir, leave: join(h.mount, previous) });
+      await mkdir(dir);
       if (h.key.split(',').includes('cpuset')) await inheritCpuset(dir);
     }
     const leaf = join(h.mount, ...levels);
