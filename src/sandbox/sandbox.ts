@@ -242,7 +242,8 @@ export class Sandbox {
           timeUnixNano: BigInt(Date.now()) * 1_000_000n,
           shareTag: 'hull',
         },
-        { timeoutMs: AGENT_CALL_TIMEOUT_MS },
+        // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
+        { timeoutMs: Math.max(AGENT_CALL_TIMEOUT_MS, deadline - Date.now()) },
       );
       lap('setup');
       if (network) {
