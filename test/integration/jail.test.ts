@@ -5,6 +5,7 @@
  * needs, with bounded rlimits; its uid lease is released with the sandbox.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -71,6 +72,21 @@ function assertJailed(pid: number, extraRoot: string[] = []): number {
   return uid;
 }
 
+/**
+ * asEscapedQemu runs `lines` (sh, with a `try` that says ALLOWED or refused) as the jailed QEMU
+ * `pid` is: in its mount and PID namespaces, from its root, as its uid with its capabilities.
+ */
+function asEscapedQemu(pid: number, uid: number, lines: string[]): string {
+  const caps = JAIL_CAPABILITIES.map((c) => `+${c}`).join(',');
+  const script = `try() { if "$@" >/dev/null 2>&1; then echo "ALLOWED: $*"; else echo "refused: $*"; fi; }\n${lines.join('\n')}\n`;
+  return execFileSync('nsenter', [
+    `--target=${pid}`, '--mount', '--pid', '--root', '--wd', '--',
+    'setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--no-new-privs',
+    `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`,
+    '--', '/usr/bin/sh', '-c', script,
+  ], { encoding: 'utf8', env: { PATH: '/usr/bin' } });
+}
+
 describe('the jail of a VM started through the Sandbox API', () => {
   it('confines a clone and a cold-booted VM, each with a uid of its own, released with the sandbox', async () => {
     assert.ok(image, 'no guest image: run `make image` first');
@@ -88,6 +104,24 @@ describe('the jail of a VM started through the Sandbox API', () => {
       await clone.startContainer('c');
       assert.equal((await clone.wait('c')).exitStatus, 0);
       await clone.removeContainer('c');
+      // What an escaped QEMU could do: a process with its uid, capabilities, no_new_privs, mount
+      // and PID namespaces and root, from inside the jail.
+      const escaped = asEscapedQemu(clone.vm.pid, cloneUid, [
+        'try cat /etc/shadow',
+        'try ls /home',
+        'try ls /proc/sys',
+        `try kill -0 ${cold.vm.pid}`,
+        `try kill -0 ${process.pid}`,
+        'try mount -t tmpfs none /run',
+        'try touch /usr/escaped',
+        'try touch /image/kernel',
+        'try mknod /run/disk b 8 0',
+        'try chroot /usr /bin/true',
+        `try test -e /proc/${cold.vm.pid}`,
+        `try test -e /proc/${process.pid}`,
+      ]);
+      assert.deepEqual(escaped.split('\n').filter((l) => l.startsWith('ALLOWED')), [], escaped);
+      assert.equal(escaped.split('\n').filter((l) => l.startsWith('refused')).length, 12, escaped);
       const vmPids = [clone.vm.pid, cold.vm.pid];
       await clone.destroy();
       await cold.destroy();
