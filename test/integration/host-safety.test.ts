@@ -32,6 +32,8 @@ before(async () => {
 
 after(async () => {
   cri?.close();
+  // containerd runs `shim delete` for a dead shim's tasks in the background: let those finish.
+  for (let i = 0; i < 200 && ctrd && findShims(ctrd.address).some((s) => s.cmdline.endsWith(' delete')); i++) await sleep(50);
   const shims = ctrd ? findShims(ctrd.address).filter((s) => s.cmdline.includes('hull')) : [];
   if (process.env['HULL_TEST_KEEP_LOG']) (await import('node:fs')).copyFileSync(ctrd.logPath, process.env['HULL_TEST_KEEP_LOG']);
   const report = await ctrd?.stop();
