@@ -380,9 +380,15 @@ describe('the guard on crafted frames (no VM)', { skip: hasPython() ? false : 'p
 `);
   });
 
-  after(() => {
-    const pid = sender?.child.pid;
-    if (pid && processAlive(pid)) process.kill(pid, 'SIGKILL');
+  after(async () => {
+    const child = sender?.child;
+    const pid = child?.pid;
+    if (child && pid && child.exitCode === null && child.signalCode === null) {
+      // Killed, it stays a zombie until node reaps it: wait for that (bounded) before checking.
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+    }
     for (const n of [podNs, guestNs, netNs]) {
       try {
         ip(['netns', 'del', n]);
