@@ -18,33 +18,39 @@ function run(file: string, args: string[]): Promise<void> {
   );
 }
 
-/** bindMount mounts `source` on `target` (an existing directory or file), not recursively, private. */
-export async function bindMount(source: string, target: string): Promise<void> {
-  await run('mount', ['--bind', '--make-private', source, target]);
+// Each helper is one mount(8) call: util-linux applies the bind, then the propagation changes in
+// the order given, then remounts the bind with `flags` (a bind ignores them when it is made), so a
+// start costs one process per mount.
+
+/** bindMount mounts `source` on `target` (an existing directory or file), not recursively, private, with `flags` (e.g. "ro,nosuid,nodev"). */
+export async function bindMount(source: string, target: string, flags?: string): Promise<void> {
+  await run('mount', ['--bind', '--make-private', ...withFlags(flags), source, target]);
 }
 
 /**
  * bindMountAsSlave mounts `source` and everything below it on `target`, as a slave: mounts made
- * later below `source` (a shared mount) appear below `target` too; nothing goes back.
+ * later below `source` (a shared mount) appear below `target` too; nothing goes back. `flags`
+ * apply to the top bind; mounts below keep their own, as the host made them.
  */
-export async function bindMountAsSlave(source: string, target: string): Promise<void> {
-  await run('mount', ['--rbind', source, target]);
-  await run('mount', ['--make-rslave', target]);
+export async function bindMountAsSlave(source: string, target: string, flags?: string): Promise<void> {
+  await run('mount', ['--rbind', '--make-rslave', ...withFlags(flags), source, target]);
 }
 
-/** bindMountAsPeer mounts `source` on `target` keeping propagation: a bind of a shared mount joins its peer group. */
-export async function bindMountAsPeer(source: string, target: string): Promise<void> {
-  await run('mount', ['--bind', source, target]);
+/** bindMountAsPeerGroup binds `dir` on itself as a shared mount in a peer group of its own (private first, then shared). */
+export async function bindMountAsPeerGroup(dir: string): Promise<void> {
+  await run('mount', ['--bind', '--make-private', '--make-shared', dir, dir]);
 }
 
-/** remountBind changes the per-mount flags of the bind at `target` (e.g. "ro,nosuid,nodev"). */
-export async function remountBind(target: string, flags: string): Promise<void> {
-  await run('mount', ['-o', `remount,bind,${flags}`, target]);
+/**
+ * bindMountAsView binds the shared mount `source` on `target` as its slave with `flags`: a plain
+ * bind of a shared mount joins its peer group, --make-slave turns it into a receiver.
+ */
+export async function bindMountAsView(source: string, target: string, flags: string): Promise<void> {
+  await run('mount', ['--bind', '--make-slave', ...withFlags(flags), source, target]);
 }
 
-/** setPropagation makes the mount at `target` private, shared or a slave (not recursively). */
-export async function setPropagation(target: string, type: 'private' | 'shared' | 'slave'): Promise<void> {
-  await run('mount', [`--make-${type}`, target]);
+function withFlags(flags: string | undefined): string[] {
+  return flags ? ['-o', flags] : [];
 }
 
 /**

@@ -26,7 +26,7 @@ import { mkdir, stat, unlink, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { Ledger } from './ledger.js';
-import { bindMount, bindMountAsPeer, bindMountAsSlave, moveMount, remountBind, setPropagation } from './mounts.js';
+import { bindMount, bindMountAsPeerGroup, bindMountAsSlave, bindMountAsView, moveMount } from './mounts.js';
 import { VOLUMES_DIR, type HostShare } from './volumes.js';
 
 export interface ShareLayout {
@@ -47,14 +47,14 @@ export async function makeShare(ledger: Ledger, layout: ShareLayout): Promise<vo
   const { mountsDir, sharedDir, stageDir } = layout;
   await makeDir(ledger, '', mountsDir);
   const mountsSeq = ledger.record('', { kind: 'mount', target: mountsDir });
-  // Private first: a shared peer group of its own, unrelated to the state dir's parent mount.
-  await bindMount(mountsDir, mountsDir);
-  await setPropagation(mountsDir, 'shared');
+  // A shared peer group of its own, unrelated to the state dir's parent mount.
+  await bindMountAsPeerGroup(mountsDir);
   await ledger.noteMount(mountsSeq, mountsDir);
 
   await makeDir(ledger, '', sharedDir);
   const sharedSeq = ledger.record('', { kind: 'mount', target: sharedDir });
-  await bindView(mountsDir, sharedDir);
+  // A read-only slave: it receives later mounts, sends none.
+  await bindMountAsView(mountsDir, sharedDir, 'ro,nosuid,nodev');
   await ledger.noteMount(sharedSeq, sharedDir);
 
   await makeDir(ledger, '', stageDir);
@@ -62,14 +62,6 @@ export async function makeShare(ledger: Ledger, layout: ShareLayout): Promise<vo
   // Its own private mount: `mount --move` refuses a mount whose parent mount is shared.
   await bindMount(stageDir, stageDir);
   await ledger.noteMount(stageSeq, stageDir);
-}
-
-/** bindView binds `mountsDir` at `sharedDir` as a read-only slave: it receives later mounts, sends none. */
-async function bindView(mountsDir: string, sharedDir: string): Promise<void> {
-  // A plain bind of a shared mount joins its peer group; --make-slave then turns it into a receiver.
-  await bindMountAsPeer(mountsDir, sharedDir);
-  await setPropagation(sharedDir, 'slave');
-  await remountBind(sharedDir, 'ro,nosuid,nodev');
 }
 
 /** containerShareDir is where container `containerId`'s rootfs and volumes are bound on the host. */
@@ -114,8 +106,7 @@ async function shareStaged(ledger: Ledger, layout: ShareLayout, containerId: str
   try {
     // A slave keeps receiving what the host mounts below the source later (HostToContainer); the
     // flags cover the bind itself, later mounts come as the host made them (as with runc).
-    await (m.slave ? bindMountAsSlave(m.source, staged) : bindMount(m.source, staged));
-    await remountBind(staged, m.flags);
+    await (m.slave ? bindMountAsSlave(m.source, staged, m.flags) : bindMount(m.source, staged, m.flags));
   } catch (e) {
     throw new HullError('invalid_argument', `Cannot share ${m.what}: ${(e as Error).message}`, { cause: e });
   }
