@@ -50,7 +50,7 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
     ['nsenter', '--version', 'util-linux', 'runs QEMU and network setup inside the pod netns'],
     ['setpriv', '--version', 'util-linux', 'makes a VM die with its shim; drops the jailed QEMU to its uid and capabilities'],
     ['unshare', '--version', 'util-linux', 'gives each jailed QEMU its own mount and PID namespaces'],
-    ['prlimit', '--version', 'util-linux', 'sets the jailed QEMU\'s rlimits'],
+    ['busybox', '--help', 'busybox-static', 'builds each QEMU\'s jail (its shell and mount applets) and sets its rlimits'],
     ['tc', '-V', 'iproute2', 'redirects the pod veth to the VM tap'],
     ['iptables', '--version', 'iptables', 'port-forward into VM pods'],
     ['nft', '--version', 'nftables', 'filters what a VM sends: only its pod\'s own MAC and addresses reach the network'],

@@ -1,9 +1,13 @@
 /**
- * jail — QEMU confined like Firecracker's jailer, with util-linux only.
+ * jail — QEMU confined like Firecracker's jailer, with util-linux and busybox.
  *
  * The VMM is started as:
  *   setpriv --pdeathsig KILL -- [nsenter --net=<pod netns> --] unshare --mount --propagation slave
- *     --pid --fork --kill-child -- /bin/sh -c JAIL_SCRIPT … -- prlimit … -- setpriv <uid, caps> -- qemu …
+ *     --pid --fork --kill-child -- busybox sh -c JAIL_SCRIPT … -- /usr/bin/setpriv <uid, caps> -- qemu …
+ *
+ * The script runs in busybox's shell because it runs on every VM start: busybox runs its mount,
+ * mkdir, ln, pivot_root and umount applets without exec (a fork each), util-linux's mount(8) is a
+ * process of its own that parses the mount table; the rlimits are the shell's `ulimit`.
  *
  * - a new mount namespace, every mount a slave of the host's (mounts the host makes later under the
  *   share still reach QEMU; nothing made inside goes back), whose root is a tmpfs on
@@ -52,8 +56,8 @@ export interface JailMount {
 
 // The script runs in the new namespaces as root, before QEMU: it builds the root and enters it.
 // Arguments: the jail dir, the directories to make, "--", the mounts as (kind source target flags)
-// quadruples, "--", then the command to exec. Every path comes from hull, none from the guest or
-// the pod spec. It runs on every VM start: few processes (one mkdir, one ln, a mount per entry).
+// quadruples, "--", then the command to exec (an absolute path: a bare name would run busybox's
+// applet of that name). Every path comes from hull, none from the guest or the pod spec.
 const JAIL_SCRIPT = `set -euf
 J=$1; shift
 mount -t tmpfs -o mode=0755,nosuid,nodev,size=1m hull-jail "$J"
@@ -67,17 +71,24 @@ mkdir -p .old proc $dirs
 while [ "$1" != "--" ]; do
   kind=$1; src=$2; dst=.$3; flags=$4; shift 4
   if [ "$kind" = file ]; then : > "$dst"; fi
-  # util-linux makes a read-only bind in one call (it remounts the bind itself).
-  case "$flags" in r*) bind=--rbind ;; *) bind=--bind ;; esac
-  case "$flags" in *o*) mount $bind -o ro,nosuid,nodev "$src" "$dst" ;; *) mount $bind "$src" "$dst" ;; esac
+  case "$flags" in r*) mount --rbind "$src" "$dst" ;; *) mount --bind "$src" "$dst" ;; esac
+  # busybox's bind ignores -o: the flags come with a remount (nothing else runs here meanwhile).
+  case "$flags" in *o*) mount -o remount,bind,ro,nosuid,nodev "$dst" ;; esac
 done
 shift
 mount -t proc -o nosuid,nodev,noexec,subset=pid,hidepid=invisible proc proc
 pivot_root . .old
 umount -l /.old
 rmdir /.old
+ulimit -c ${JAIL_RLIMITS.core} -n ${JAIL_RLIMITS.nofile} -u ${JAIL_RLIMITS.nproc}
 exec "$@"
 `;
+
+/** JailTools are the absolute host paths of the programs that build the jail (both under /usr). */
+export interface JailTools {
+  busybox: string;
+  setpriv: string;
+}
 
 export interface JailCommandOptions {
   jail: VmJail;
@@ -88,6 +99,7 @@ export interface JailCommandOptions {
   devices: readonly string[];
   /** netns is the pod's network namespace (a bind-mounted path): the VMM runs in it. */
   netns?: string;
+  tools: JailTools;
   binary: string;
   args: readonly string[];
 }
@@ -106,8 +118,7 @@ export function jailCommand(o: JailCommandOptions): string[] {
     dirs.add(posix.dirname(device));
   }
   const inner = [
-    'prlimit', `--core=${JAIL_RLIMITS.core}`, `--nofile=${JAIL_RLIMITS.nofile}`, `--nproc=${JAIL_RLIMITS.nproc}`, '--',
-    'setpriv', `--reuid=${o.jail.uid}`, `--regid=${o.jail.gid}`, '--clear-groups', '--no-new-privs',
+    o.tools.setpriv, `--reuid=${o.jail.uid}`, `--regid=${o.jail.gid}`, '--clear-groups', '--no-new-privs',
     `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`,
     '--', o.binary, ...o.args,
   ];
@@ -115,6 +126,6 @@ export function jailCommand(o: JailCommandOptions): string[] {
     'setpriv', '--pdeathsig', 'KILL', '--',
     ...(o.netns ? ['nsenter', `--net=${o.netns}`, '--'] : []),
     'unshare', '--mount', '--propagation', 'slave', '--pid', '--fork', '--kill-child', '--',
-    '/bin/sh', '-c', JAIL_SCRIPT, 'hull-jail', o.dir, ...[...dirs].filter((d) => d !== '/'), '--', ...mountArgs, '--', ...inner,
+    o.tools.busybox, 'sh', '-c', JAIL_SCRIPT, 'hull-jail', o.dir, ...[...dirs].filter((d) => d !== '/'), '--', ...mountArgs, '--', ...inner,
   ];
 }

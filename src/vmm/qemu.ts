@@ -12,10 +12,11 @@
  * clone from a template (started with `-incoming defer`) and saves a template.
  */
 
+import { realpath } from 'node:fs/promises';
+import { HullError } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { VmDriver, VmHandle, VmSpec } from './driver.js';
-import { realpath } from 'node:fs/promises';
-import { jailCommand } from './jail.js';
+import { jailCommand, type JailTools } from './jail.js';
 import { qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
 import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
 import { findExecutable, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
@@ -50,7 +51,19 @@ export class QemuDriver implements VmDriver {
     await removeFiles(layout.hostPaths);
     await prepareJailDirs(spec, layout);
     const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { tscKhz, paused: true, pidFile: false });
-    const argv = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, binary: (await findExecutable(binary)) ?? binary, args });
+    const argv = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(), binary: (await findExecutable(binary)) ?? binary, args });
     return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options);
   }
+}
+
+/** jailTools finds busybox and setpriv; the jail sees only the host's /usr, so both must be there. */
+async function jailTools(): Promise<JailTools> {
+  const find = async (tool: string, pkg: string): Promise<string> => {
+    const path = await findExecutable(tool);
+    if (path === undefined) throw new HullError('failed_precondition', `Cannot jail QEMU: ${tool} not found (apt-get install ${pkg}; hull check reports it)`);
+    const real = await realpath(path);
+    if (!real.startsWith('/usr/')) throw new HullError('failed_precondition', `Cannot jail QEMU: "${real}" is not under /usr, the only host directory the jail holds`);
+    return real;
+  };
+  return { busybox: await find('busybox', 'busybox-static'), setpriv: await find('setpriv', 'util-linux') };
 }
