@@ -9,9 +9,9 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renam
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Ledger, readLedger, replayLedger } from './ledger.js';
-import { mountPointsUnder, parseMountinfo } from './mountinfo.js';
+import { mountPointsUnder, parseMountinfo } from '../common/mountinfo.js';
 import { bindMount, unmount } from './mounts.js';
-import { processStartTime } from './process-record.js';
+import { processStartTime } from '../common/process.js';
 import { makeShare, shareContainer, shareLayout } from './share.js';
 import type { HostShare } from './volumes.js';
 
@@ -78,7 +78,7 @@ for (let crashAfter = 0; crashAfter <= steps.length; crashAfter++) {
     assert.equal(await replayLedger(stateDir, { log: (l) => lines.push(l) }), 0, lines.join('\n'));
     assert.deepEqual(mounts(stateDir), []);
     assert.equal(existsSync(stateDir), false, 'state directory left');
-    for (const pid of started.slice(pidsBefore)) assert.equal(await processStartTime(pid), undefined, `process ${pid} still runs`);
+    for (const pid of started.slice(pidsBefore)) assert.equal(processStartTime(pid), undefined, `process ${pid} still runs`);
     // Twice is harmless.
     assert.equal(await replayLedger(stateDir), 0);
     assert.equal(readFileSync(join(sources, 'data', 'keep'), 'utf8'), 'keep\n', 'a volume source was touched');
@@ -169,7 +169,7 @@ test('replayLedger() leaves a mount it did not make, a reused pid and paths outs
   assert.ok((await replayLedger(stateDir)) > 0);
   assert.equal(existsSync(stateDir), true);
   assert.equal(existsSync(outside), true);
-  assert.notEqual(await processStartTime(child.pid!), undefined);
+  assert.notEqual(processStartTime(child.pid!), undefined);
   assert.equal(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint === target).length, 2);
   await unmount(target);
   await unmount(target);

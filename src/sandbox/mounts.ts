@@ -3,24 +3,19 @@
  * inside the sandbox's host-private directories (see share.ts), never under a directory the guest
  * can write, so resolving them cannot be steered by the guest.
  */
-import { execFile } from 'node:child_process';
-import { HullError } from '../errors/index.js';
+import { run } from '../common/run.js';
 
 // mount(8) and umount(8) answer in milliseconds; a wedged one (a hung NFS source, say) must not
 // hold a pod's create or teardown for ever.
 const MOUNT_COMMAND_TIMEOUT_MS = 30_000;
 
-function run(file: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile(file, args, { timeout: MOUNT_COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (e, _stdout, stderr) =>
-      e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
-    ),
-  );
+async function mountCommand(file: string, args: string[]): Promise<void> {
+  await run(file, args, { timeoutMs: MOUNT_COMMAND_TIMEOUT_MS });
 }
 
 /** bindMount mounts `source` on `target` (an existing directory or file), not recursively, private. */
 export async function bindMount(source: string, target: string): Promise<void> {
-  await run('mount', ['--bind', '--make-private', source, target]);
+  await mountCommand('mount', ['--bind', '--make-private', source, target]);
 }
 
 /**
@@ -28,23 +23,23 @@ export async function bindMount(source: string, target: string): Promise<void> {
  * later below `source` (a shared mount) appear below `target` too; nothing goes back.
  */
 export async function bindMountAsSlave(source: string, target: string): Promise<void> {
-  await run('mount', ['--rbind', source, target]);
-  await run('mount', ['--make-rslave', target]);
+  await mountCommand('mount', ['--rbind', source, target]);
+  await mountCommand('mount', ['--make-rslave', target]);
 }
 
 /** bindMountAsPeer mounts `source` on `target` keeping propagation: a bind of a shared mount joins its peer group. */
 export async function bindMountAsPeer(source: string, target: string): Promise<void> {
-  await run('mount', ['--bind', source, target]);
+  await mountCommand('mount', ['--bind', source, target]);
 }
 
 /** remountBind changes the per-mount flags of the bind at `target` (e.g. "ro,nosuid,nodev"). */
 export async function remountBind(target: string, flags: string): Promise<void> {
-  await run('mount', ['-o', `remount,bind,${flags}`, target]);
+  await mountCommand('mount', ['-o', `remount,bind,${flags}`, target]);
 }
 
 /** setPropagation makes the mount at `target` private, shared or a slave (not recursively). */
 export async function setPropagation(target: string, type: 'private' | 'shared' | 'slave'): Promise<void> {
-  await run('mount', [`--make-${type}`, target]);
+  await mountCommand('mount', [`--make-${type}`, target]);
 }
 
 /**
@@ -53,10 +48,10 @@ export async function setPropagation(target: string, type: 'private' | 'shared' 
  * volume reaches the guest's view read-only from the first instant.
  */
 export async function moveMount(from: string, to: string): Promise<void> {
-  await run('mount', ['--move', from, to]);
+  await mountCommand('mount', ['--move', from, to]);
 }
 
 /** unmount detaches the mount at exactly `target` (lazily: a busy mount cannot stall teardown). */
 export function unmount(target: string): Promise<void> {
-  return run('umount', ['--no-canonicalize', '--lazy', target]);
+  return mountCommand('umount', ['--no-canonicalize', '--lazy', target]);
 }

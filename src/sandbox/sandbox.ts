@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
@@ -240,7 +241,7 @@ export class Sandbox {
           hostname: options.hostname ?? '',
           entropy: randomBytes(64),
           timeUnixNano: BigInt(Date.now()) * 1_000_000n,
-          shareTag: 'hull',
+          shareTag: SHARE_TAG,
         },
         // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
         { timeoutMs: Math.max(AGENT_CALL_TIMEOUT_MS, deadline - Date.now()) },

@@ -8,19 +8,17 @@ import { after, test } from 'node:test';
 import { guestSpec } from '../agent/guest-spec.js';
 import { guestContainerSpec, parseSpec, type OciMount } from './spec.js';
 import {
-  guestBindOptions,
   guestMounts,
   guestShareMount,
   guestShmMount,
   guestTmpfsMount,
   hostPropagation,
-  isReadOnly,
   memoryEmptyDir,
   parseSize,
   planVolumes,
   tmpfsSize,
 } from './volumes.js';
-import { mountAt, mountContaining, parseMountinfo } from './mountinfo.js';
+import { mountAt, mountContaining, parseMountinfo } from '../common/mountinfo.js';
 
 const MOUNTINFO = [
   '22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw',
@@ -85,16 +83,6 @@ test('tmpfsSize() takes the size option as written, or none', () => {
   assert.equal(tmpfsSize(['rw', 'size=16384k', 'inode64']), '16384k');
   assert.equal(tmpfsSize(['rw', 'inode64']), undefined);
   assert.throws(() => tmpfsSize(['size=lots']), /Cannot read tmpfs size "lots"/);
-});
-
-test('isReadOnly() and guestBindOptions() keep ro and drop shared propagation', () => {
-  assert.equal(isReadOnly(['rbind', 'rprivate', 'ro']), true);
-  assert.equal(isReadOnly(['rbind', 'rro']), true);
-  assert.equal(isReadOnly(['rbind', 'rw']), false);
-  assert.equal(isReadOnly(undefined), false);
-  assert.deepEqual(guestBindOptions(['rbind', 'rprivate', 'ro']), ['rbind', 'ro', 'rprivate']);
-  assert.deepEqual(guestBindOptions(['bind', 'rshared', 'rw', 'Z', 'nosuid', 'nosuid']), ['rbind', 'nosuid']);
-  assert.deepEqual(guestBindOptions(['rbind', 'rslave', 'rro']), ['rbind', 'ro', 'rslave']);
 });
 
 test('guestShareMount() binds the shared copy of volume N', () => {

@@ -10,7 +10,7 @@ export { JAIL_CAPABILITIES, JAIL_RLIMITS } from './jail.js';
 export { findExecutable } from './qemu-process.js';
 export { chooseAccel, decideAccel, hostTscKhz, readHostFacts, type AccelChoice, type AccelRequest, type HostFacts } from './accel.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu.js';
-export { AGENT_PORT_NAME, SHARE_MOUNT_TAG, TEMPLATE_MAC, TEMPLATE_STATE_FILE, qemuArgs, qemuPaths, type QemuPaths } from './qemu-args.js';
+export { TEMPLATE_MAC, TEMPLATE_STATE_FILE, qemuArgs, qemuPaths, type QemuPaths } from './qemu-args.js';
 export { QmpClient, type QmpEvent } from './qmp.js';
 export {
   DEFAULT_TEMPLATES_ROOT,

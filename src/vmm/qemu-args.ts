@@ -17,6 +17,7 @@
  */
 
 import { isAbsolute, join } from 'node:path';
+import { AGENT_PORT_NAME, SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 import type { Accel, VmSpec } from './driver.js';
 
@@ -68,12 +69,8 @@ export function ramBacking(spec: VmSpec, paths: QemuPaths): { path: string; shar
   return { path: paths.ram, share: false };
 }
 
-/** AGENT_PORT_NAME is the virtio-serial port name the guest agent opens (/dev/virtio-ports/hull.agent). */
-export const AGENT_PORT_NAME = 'hull.agent';
 /** AGENT_PORT_ID is the port's QEMU device id, named in its VSERPORT_CHANGE events. */
 export const AGENT_PORT_ID = 'agent-port';
-/** SHARE_MOUNT_TAG is the 9p mount tag of spec.sharedDir in the guest. */
-export const SHARE_MOUNT_TAG = 'hull';
 
 /**
  * BASE_KERNEL_ARGS is the guest kernel command line measured to boot fast under TCG: a serial
@@ -190,7 +187,7 @@ function devices(spec: VmSpec, paths: QemuPaths): string[][] {
     ],
     [
       '-fsdev', `local,id=shared,path=${opt(spec.sharedDir)},security_model=none,multidevs=remap`,
-      '-device', `virtio-9p-device,fsdev=shared,mount_tag=${SHARE_MOUNT_TAG}`,
+      '-device', `virtio-9p-device,fsdev=shared,mount_tag=${SHARE_TAG}`,
     ],
   ];
   const net = spec.net;

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { DEFAULT_CONFIG } from '../../src/config/index.js';
-import { parseMountinfo } from '../../src/sandbox/mountinfo.js';
+import { parseMountinfo } from '../../src/common/mountinfo.js';
 import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
 import { prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
