@@ -12,7 +12,8 @@ import { run } from '../common/run.js';
 import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { currentGuestImage } from '../guest/index.js';
-import { JAIL_CAPABILITIES, JAIL_RLIMITS, listTemplates } from '../vmm/index.js';
+import { listTemplates } from '../factory/index.js';
+import { JAIL_CAPABILITIES, JAIL_RLIMITS } from '../vmm/index.js';
 import { CONFIG_KEYS, hullBinDir } from './install.js';
 
 export interface EnvKey {

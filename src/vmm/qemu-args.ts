@@ -47,8 +47,6 @@ export function qemuPaths(stateDir: string): QemuPaths {
   };
 }
 
-/** TEMPLATE_STATE_FILE is the device state's file name in a template directory. */
-export const TEMPLATE_STATE_FILE = 'state';
 /**
  * TEMPLATE_MAC is the NIC address of every template, and so of every clone: the MAC is part of the
  * restored device state, whatever the clone's command line says. Locally administered, unicast.
@@ -219,7 +217,7 @@ export function validateSpec(spec: VmSpec): void {
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 64) fail(`memoryMiB ${spec.memoryMiB} is not an integer ≥ 64`);
   const files: Record<string, string> = { stateDir: spec.stateDir, kernel: spec.kernel, initrd: spec.initrd, rootDisk: spec.rootDisk, sharedDir: spec.sharedDir };
   if (spec.templateRamFile !== undefined) files.templateRamFile = spec.templateRamFile;
-  if (spec.template !== undefined) Object.assign(files, { 'template.dir': spec.template.dir, 'template.ramFile': spec.template.ramFile });
+  if (spec.template !== undefined) Object.assign(files, { 'template.stateFile': spec.template.stateFile, 'template.ramFile': spec.template.ramFile });
   for (const [name, path] of Object.entries(files)) {
     if (!isAbsolute(path)) fail(`${name} "${path}" is not an absolute path`);
   }

@@ -1,7 +1,7 @@
 /**
- * Template save and restore for QEMU VMs (template.ts makes and keeps the templates).
+ * Template save and restore for QEMU VMs (src/factory makes and keeps the templates).
  *
- * Templates (template.ts): a clone is started with `-incoming defer`; before `cont` the driver
+ * A clone is started with `-incoming defer`; before `cont` the driver
  * restores it (QMP migrate-set-capabilities x-ignore-shared, migrate-incoming on a unix socket in
  * the state dir, the saved state streamed in, MIGRATION "completed"). RAM is not in that stream:
  * the clone maps the template's RAM file privately. saveTemplate() is the other direction: stop,
@@ -10,13 +10,16 @@
  */
 
 import { createReadStream } from 'node:fs';
-import { chmod, open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chmod, open, realpath, rm, stat, type FileHandle } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { HullError, errorCode } from '../errors/index.js';
-import type { VmSpec, VmTemplateRef } from './driver.js';
-import { TEMPLATE_STATE_FILE } from './qemu-args.js';
+import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
+import type { VmIdentity, VmMachine, VmSpec, VmTemplateRef } from './driver.js';
+import { qemuArgs, qemuPaths } from './qemu-args.js';
+import { findExecutable } from './qemu-process.js';
 import type { QmpClient } from './qmp.js';
 
 /** SAVE_TIMEOUT_MS bounds saveTemplate() (device state only: it takes milliseconds). */
@@ -34,12 +37,50 @@ const MIGRATION_CAPABILITIES = [
 const MIB = 1024 * 1024;
 
 /**
+ * qemuIdentity is what a saved state of `machine` depends on here: the accelerator, the host TSC a
+ * TCG guest is booted with, the QEMU build (a package upgrade replaces the file; microvm has no
+ * versioned machine types) and QEMU's whole command line with placeholder paths, so that any device
+ * change makes another template.
+ */
+export async function qemuIdentity(binary: string, machine: VmMachine): Promise<VmIdentity> {
+  const facts = await readHostFacts();
+  const { accel } = decideAccel(facts, machine.accel);
+  // As QemuDriver.start does: only TCG guests get tsc_early_khz.
+  const tscKhz = accel === 'tcg' ? hostTscKhz(facts.cpuinfo) : undefined;
+  const found = await findExecutable(binary);
+  if (found === undefined) throw new HullError('failed_precondition', `Cannot make a VM template: cannot run "${binary}": not found or not executable`);
+  const path = await realpath(found);
+  const info = await stat(path);
+  const canonical: VmSpec = {
+    id: 'template',
+    stateDir: '/state',
+    vcpus: machine.vcpus,
+    memoryMiB: machine.memoryMiB,
+    kernel: '/image/kernel',
+    initrd: '/image/initrd',
+    rootDisk: '/image/root',
+    sharedDir: '/state/shared',
+    kernelArgs: [...machine.kernelArgs],
+    templateRamFile: '/ram',
+  };
+  const argv = qemuArgs(canonical, accel, qemuPaths(canonical.stateDir), { tscKhz, paused: true });
+  return {
+    accel,
+    hypervisor: {
+      tscKhz: tscKhz ?? null,
+      qemu: { path, size: info.size, mtimeMs: info.mtimeMs },
+      commandLineSha256: createHash('sha256').update(argv.join('\0')).digest('hex'),
+    },
+  };
+}
+
+/**
  * checkTemplateFiles fails 'not_found' / 'failed_precondition' before QEMU runs when a clone's
  * template is missing or does not fit: a RAM file smaller than the VM would be grown by QEMU, i.e.
  * written, and every other clone of it corrupted.
  */
 export async function checkTemplateFiles(spec: VmSpec, template: VmTemplateRef): Promise<void> {
-  const stateFile = join(template.dir, TEMPLATE_STATE_FILE);
+  const { stateFile } = template;
   const [ram, state] = await Promise.all([stat(template.ramFile).catch(() => undefined), stat(stateFile).catch(() => undefined)]);
   const problem =
     ram === undefined || !ram.isFile() ? `RAM file ${template.ramFile} does not exist`
@@ -47,7 +88,7 @@ export async function checkTemplateFiles(spec: VmSpec, template: VmTemplateRef):
     : ram.size !== spec.memoryMiB * MIB ? `RAM file has ${ram.size} bytes, the VM ${spec.memoryMiB} MiB`
     : undefined;
   if (problem !== undefined) {
-    throw new HullError(problem.endsWith('does not exist') ? 'not_found' : 'failed_precondition', `Cannot start VM "${spec.id}" from template ${template.dir}: ${problem}`);
+    throw new HullError(problem.endsWith('does not exist') ? 'not_found' : 'failed_precondition', `Cannot start VM "${spec.id}" from template ${dirname(stateFile)}: ${problem}`);
   }
 }
 
