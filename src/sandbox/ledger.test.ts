@@ -9,7 +9,7 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renam
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Ledger, readLedger, replayLedger } from './ledger.js';
-import { mountPointsUnder, parseMountinfo } from '../common/mountinfo.js';
+import { mountPointsUnder, readMountinfoSync } from '../common/mountinfo.js';
 import { bindMount, unmount } from './mounts.js';
 import { processStartTime } from '../common/process.js';
 import { makeShare, shareContainer, shareLayout } from './share.js';
@@ -37,7 +37,7 @@ after(() => {
 });
 
 function mounts(dir: string): string[] {
-  return mountPointsUnder(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')), dir);
+  return mountPointsUnder(readMountinfoSync(), dir);
 }
 
 function volume(name: string, source: string, file: boolean, readOnly: boolean): HostShare {
@@ -94,7 +94,7 @@ test('a read-only volume is read-only in the guest\'s view from the first instan
   await makeShare(ledger, layout);
   await shareContainer(ledger, layout, 'c1', join(sources, 'rootfs'), [volume('1', join(sources, 'data'), false, true)]);
   const view = join(layout.sharedDir, 'c1');
-  const entries = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+  const entries = readMountinfoSync();
   const flags = (point: string) => entries.filter((e) => e.mountPoint === point).map((e) => e.mountOptions[0]);
   assert.deepEqual(flags(join(view, 'volumes', '1')), ['ro']);
   assert.deepEqual(flags(join(view, 'rootfs')), ['rw']);
@@ -170,7 +170,7 @@ test('replayLedger() leaves a mount it did not make, a reused pid and paths outs
   assert.equal(existsSync(stateDir), true);
   assert.equal(existsSync(outside), true);
   assert.notEqual(processStartTime(child.pid!), undefined);
-  assert.equal(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint === target).length, 2);
+  assert.equal(readMountinfoSync().filter((m) => m.mountPoint === target).length, 2);
   await unmount(target);
   await unmount(target);
   assert.equal(await replayLedger(stateDir), 0);

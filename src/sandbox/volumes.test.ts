@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,7 @@ import {
   planVolumes,
   tmpfsSize,
 } from './volumes.js';
-import { mountAt, mountContaining, parseMountinfo } from '../common/mountinfo.js';
+import { mountAt, mountContaining, parseMountinfo, readMountinfoSync } from '../common/mountinfo.js';
 
 const MOUNTINFO = [
   '22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw',
@@ -221,7 +221,7 @@ test('planVolumes() refuses sources in or around hull\'s roots and on kernel int
   await assert.rejects(plan('/proc/sys/kernel'), /it is on proc, a kernel interface/);
   await assert.rejects(plan('/sys/kernel'), /it is on sysfs, a kernel interface/);
   await assert.rejects(plan('/dev'), /it is on devtmpfs, a kernel interface/);
-  const cgroup = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
+  const cgroup = readMountinfoSync().find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
   if (cgroup) await assert.rejects(plan(cgroup.mountPoint), new RegExp(`it is on ${cgroup.fsType}, a kernel interface`));
 });
 
