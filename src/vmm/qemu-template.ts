@@ -10,8 +10,9 @@
  */
 
 import { createReadStream } from 'node:fs';
-import { chmod, open, realpath, rm, stat, type FileHandle } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { open, realpath, rm, stat, type FileHandle } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { connectUnix, listenUnix } from '../common/unix-socket.js';
 import { createHash } from 'node:crypto';
 import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -105,7 +106,7 @@ export async function restoreTemplateState(qmp: QmpClient, migrateSocket: string
   // A jailed QEMU names the socket by its path in the jail; the driver by its path on the host.
   await qmp.execute('migrate-incoming', { uri: `unix:${qemuMigrateSocket}` }, { timeoutMs: left() });
   checkStopping();
-  const socket = await connectUnix(migrateSocket);
+  const socket = await connectUnix(migrateSocket, 'migration socket');
   const sent = pipeline(createReadStream(stateFile), socket);
   try {
     // Done when QEMU says so, or failed as soon as sending fails (then QEMU's reason is asked).
@@ -133,8 +134,8 @@ export async function saveTemplateState(qmp: QmpClient, migrateSocket: string, s
   let server: Server | undefined;
   let saved = false;
   try {
-    await rm(migrateSocket, { force: true });
-    server = await listenUnix(migrateSocket);
+    server = createServer();
+    await listenUnix(server, migrateSocket);
     const listening = server;
     const received = new Promise<void>((resolve, reject) => {
       listening.once('connection', (connection: Socket) => {
@@ -182,30 +183,6 @@ async function migrationError(qmp: QmpClient, what: string, cause: unknown): Pro
   const reason = info?.['error-desc'] ?? (cause instanceof Error ? cause.message : String(cause));
   const code = errorCode(cause);
   return new HullError(code === 'deadline_exceeded' ? code : 'internal', `QEMU failed ${what}: ${reason}`, { cause });
-}
-
-function connectUnix(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(path);
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      resolve(socket);
-    });
-  });
-}
-
-async function listenUnix(path: string): Promise<Server> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  await chmod(path, 0o600);
-  return server;
 }
 
 /** copyBounded writes everything `source` yields to `file`, failing once it passed `max` bytes. */
