@@ -8,9 +8,9 @@
  */
 import { openSync, readdirSync, readFileSync, constants } from 'node:fs';
 import { Socket } from 'node:net';
+import { AGENT_PORT_NAME } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 
-export const AGENT_PORT_NAME = 'hull.agent';
 const PORTS_DIR = '/sys/class/virtio-ports';
 
 export function findPortDevice(name: string = AGENT_PORT_NAME): string {

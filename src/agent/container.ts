@@ -4,15 +4,17 @@
  * runtime state; the agent keeps the processes it is the parent of.
  */
 import { mkdir, readFile, readdir, rm, rmdir, stat, writeFile, realpath } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { cgroupPids, containerCgroup, containerCgroupParent, oomKills } from './cgroup.js';
-import { guestSpec, isInside, checkId, checkProcess, podTmpfsMounts, POD_TMPFS_DIR, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
+import { mountAt, readMountinfo } from '../common/mountinfo.js';
+import { GUEST_CONTAINERS_DIR, GUEST_POD_TMPFS_DIR, GUEST_SHARED_DIR } from '../common/names.js';
+import type { OciProcess, OciSpec } from '../common/oci.js';
+import { isInside } from '../common/paths.js';
+import { run } from '../common/run.js';
+import { guestSpec, checkId, checkProcess, podTmpfsMounts } from './guest-spec.js';
 import { podPidNamespace, sharesPodPidNamespace } from './pod-pid-namespace.js';
 import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
-
-export const CONTAINERS_DIR = '/run/hull/containers';
 
 // The files exec() writes (json) and crun writes (pid, log) for each exec, in the bundle directory.
 const EXEC_FILES = ['json', 'pid', 'log'] as const;
@@ -46,12 +48,12 @@ export class Container {
   static async create(id: string, spec: OciSpec, rootfs: string, stdio: StdioRequest): Promise<Container> {
     checkId('container id', id);
     const rootfsPath = await resolveRootfs(rootfs);
-    const bundleDir = join(CONTAINERS_DIR, id);
+    const bundleDir = join(GUEST_CONTAINERS_DIR, id);
     const sharesPid = sharesPodPidNamespace(spec.linux?.namespaces);
     const config = guestSpec(id, spec, rootfsPath, stdio.terminal, sharesPid ? await podPidNamespace() : undefined);
     if (stdio.terminal) setConsoleSize(config.process!, stdio);
     for (const { key, options } of podTmpfsMounts(spec)) await ensurePodTmpfs(key, options);
-    await mkdir(CONTAINERS_DIR, { recursive: true, mode: 0o700 });
+    await mkdir(GUEST_CONTAINERS_DIR, { recursive: true, mode: 0o700 });
     try {
       await mkdir(bundleDir, { mode: 0o700 });
     } catch (e) {
@@ -196,21 +198,20 @@ export class Container {
     for (const proc of this.execs.values()) proc.killCrun();
   }
 
-  #crun(args: string[]): Promise<void> {
+  async #crun(args: string[]): Promise<void> {
     const log = join(this.bundleDir, 'crun-cmd.log');
-    return new Promise((resolve, reject) =>
-      execFile('/usr/bin/crun', [`--log=file:${log}`, '--log-format=json', ...args], async (e) => {
-        if (!e) return resolve();
-        const messages = crunErrorMessages(await readFile(log, 'utf8').catch(() => ''));
-        reject(new HullError('failed_precondition', `crun ${args[0]} failed: ${messages.join('; ') || e.message}`));
-      }),
-    );
+    try {
+      await run('/usr/bin/crun', [`--log=file:${log}`, '--log-format=json', ...args]);
+    } catch (e) {
+      const messages = crunErrorMessages(await readFile(log, 'utf8').catch(() => ''));
+      throw new HullError('failed_precondition', `crun ${args[0]} failed: ${messages.join('; ') || (e as Error).message}`);
+    }
   }
 }
 
 async function resolveRootfs(rootfs: string): Promise<string> {
-  const path = posix.join(SHARED_DIR, rootfs);
-  if (rootfs.startsWith('/') || !isInside(SHARED_DIR, path) || path === SHARED_DIR) {
+  const path = posix.join(GUEST_SHARED_DIR, rootfs);
+  if (rootfs.startsWith('/') || !isInside(GUEST_SHARED_DIR, path) || path === GUEST_SHARED_DIR) {
     throw new HullError('invalid_argument', `Invalid rootfs "${rootfs}": must be a path inside the shared directory`);
   }
   let real: string;
@@ -220,21 +221,18 @@ async function resolveRootfs(rootfs: string): Promise<string> {
   } catch (e) {
     throw new HullError('invalid_argument', `Rootfs "${rootfs}" is missing or not a directory: ${(e as Error).message}`);
   }
-  if (!isInside(SHARED_DIR, real)) throw new HullError('invalid_argument', `Rootfs "${rootfs}" resolves outside the shared directory`);
+  if (!isInside(GUEST_SHARED_DIR, real)) throw new HullError('invalid_argument', `Rootfs "${rootfs}" resolves outside the shared directory`);
   return real;
 }
 
 /** ensurePodTmpfs mounts the pod tmpfs `key` once; later containers bind the same one. */
 async function ensurePodTmpfs(key: string, options: string[]): Promise<void> {
-  const dir = join(POD_TMPFS_DIR, key);
-  const mounts = await readFile('/proc/self/mounts', 'utf8');
-  if (mounts.split('\n').some((line) => line.split(' ')[1] === dir)) return;
+  const dir = join(GUEST_POD_TMPFS_DIR, key);
+  if (mountAt(await readMountinfo(), dir) !== undefined) return;
   await mkdir(dir, { recursive: true });
-  await new Promise<void>((resolve, reject) =>
-    execFile('/bin/mount', ['-t', 'tmpfs', '-o', ['nosuid', 'nodev', ...options].join(','), 'tmpfs', dir], (e, _o, stderr) =>
-      e ? reject(new HullError('internal', `Cannot mount the pod tmpfs ${key}: ${stderr.trim() || e.message}`)) : resolve(),
-    ),
-  );
+  await run('/bin/mount', ['-t', 'tmpfs', '-o', ['nosuid', 'nodev', ...options].join(','), 'tmpfs', dir]).catch((e: Error) => {
+    throw new HullError('internal', `Cannot mount the pod tmpfs ${key}: ${e.message}`);
+  });
 }
 
 /** setConsoleSize makes crun create the pty at the requested size, before the process runs. */

@@ -6,53 +6,15 @@
  * settings (hooks, namespace paths, LSM labels) are gone.
  */
 import { posix } from 'node:path';
+import { GUEST_MODULES_DIR, GUEST_POD_TMPFS_DIR, GUEST_SHARED_DIR, GUEST_SHM_DIR, POD_TMPFS_PREFIX } from '../common/names.js';
+import { guestBindOptions, isBindMount, type OciProcess, type OciSpec } from '../common/oci.js';
+import { isInside } from '../common/paths.js';
 import { HullError } from '../errors/index.js';
-
-export const SHARED_DIR = '/run/hull/shared';
-/** GUEST_SHM_DIR is the guest's tmpfs /dev/shm, which every container of the pod may bind as its own. */
-export const GUEST_SHM_DIR = '/dev/shm';
 
 // Mount types that need nothing from the host; bind mounts are only honoured
 // when their source lies in the shared directory (volumes the host shared,
 // see src/sandbox/volumes.ts) or is the guest's /dev/shm.
 const GUEST_MOUNT_TYPES = new Set(['proc', 'sysfs', 'tmpfs', 'devpts', 'mqueue', 'cgroup', 'cgroup2']);
-// Options of a bind that crun gets: rbind, ro, the restricting flags and
-// private/slave propagation. Shared propagation, idmaps, relabels and
-// anything else the host sent are dropped.
-const KEPT_BIND_OPTIONS = new Set(['nosuid', 'nodev', 'noexec', 'private', 'rprivate', 'slave', 'rslave']);
-
-export interface OciSpec {
-  ociVersion?: string;
-  process?: OciProcess;
-  root?: { path?: string; readonly?: boolean };
-  hostname?: string;
-  mounts?: Array<{ destination: string; type?: string; source?: string; options?: string[] }>;
-  hooks?: unknown;
-  annotations?: Record<string, string>;
-  linux?: {
-    cgroupsPath?: string;
-    namespaces?: Array<{ type: string; path?: string }>;
-    resources?: Record<string, unknown>;
-    sysctl?: Record<string, string>;
-    [key: string]: unknown;
-  };
-  [key: string]: unknown;
-}
-
-export interface OciProcess {
-  terminal?: boolean;
-  args?: string[];
-  env?: string[];
-  cwd?: string;
-  user?: { uid: number; gid: number; additionalGids?: number[] };
-  apparmorProfile?: string;
-  selinuxLabel?: string;
-  consoleSize?: { height: number; width: number };
-  [key: string]: unknown;
-}
-
-/** GUEST_MODULES_DIR holds the guest kernel's on-demand modules (src/guest/on-demand.ts). */
-export const GUEST_MODULES_DIR = '/lib/modules';
 
 /**
  * The namespaces a container shares with its pod are the guest's own (the VM is the pod), so they are
@@ -104,15 +66,6 @@ export function checkProcess(process: OciProcess | undefined, what: string): Oci
   return cleaned;
 }
 
-/**
- * Pod-wide tmpfs (a memory emptyDir): the host marks such a tmpfs mount with a
- * source of POD_TMPFS_PREFIX + key; the agent mounts one tmpfs per key under
- * POD_TMPFS_DIR and binds it into every container naming it, so the pod's
- * containers share it as they share an emptyDir on any node.
- */
-export const POD_TMPFS_PREFIX = 'hull-pod-tmpfs:';
-export const POD_TMPFS_DIR = '/run/hull/pod-tmpfs';
-
 function podTmpfsKey(m: { type?: string; source?: string }): string | undefined {
   if (m.type !== 'tmpfs' || typeof m.source !== 'string' || !m.source.startsWith(POD_TMPFS_PREFIX)) return undefined;
   const key = m.source.slice(POD_TMPFS_PREFIX.length);
@@ -152,7 +105,7 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
     if (m.options !== undefined && (!Array.isArray(m.options) || !m.options.every((o) => typeof o === 'string'))) {
       throw new HullError('invalid_argument', `Invalid mount "${m.destination}" in spec of container "${id}": options must be a list of strings`);
     }
-    if (isBind(m)) {
+    if (isBindMount(m)) {
       const source = guestBindSource(m.source);
       return source ? [{ destination: m.destination, type: 'bind', source, options: guestBindOptions(m.options) }] : [];
     }
@@ -160,7 +113,7 @@ export function guestSpec(id: string, spec: OciSpec, rootfsPath: string, termina
     const podTmpfs = podTmpfsKey(m);
     if (podTmpfs) {
       const readOnly = (m.options ?? []).some((o) => o === 'ro');
-      return [{ destination: m.destination, type: 'bind', source: `${POD_TMPFS_DIR}/${podTmpfs}`, options: ['rbind', ...(readOnly ? ['ro'] : []), 'nosuid', 'nodev'] }];
+      return [{ destination: m.destination, type: 'bind', source: `${GUEST_POD_TMPFS_DIR}/${podTmpfs}`, options: ['rbind', ...(readOnly ? ['ro'] : []), 'nosuid', 'nodev'] }];
     }
     // containerd's default spec has "strict" on /dev (a runc no-op); crun hands it to the kernel, which refuses it.
     return [{ ...m, ...(m.options ? { options: m.options.filter((o) => o !== 'strict') } : {}) }];
@@ -192,28 +145,11 @@ export function mayLoadModules(process: OciProcess): boolean {
   return Array.isArray(caps?.bounding) && caps.bounding.includes('CAP_SYS_MODULE');
 }
 
-function isBind(m: { type?: string; options?: string[] }): boolean {
-  return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
-}
-
 /** guestBindSource is the normalised source of a bind the guest honours (below the shared directory, or /dev/shm), else undefined. */
 export function guestBindSource(source: unknown): string | undefined {
   if (typeof source !== 'string' || !source.startsWith('/')) return undefined;
   const normal = posix.normalize(source).replace(/(.)\/+$/, '$1');
   if (normal === GUEST_SHM_DIR) return normal;
-  if (/^\/run\/hull\/pod-tmpfs\/[0-9a-f]{16}$/.test(normal)) return normal;
-  return normal !== SHARED_DIR && isInside(SHARED_DIR, normal) ? normal : undefined;
-}
-
-/** guestBindOptions are the options crun gets for a bind: read-only when "ro" or "rro" is anywhere. */
-export function guestBindOptions(options: string[] | undefined): string[] {
-  const readOnly = (options ?? []).some((o) => o === 'ro' || o === 'rro');
-  const kept = (options ?? []).filter((o) => KEPT_BIND_OPTIONS.has(o));
-  return ['rbind', ...(readOnly ? ['ro'] : []), ...new Set(kept)];
-}
-
-/** isInside tells whether `path` (absolute, normalised by the caller) is `dir` or below it. */
-export function isInside(dir: string, path: string): boolean {
-  const normal = posix.normalize(path);
-  return normal === dir || normal.startsWith(dir + '/');
+  if (normal.startsWith(`${GUEST_POD_TMPFS_DIR}/`) && /^[0-9a-f]{16}$/.test(normal.slice(GUEST_POD_TMPFS_DIR.length + 1))) return normal;
+  return normal !== GUEST_SHARED_DIR && isInside(GUEST_SHARED_DIR, normal) ? normal : undefined;
 }

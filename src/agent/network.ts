@@ -4,7 +4,7 @@
  * value is checked before it reaches `ip`: the host is trusted, but a
  * malformed value must fail here, clearly, not half-configure the guest.
  */
-import { execFile } from 'node:child_process';
+import { run } from '../common/run.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { HullError } from '../errors/index.js';
 
@@ -37,15 +37,9 @@ function checkCidr(value: string, what: string): string {
   return value;
 }
 
-function run(file: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile(file, args, (e, _stdout, stderr) =>
-      e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
-    ),
-  );
-}
-
-const ip = (args: string[]): Promise<void> => run('/bin/ip', args);
+const ip = async (args: string[]): Promise<void> => {
+  await run('/bin/ip', args);
+};
 
 async function deviceByMac(): Promise<Map<string, string>> {
   const byMac = new Map<string, string>();

@@ -2,7 +2,7 @@
  * AgentService implements the hull agent API (src/proto/agent.proto) on top
  * of the guest's containers.
  */
-import { execFile } from 'node:child_process';
+import { run } from '../common/run.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
@@ -15,7 +15,9 @@ import { HullError } from '../errors/index.js';
 import { containerCgroup, readCgroupStats } from './cgroup.js';
 import { Container } from './container.js';
 import { agentRandomBytes, seedRandomness } from './entropy.js';
-import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
+import { GUEST_SHARED_DIR } from '../common/names.js';
+import type { OciProcess, OciSpec } from '../common/oci.js';
+import { parseJson } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
 
@@ -58,10 +60,10 @@ export class AgentService implements AgentImpl {
     }
     if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
     if (req.shareTag && !this.#shareMounted) {
-      mkdirSync(SHARED_DIR, { recursive: true });
+      mkdirSync(GUEST_SHARED_DIR, { recursive: true });
       // cache=mmap is 9p's mode that allows shared writable mmap (cache=none refuses it); reads stay
       // uncached, so host updates (configMaps) show at once.
-      await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, SHARED_DIR]);
+      await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, GUEST_SHARED_DIR]);
       this.#shareMounted = true;
     }
     return {};
@@ -241,12 +243,4 @@ function collectGarbage(): void {
     gc = runInNewContext('gc') as () => void;
   }
   gc();
-}
-
-function run(file: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile(file, args, (e, _stdout, stderr) =>
-      e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
-    ),
-  );
 }

@@ -4,7 +4,7 @@
  * something required is missing.
  */
 import { access, constants, readFile, realpath } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
+import { run } from '../common/run.js';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { guardRuleset } from '../net/index.js';
@@ -18,7 +18,7 @@ export interface CheckLine {
 }
 
 function version(file: string, args: string[]): Promise<string | undefined> {
-  return new Promise((resolve) => execFile(file, args, (e, stdout) => resolve(e ? undefined : stdout.split('\n')[0]?.trim())));
+  return run(file, args).then((r) => r.stdout.split('\n')[0]?.trim(), () => undefined);
 }
 
 export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
@@ -70,20 +70,13 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
  * namespace) whether it takes the anti-spoofing guard: nftables netdev
  * ingress hooks, `fwd`, ARP and raw payload matches. Without them no pod can start.
  */
-function checkGuardKernel(): Promise<CheckLine> {
+async function checkGuardKernel(): Promise<CheckLine> {
   const what = 'nftables netdev guard (kernel)';
   const script = guardRuleset({ mac: '02:00:00:00:00:01', addresses: ['10.0.0.1/24', 'fd00::1/64'], tap: 'lo', veth: 'lo', localAddress: '169.254.100.1' });
-  return new Promise((resolve) => {
-    const child = execFile('unshare', ['--net', '--', 'nft', '--check', '-f', '-'], (e, _stdout, stderr) =>
-      resolve(
-        e
-          ? { ok: false, what, detail: `the kernel refuses the anti-spoofing ruleset (needs NF_TABLES_NETDEV, NFT_FWD_NETDEV, NETFILTER_INGRESS): ${stderr.trim().split('\n')[0] || e.message}`, required: true }
-          : { ok: true, what, detail: 'netdev ingress hooks and fwd: only a pod\'s own MAC and addresses leave its VM', required: true },
-      ),
-    );
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(script);
-  });
+  const r = await run('unshare', ['--net', '--', 'nft', '--check', '-f', '-'], { input: script, allowFailure: true }).catch((e: Error) => ({ code: -1, stderr: e.message }));
+  return r.code !== 0
+    ? { ok: false, what, detail: `the kernel refuses the anti-spoofing ruleset (needs NF_TABLES_NETDEV, NFT_FWD_NETDEV, NETFILTER_INGRESS): ${r.stderr.trim().split('\n')[0] || `exit status ${r.code}`}`, required: true }
+    : { ok: true, what, detail: 'netdev ingress hooks and fwd: only a pod\'s own MAC and addresses leave its VM', required: true };
 }
 
 /**
@@ -97,7 +90,7 @@ async function checkJail(config: HullConfig): Promise<CheckLine[]> {
     return [{ ok: false, what, detail: 'off (jail = false): QEMU runs as root with every capability in the host\'s mount and PID namespaces; set jail = true', required: true }];
   }
   const caps = JAIL_CAPABILITIES.join(', ');
-  const namespaces = await new Promise<boolean>((resolve) => execFile('unshare', ['--mount', '--pid', '--fork', '--', 'true'], (e) => resolve(e === null)));
+  const namespaces = await run('unshare', ['--mount', '--pid', '--fork', '--', 'true']).then(() => true, () => false);
   const binary = await findExecutable('qemu-system-x86_64');
   const real = binary ? await realpath(binary).catch(() => binary) : undefined;
   const underUsr = real?.startsWith('/usr/') ?? false;

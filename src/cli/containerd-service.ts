@@ -4,9 +4,9 @@
  * that is known to be safe (systemd is PID 1, the unit exists, the config is containerd's default
  * file); otherwise the step is printed.
  */
-import { execFile } from 'node:child_process';
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { run as runCommand } from '../common/run.js';
 import { HullError } from '../errors/index.js';
 import { DEFAULT_CONTAINERD_CONFIG, RUNTIME_TYPE, RUNTIMES_PATH, at, isTable, parsePlain, type Table } from './containerd-config.js';
 
@@ -31,13 +31,14 @@ export function restartDecision(mode: RestartMode, containerdConfig: string, why
   return { say: `${step}: systemctl restart containerd` };
 }
 
-function run(file: string, args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile(file, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as NodeJS.ErrnoException).code === 'number' ? Number((e as NodeJS.ErrnoException).code) : -1) : 0;
-      done({ code, stdout: String(stdout), stderr: e && !stderr ? (e as Error).message : String(stderr) });
-    });
-  });
+/** run never throws: a program that cannot start or is killed has code -1 and the reason as stderr. */
+async function run(file: string, args: string[], timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await runCommand(file, args, { timeoutMs, allowFailure: true });
+    return { code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    return { code: -1, stdout: '', stderr: (e as Error).message };
+  }
 }
 
 async function restartFacts(): Promise<RestartFacts> {

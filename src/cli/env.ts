@@ -4,14 +4,16 @@
  * (node, QEMU, crun, containerd, the guest image and its kernel), and the paths it uses. For bug
  * reports and for checking an install; `--json` for programs.
  */
-import { execFile } from 'node:child_process';
 import { access, constants, readFile, realpath } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { parse } from 'smol-toml';
+import { readMountinfo } from '../common/mountinfo.js';
+import { run } from '../common/run.js';
 import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { currentGuestImage } from '../guest/index.js';
-import { JAIL_CAPABILITIES, JAIL_RLIMITS, listTemplates } from '../vmm/index.js';
+import { listTemplates } from '../factory/index.js';
+import { JAIL_CAPABILITIES, JAIL_RLIMITS } from '../vmm/index.js';
 import { CONFIG_KEYS, hullBinDir } from './install.js';
 
 export interface EnvKey {
@@ -77,7 +79,7 @@ export function configSources(text: string | undefined, where: string): { config
 }
 
 function firstLine(file: string, args: string[]): Promise<string | null> {
-  return new Promise((resolve) => execFile(file, args, { timeout: 10_000 }, (e, stdout) => resolve(e ? null : (String(stdout).split('\n')[0]?.trim() ?? null))));
+  return run(file, args, { timeoutMs: 10_000 }).then((r) => r.stdout.split('\n')[0]?.trim() ?? null, () => null);
 }
 
 /** findOnPath is the first executable `name` in the PATH string. */
@@ -153,9 +155,9 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
 
 /** cgroupVersion: v2 (unified), hybrid (v1 controllers with a v2 tree beside them), or v1. */
 async function cgroupVersion(): Promise<'v1' | 'v2' | 'hybrid'> {
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const v2 = / - cgroup2 /.test(mounts);
-  const v1 = / - cgroup /.test(mounts);
+  const types = new Set((await readMountinfo().catch(() => [])).map((m) => m.fsType));
+  const v2 = types.has('cgroup2');
+  const v1 = types.has('cgroup');
   return v1 && v2 ? 'hybrid' : v2 ? 'v2' : 'v1';
 }
 

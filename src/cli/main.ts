@@ -7,7 +7,7 @@ import { HullError } from '../errors/index.js';
 import { loadConfig } from '../config/index.js';
 import { buildGuestImage, currentGuestImage } from '../guest/index.js';
 import { checkHost } from './check.js';
-import { listTemplates, pruneTemplates, removeTemplate, type TemplateListing } from '../vmm/index.js';
+import { listTemplates, pruneTemplates, removeTemplate, type TemplateListing } from '../factory/index.js';
 import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
 import { parsePositiveInt, runContainer } from './run.js';

@@ -8,6 +8,8 @@ import { resolve } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { HullConfig } from '../config/index.js';
 import { Sandbox, type GuestAssets } from '../sandbox/index.js';
+import { TemplateFactory } from '../factory/index.js';
+import { QemuDriver } from '../vmm/index.js';
 
 export interface RunOptions {
   bundle: string;
@@ -32,6 +34,7 @@ export async function runContainer(config: HullConfig, image: GuestAssets, optio
   process.on('SIGTERM', onSignal);
   const stdin = process.stdin;
   const tty = options.tty;
+  const driver = new QemuDriver();
   try {
     sandbox = await Sandbox.create({
       id,
@@ -41,7 +44,8 @@ export async function runContainer(config: HullConfig, image: GuestAssets, optio
       accel: config.accel,
       runRoot: config.runRoot,
       bootTimeoutMs: config.bootTimeoutMs,
-      templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB } : undefined,
+      driver,
+      factory: config.templates ? new TemplateFactory(driver, { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB }) : undefined,
       protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
       jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
       log: (line) => process.stderr.write(`hull: ${line}\n`),

@@ -50,7 +50,7 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   templates: true,
   templatesDir: '/var/lib/hull/templates',
   templateRamDir: '/dev/shm/hull-templates',
-  // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/vmm/template.ts (a test checks).
+  // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/factory/template.ts (a test checks).
   templateMaxCount: 8,
   templateMaxRamMiB: 2048,
   jail: true,

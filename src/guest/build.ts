@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { canonicalJson, hashFile, imageIdOf, sha256Hex } from './content-hash.js';
 import { makeExt4Image } from './ext4.js';
-import { exec } from './exec.js';
+import { run } from '../common/run.js';
 import { BUSYBOX, collectHostFiles, type HostFile } from './host-files.js';
 import { writeInitramfs } from './initramfs.js';
 import { ETC_FILES, INITRAMFS_INIT, ROOT_INIT } from './init-scripts.js';
@@ -172,7 +172,7 @@ async function buildInto(work: string, cache: string, deb: KernelDeb, plan: Plan
     kernelPackage: { name: kernel.packageName, version: kernel.packageVersion, debFile: deb.fileName, debSha256: deb.sha256 },
     modules: kernel.modules.map((m) => m.fileName),
     onDemandModules: kernel.moduleTree.modules.map((m) => m.relPath),
-    nodeVersion: (await exec(NODE, ['--version'])).stdout.trim(),
+    nodeVersion: (await run(NODE, ['--version'])).stdout.trim(),
     inputs: plan.inputs,
     hostFiles: plan.hostFiles.map((f) => ({ guestPath: f.guestPath, hostPath: f.hostPath, size: f.size })),
     files,

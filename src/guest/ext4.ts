@@ -12,7 +12,7 @@ import { lstat, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { sha256Hex } from './content-hash.js';
-import { exec } from './exec.js';
+import { run } from '../common/run.js';
 
 const BLOCK = 4096;
 const INODE_SIZE = 256;
@@ -74,7 +74,7 @@ export async function makeExt4Image(image: string, dir: string, opts: Ext4Option
   const uuid = uuidFrom(`${opts.seed}/uuid`);
   const hashSeed = uuidFrom(`${opts.seed}/hash`);
   await rm(image, { force: true });
-  await exec('mkfs.ext4', [
+  await run('mkfs.ext4', [
     '-q',
     '-F',
     '-b', String(BLOCK),
@@ -101,7 +101,7 @@ async function chownToRoot(image: string, paths: readonly string[]): Promise<voi
   const script = `${image}.debugfs`;
   await writeFile(script, paths.map((p) => `sif ${p} uid 0\nsif ${p} gid 0\n`).join(''));
   try {
-    const res = await exec('debugfs', ['-w', '-f', script, image]);
+    const res = await run('debugfs', ['-w', '-f', script, image]);
     const errors = res.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('debugfs '));
     if (errors.length > 0) throw new HullError('internal', `debugfs could not fix owners in ${image}: ${errors.slice(0, 3).join('; ')}`);
   } finally {

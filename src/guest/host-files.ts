@@ -10,7 +10,7 @@
 import { open, realpath, stat } from 'node:fs/promises';
 import { HullError } from '../errors/index.js';
 import { hashFile } from './content-hash.js';
-import { exec } from './exec.js';
+import { run } from '../common/run.js';
 
 /** BUSYBOX is the static busybox the initramfs and the root disk run. */
 export const BUSYBOX = '/bin/busybox';
@@ -48,7 +48,7 @@ export function parseLdd(out: string, binary: string): string[] {
 
 /** sharedLibraries lists the libraries `binary` loads, as resolved by ldd on this host. */
 export async function sharedLibraries(binary: string): Promise<string[]> {
-  const res = await exec('ldd', [binary]);
+  const res = await run('ldd', [binary]);
   return parseLdd(res.stdout, binary);
 }
 

@@ -11,9 +11,6 @@ export type { GuestImage, GuestManifest, GuestInputs } from './manifest.js';
 export { GUEST_KERNEL_MODULES } from './modules.js';
 export { AGENT_PATH } from './rootfs.js';
 
-/** AGENT_PORT_NAME is the name of the virtio-serial port the agent listens on. */
-export const AGENT_PORT_NAME = 'hull.agent';
-/** SHARED_FS_TAG is the mount tag of the virtio-9p share, mounted by the agent. */
-export const SHARED_FS_TAG = 'hull';
+export { AGENT_PORT_NAME } from '../common/names.js';
 /** ROOT_DEVICE is where the guest finds its root disk unless hull.root= says otherwise. */
 export const ROOT_DEVICE = '/dev/vda';

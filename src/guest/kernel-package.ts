@@ -16,7 +16,7 @@ import { readFile, readdir, rename, rm, stat, writeFile, mkdir, copyFile } from 
 import { dirname, join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { hashFile, sha256Hex } from './content-hash.js';
-import { exec } from './exec.js';
+import { run } from '../common/run.js';
 import { indexModules, resolveIndexed } from './modules.js';
 import { resolveOnDemand } from './on-demand.js';
 import { makeTempDir } from './temp-dirs.js';
@@ -87,12 +87,12 @@ export function parseShow(out: string): { version: string; filename: string; sha
 
 /** resolveKernelPackage asks apt which kernel package `linux-image-amd64` stands for now. */
 export async function resolveKernelPackage(): Promise<KernelPackage> {
-  const deps = await exec('apt-cache', ['depends', KERNEL_METAPACKAGE], { allowFailure: true });
+  const deps = await run('apt-cache', ['depends', KERNEL_METAPACKAGE], { allowFailure: true });
   const name = parseDepends(deps.stdout);
   if (deps.code !== 0 || name === undefined) {
     throw new HullError('unavailable', `Cannot resolve ${KERNEL_METAPACKAGE} with apt-cache depends${deps.stderr.trim() ? `: ${deps.stderr.trim()}` : ''}`);
   }
-  const show = await exec('apt-cache', ['show', '--no-all-versions', name], { allowFailure: true });
+  const show = await run('apt-cache', ['show', '--no-all-versions', name], { allowFailure: true });
   const info = parseShow(show.stdout);
   if (show.code !== 0 || info === undefined) {
     throw new HullError('unavailable', `Cannot find ${name} with apt-cache show${show.stderr.trim() ? `: ${show.stderr.trim()}` : ''}`);
@@ -152,7 +152,7 @@ export async function fetchKernelDeb(cacheDir: string, log: Log): Promise<Kernel
   for (const attempt of ['first', 'after-update'] as const) {
     if (attempt === 'after-update') {
       log('apt: running apt-get update');
-      const up = await exec('apt-get', ['update'], { allowFailure: true });
+      const up = await run('apt-get', ['update'], { allowFailure: true });
       if (up.code !== 0) {
         log(`apt: apt-get update failed: ${up.stderr.trim().split('\n').slice(-1)[0] ?? ''}`);
         break;
@@ -187,7 +187,7 @@ async function downloadKernelDeb(cacheDir: string, pkg: KernelPackage, log: Log)
   // a half-downloaded file out of the cache.
   const tmp = await makeTempDir(cacheDir, 'download');
   try {
-    const res = await exec('apt-get', ['download', `${pkg.name}=${pkg.version}`], { cwd: tmp });
+    const res = await run('apt-get', ['download', `${pkg.name}=${pkg.version}`], { cwd: tmp });
     for (const line of res.stderr.split('\n')) if (line.trim() !== '') log(`apt: ${line.trim()}`);
     const debs = (await readdir(tmp)).filter((n) => n.endsWith('.deb'));
     if (debs.length !== 1) throw new HullError('internal', `apt-get download ${pkg.name} left ${debs.length} .deb files`);
@@ -224,9 +224,9 @@ export async function prepareKernel(
   try {
     const tree = join(work, 'tree');
     const started = Date.now();
-    await exec('dpkg-deb', ['-x', deb.path, tree]);
-    const packageName = (await exec('dpkg-deb', ['-f', deb.path, 'Package'])).stdout.trim();
-    const packageVersion = (await exec('dpkg-deb', ['-f', deb.path, 'Version'])).stdout.trim();
+    await run('dpkg-deb', ['-x', deb.path, tree]);
+    const packageName = (await run('dpkg-deb', ['-f', deb.path, 'Package'])).stdout.trim();
+    const packageVersion = (await run('dpkg-deb', ['-f', deb.path, 'Version'])).stdout.trim();
     const kernels = (await readdir(join(tree, 'boot')).catch(() => [] as string[])).filter((n) => n.startsWith('vmlinuz-'));
     if (kernels.length !== 1) throw new HullError('failed_precondition', `${deb.fileName} holds ${kernels.length} /boot/vmlinuz-* files, expected 1`);
     const release = kernels[0]!.slice('vmlinuz-'.length);

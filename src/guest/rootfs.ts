@@ -7,7 +7,7 @@
 
 import { chmod, copyFile, cp, mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { exec } from './exec.js';
+import { run } from '../common/run.js';
 import type { HostFile } from './host-files.js';
 import { BUSYBOX } from './host-files.js';
 import { ETC_FILES, ROOT_INIT } from './init-scripts.js';
@@ -60,7 +60,7 @@ export const MODPROBE = '/sbin/modprobe';
 
 /** busyboxApplets lists the applets of the busybox at `path`. */
 export async function busyboxApplets(path: string): Promise<string[]> {
-  const res = await exec(path, ['--list']);
+  const res = await run(path, ['--list']);
   return res.stdout.split('\n').map((s) => s.trim()).filter((s) => s !== '');
 }
 

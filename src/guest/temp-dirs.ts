@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pidAlive } from '../common/process.js';
 
 const TEMP_NAME = /^\.([a-z]+)-(\d+)-[0-9a-f]{8}$/;
 /** MAX_TEMP_AGE_MS: a work directory older than this is stale even if its pid is alive (pid reuse). */
@@ -37,13 +38,4 @@ export async function removeStaleTempDirs(parent: string): Promise<string[]> {
     removed.push(name);
   }
   return removed;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

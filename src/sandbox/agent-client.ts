@@ -3,7 +3,7 @@
  * of the host trusts it: the guest is hostile, so a number out of range, an
  * oversized list or a string too long is an error, not a value.
  */
-import { connect } from 'node:net';
+import { connectUnix } from '../common/unix-socket.js';
 import { HullError, peerText } from '../errors/index.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { Agent } from '../proto/gen/agent_pb.js';
@@ -31,16 +31,9 @@ export function checkString(what: string, value: string): string {
 }
 
 /** connectAgent connects to the agent's socket (QEMU's end of the virtio-serial port). */
-export function connectAgent(socketPath: string): Promise<{ client: TtrpcClient; agent: AgentClient }> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(socketPath);
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      const client = new TtrpcClient(socket);
-      resolve({ client, agent: serviceClient(Agent, client) });
-    });
-  });
+export async function connectAgent(socketPath: string): Promise<{ client: TtrpcClient; agent: AgentClient }> {
+  const client = new TtrpcClient(await connectUnix(socketPath, 'agent socket'));
+  return { client, agent: serviceClient(Agent, client) };
 }
 
 /**

@@ -16,7 +16,7 @@ import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import type { Ledger } from './ledger.js';
-import { readMountinfo } from './mountinfo.js';
+import { readMountinfo } from '../common/mountinfo.js';
 
 export interface Hierarchy {
   /** mount is where the hierarchy is mounted ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"). */

@@ -2,7 +2,7 @@
  * sandbox — a pod's VM seen from the host: boot it, run containers in it,
  * carry their stdio, tear everything down.
  */
-export { Sandbox, DEFAULT_RUN_ROOT, DEFAULT_VCPUS, DEFAULT_MEMORY_MIB, type SandboxOptions, type ContainerOptions, type GuestAssets, type GuestDetails, type ProcessExit, type StdioRequest, type StartupPhase, type SandboxFailpoints } from './sandbox.js';
+export { Sandbox, DEFAULT_RUN_ROOT, DEFAULT_VCPUS, DEFAULT_MEMORY_MIB, type SandboxOptions, type ContainerOptions, type GuestAssets, type GuestDetails, type ProcessExit, type StdioRequest, type StartupPhase, type SandboxFailpoints, type VmFactory } from './sandbox.js';
 export { readBundleSpec, parseSpec, guestContainerSpec, withPodSysctls, type OciSpec, type OciProcess } from './spec.js';
 export type { HostStdio } from './stdio.js';
 export type { AgentClient } from './agent-client.js';

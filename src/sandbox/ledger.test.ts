@@ -9,9 +9,9 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renam
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Ledger, readLedger, replayLedger } from './ledger.js';
-import { mountPointsUnder, parseMountinfo } from './mountinfo.js';
+import { mountPointsUnder, readMountinfoSync } from '../common/mountinfo.js';
 import { bindMount, unmount } from './mounts.js';
-import { processStartTime } from './process-record.js';
+import { processStartTime } from '../common/process.js';
 import { makeShare, shareContainer, shareLayout } from './share.js';
 import type { HostShare } from './volumes.js';
 
@@ -37,7 +37,7 @@ after(() => {
 });
 
 function mounts(dir: string): string[] {
-  return mountPointsUnder(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')), dir);
+  return mountPointsUnder(readMountinfoSync(), dir);
 }
 
 function volume(name: string, source: string, file: boolean, readOnly: boolean): HostShare {
@@ -78,7 +78,7 @@ for (let crashAfter = 0; crashAfter <= steps.length; crashAfter++) {
     assert.equal(await replayLedger(stateDir, { log: (l) => lines.push(l) }), 0, lines.join('\n'));
     assert.deepEqual(mounts(stateDir), []);
     assert.equal(existsSync(stateDir), false, 'state directory left');
-    for (const pid of started.slice(pidsBefore)) assert.equal(await processStartTime(pid), undefined, `process ${pid} still runs`);
+    for (const pid of started.slice(pidsBefore)) assert.equal(processStartTime(pid), undefined, `process ${pid} still runs`);
     // Twice is harmless.
     assert.equal(await replayLedger(stateDir), 0);
     assert.equal(readFileSync(join(sources, 'data', 'keep'), 'utf8'), 'keep\n', 'a volume source was touched');
@@ -94,7 +94,7 @@ test('a read-only volume is read-only in the guest\'s view from the first instan
   await makeShare(ledger, layout);
   await shareContainer(ledger, layout, 'c1', join(sources, 'rootfs'), [volume('1', join(sources, 'data'), false, true)]);
   const view = join(layout.sharedDir, 'c1');
-  const entries = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+  const entries = readMountinfoSync();
   const flags = (point: string) => entries.filter((e) => e.mountPoint === point).map((e) => e.mountOptions[0]);
   assert.deepEqual(flags(join(view, 'volumes', '1')), ['ro']);
   assert.deepEqual(flags(join(view, 'rootfs')), ['rw']);
@@ -169,8 +169,8 @@ test('replayLedger() leaves a mount it did not make, a reused pid and paths outs
   assert.ok((await replayLedger(stateDir)) > 0);
   assert.equal(existsSync(stateDir), true);
   assert.equal(existsSync(outside), true);
-  assert.notEqual(await processStartTime(child.pid!), undefined);
-  assert.equal(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint === target).length, 2);
+  assert.notEqual(processStartTime(child.pid!), undefined);
+  assert.equal(readMountinfoSync().filter((m) => m.mountPoint === target).length, 2);
   await unmount(target);
   await unmount(target);
   assert.equal(await replayLedger(stateDir), 0);

@@ -17,11 +17,13 @@ import { readFile, rm, rmdir, unlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { disablePortForward, disconnectTap } from '../net/index.js';
-import { isInside, mountAt, mountPointsUnder, readMountinfo } from './mountinfo.js';
+import { mountAt, mountPointsUnder, readMountinfo } from '../common/mountinfo.js';
+import { isInside } from '../common/paths.js';
+import { processStartTime } from '../common/process.js';
 import { unmount } from './mounts.js';
 import { isCgroupDir, releaseCgroup } from './host-cgroup.js';
 import { releaseJailUid } from './jail-uid.js';
-import { killRecordedProcess, processStartTime } from './process-record.js';
+import { killRecordedProcess } from './process-record.js';
 
 export const LEDGER_FILE = 'ledger';
 // A ledger is a few lines per container; anything this big was not written by hull.
@@ -84,7 +86,7 @@ export class Ledger {
 
   /** recordProcess records a running process by pid and start time (a reused pid never matches). */
   async recordProcess(scope: string, pid: number): Promise<void> {
-    const startTime = await processStartTime(pid);
+    const startTime = processStartTime(pid);
     if (startTime !== undefined) this.record(scope, { kind: 'process', pid, startTime });
   }
 

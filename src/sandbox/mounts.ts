@@ -3,19 +3,14 @@
  * inside the sandbox's host-private directories (see share.ts), never under a directory the guest
  * can write, so resolving them cannot be steered by the guest.
  */
-import { execFile } from 'node:child_process';
-import { HullError } from '../errors/index.js';
+import { run } from '../common/run.js';
 
 // mount(8) and umount(8) answer in milliseconds; a wedged one (a hung NFS source, say) must not
 // hold a pod's create or teardown for ever.
 const MOUNT_COMMAND_TIMEOUT_MS = 30_000;
 
-function run(file: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile(file, args, { timeout: MOUNT_COMMAND_TIMEOUT_MS, killSignal: 'SIGKILL' }, (e, _stdout, stderr) =>
-      e ? reject(new HullError('internal', `${file} ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
-    ),
-  );
+async function mountCommand(file: string, args: string[]): Promise<void> {
+  await run(file, args, { timeoutMs: MOUNT_COMMAND_TIMEOUT_MS });
 }
 
 // Each helper is one mount(8) call: util-linux applies the bind, then the propagation changes in
@@ -24,7 +19,7 @@ function run(file: string, args: string[]): Promise<void> {
 
 /** bindMount mounts `source` on `target` (an existing directory or file), not recursively, private, with `flags` (e.g. "ro,nosuid,nodev"). */
 export async function bindMount(source: string, target: string, flags?: string): Promise<void> {
-  await run('mount', ['--bind', '--make-private', ...withFlags(flags), source, target]);
+  await mountCommand('mount', ['--bind', '--make-private', ...withFlags(flags), source, target]);
 }
 
 /**
@@ -33,12 +28,12 @@ export async function bindMount(source: string, target: string, flags?: string):
  * apply to the top bind; mounts below keep their own, as the host made them.
  */
 export async function bindMountAsSlave(source: string, target: string, flags?: string): Promise<void> {
-  await run('mount', ['--rbind', '--make-rslave', ...withFlags(flags), source, target]);
+  await mountCommand('mount', ['--rbind', '--make-rslave', ...withFlags(flags), source, target]);
 }
 
 /** bindMountAsPeerGroup binds `dir` on itself as a shared mount in a peer group of its own (private first, then shared). */
 export async function bindMountAsPeerGroup(dir: string): Promise<void> {
-  await run('mount', ['--bind', '--make-private', '--make-shared', dir, dir]);
+  await mountCommand('mount', ['--bind', '--make-private', '--make-shared', dir, dir]);
 }
 
 /**
@@ -46,7 +41,7 @@ export async function bindMountAsPeerGroup(dir: string): Promise<void> {
  * bind of a shared mount joins its peer group, --make-slave turns it into a receiver.
  */
 export async function bindMountAsView(source: string, target: string, flags: string): Promise<void> {
-  await run('mount', ['--bind', '--make-slave', ...withFlags(flags), source, target]);
+  await mountCommand('mount', ['--bind', '--make-slave', ...withFlags(flags), source, target]);
 }
 
 function withFlags(flags: string | undefined): string[] {
@@ -59,10 +54,10 @@ function withFlags(flags: string | undefined): string[] {
  * volume reaches the guest's view read-only from the first instant.
  */
 export async function moveMount(from: string, to: string): Promise<void> {
-  await run('mount', ['--move', from, to]);
+  await mountCommand('mount', ['--move', from, to]);
 }
 
 /** unmount detaches the mount at exactly `target` (lazily: a busy mount cannot stall teardown). */
 export function unmount(target: string): Promise<void> {
-  return run('umount', ['--no-canonicalize', '--lazy', target]);
+  return mountCommand('umount', ['--no-canonicalize', '--lazy', target]);
 }

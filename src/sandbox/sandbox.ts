@@ -8,11 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
-import type { VmDriver, VmHandle, VmJail, VmNetSpec } from '../vmm/index.js';
-import { DEFAULT_TEMPLATES_ROOT, DEFAULT_TEMPLATE_RAM_ROOT, QemuDriver, cloneSpec, createTemplate, type TemplateRoots } from '../vmm/index.js';
+import type { VmDriver, VmHandle, VmJail, VmNetSpec, VmSpec } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import { joinPodCgroup } from './host-cgroup.js';
 import { attachPodNetwork, guestNetwork } from './pod-attach.js';
@@ -43,6 +43,17 @@ export interface GuestAssets {
   rootDisk: string;
 }
 
+/**
+ * VmFactory starts a sandbox's VM faster than a cold boot: src/factory's TemplateFactory restores it
+ * as a clone of a saved template of the same machine (Kata's factory plays this part).
+ */
+export interface VmFactory {
+  /** dirs are the factory's own directories: no volume may lie in or contain one. */
+  readonly dirs: readonly string[];
+  /** cloneOf is the spec that starts the VM `cold` describes (guest image `imageId`) as a clone; undefined: boot it cold. */
+  cloneOf(cold: VmSpec, imageId: string): Promise<VmSpec | undefined>;
+}
+
 export interface SandboxOptions {
   id: string;
   image: GuestAssets;
@@ -50,20 +61,18 @@ export interface SandboxOptions {
   memoryMiB?: number;
   hostname?: string;
   runRoot?: string;
-  driver?: VmDriver;
+  /** driver runs the VM (src/vmm: QemuDriver here). */
+  driver: VmDriver;
   accel?: 'auto' | 'kvm' | 'tcg';
   /** bootTimeoutMs bounds VM start to agent ready (default 60 s: TCG boots are slow on a busy host). */
   bootTimeoutMs?: number;
   /** netns is the pod's network namespace, already plumbed by CNI; the VM takes over its interface. */
   netns?: string;
-  /**
-   * templates, when given, starts the VM as a clone of a saved template of this image and size
-   * (made on first use: that sandbox pays one boot) instead of booting it.
-   */
-  templates?: TemplateRoots;
+  /** factory, when given, may start the VM faster than a cold boot (needs `image.id`). */
+  factory?: VmFactory;
   /**
    * protectedRoots are hull's own directories on this host (guest images, templates, template RAM,
-   * …): no volume may lie in or contain one. The run root and template roots are added here.
+   * …): no volume may lie in or contain one. The run root and the factory's directories are added here.
    */
   protectedRoots?: readonly string[];
   /**
@@ -207,20 +216,16 @@ export class Sandbox {
       const network = options.netns ? await attachPodNetwork(ledger, options.netns, jail) : undefined;
       const net: VmNetSpec | undefined = network?.vm;
       if (network) lap('network');
-      const driver = options.driver ?? new QemuDriver();
       const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
       const deadline = Date.now() + bootTimeoutMs;
       const { image } = options;
-      const template = options.templates && image.id
-        ? await createTemplate({ ...options.templates, image: { ...image, id: image.id }, vcpus, memoryMiB, accel: options.accel ?? 'auto', bootTimeoutMs, ...(jail ? { jail } : {}) })
-        : undefined;
-      if (template) lap('template');
-      const target = { id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs, ...(jail ? { jail } : {}) };
-      vm = await driver.start(
-        template
-          ? cloneSpec(template, target)
-          : { ...target, vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel: options.accel ?? 'auto' },
-      );
+      const cold: VmSpec = {
+        id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs, ...(jail ? { jail } : {}),
+        vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel: options.accel ?? 'auto',
+      };
+      const clone = options.factory && image.id ? await options.factory.cloneOf(cold, image.id) : undefined;
+      if (clone) lap('template');
+      vm = await options.driver.start(clone ?? cold);
       // Recorded once it runs: a shim that dies before this line takes QEMU with it (parent-death signal).
       await ledger.recordProcess('', vm.pid);
       lap('vmm');
@@ -240,7 +245,7 @@ export class Sandbox {
           hostname: options.hostname ?? '',
           entropy: randomBytes(64),
           timeUnixNano: BigInt(Date.now()) * 1_000_000n,
-          shareTag: 'hull',
+          shareTag: SHARE_TAG,
         },
         // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
         { timeoutMs: Math.max(AGENT_CALL_TIMEOUT_MS, deadline - Date.now()) },
@@ -250,8 +255,7 @@ export class Sandbox {
         await connection.agent.setupNetwork(guestNetwork(network), { timeoutMs: AGENT_CALL_TIMEOUT_MS });
         lap('guest-network');
       }
-      const roots = [runRoot, ...(options.protectedRoots ?? [])];
-      if (options.templates) roots.push(options.templates.templatesRoot ?? DEFAULT_TEMPLATES_ROOT, options.templates.ramRoot ?? DEFAULT_TEMPLATE_RAM_ROOT);
+      const roots = [runRoot, ...(options.protectedRoots ?? []), ...(options.factory?.dirs ?? [])];
       return new Sandbox(options.id, { ledger, layout, vm, client: connection.client, agent: connection.agent, startup, protectedPaths: { stateDir, roots }, options });
     } catch (e) {
       client?.close();

@@ -7,34 +7,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isBindMount, type OciMount, type OciProcess, type OciSpec } from '../common/oci.js';
 import { HullError } from '../errors/index.js';
 
-export interface OciProcess {
-  terminal?: boolean;
-  args?: string[];
-  env?: string[];
-  cwd?: string;
-  user?: { uid: number; gid: number; additionalGids?: number[] };
-  [key: string]: unknown;
-}
-
-export interface OciMount {
-  destination: string;
-  type?: string;
-  source?: string;
-  options?: string[];
-}
-
-export interface OciSpec {
-  ociVersion?: string;
-  process?: OciProcess;
-  root?: { path?: string; readonly?: boolean };
-  hostname?: string;
-  mounts?: OciMount[];
-  annotations?: Record<string, string>;
-  linux?: { namespaces?: Array<{ type: string; path?: string }>; resources?: Record<string, unknown>; [key: string]: unknown };
-  [key: string]: unknown;
-}
+export type { OciMount, OciProcess, OciSpec };
 
 // A config.json bigger than this is not a spec anyone meant.
 const MAX_SPEC_BYTES = 4 << 20;
@@ -68,11 +44,6 @@ export function parseSpec(text: string, where: string): OciSpec {
   }
   if (s.mounts !== undefined && !Array.isArray(s.mounts)) throw new HullError('invalid_argument', `Malformed OCI spec "${where}": mounts must be a list`);
   return s;
-}
-
-/** isBindMount tells whether a spec mount binds a host path (type "bind", or a bind/rbind option). */
-export function isBindMount(m: OciMount): boolean {
-  return m.type === 'bind' || (m.options ?? []).some((o) => o === 'bind' || o === 'rbind');
 }
 
 /**

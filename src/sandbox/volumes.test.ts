@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -8,19 +8,17 @@ import { after, test } from 'node:test';
 import { guestSpec } from '../agent/guest-spec.js';
 import { guestContainerSpec, parseSpec, type OciMount } from './spec.js';
 import {
-  guestBindOptions,
   guestMounts,
   guestShareMount,
   guestShmMount,
   guestTmpfsMount,
   hostPropagation,
-  isReadOnly,
   memoryEmptyDir,
   parseSize,
   planVolumes,
   tmpfsSize,
 } from './volumes.js';
-import { mountAt, mountContaining, parseMountinfo } from './mountinfo.js';
+import { mountAt, mountContaining, parseMountinfo, readMountinfoSync } from '../common/mountinfo.js';
 
 const MOUNTINFO = [
   '22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw',
@@ -85,16 +83,6 @@ test('tmpfsSize() takes the size option as written, or none', () => {
   assert.equal(tmpfsSize(['rw', 'size=16384k', 'inode64']), '16384k');
   assert.equal(tmpfsSize(['rw', 'inode64']), undefined);
   assert.throws(() => tmpfsSize(['size=lots']), /Cannot read tmpfs size "lots"/);
-});
-
-test('isReadOnly() and guestBindOptions() keep ro and drop shared propagation', () => {
-  assert.equal(isReadOnly(['rbind', 'rprivate', 'ro']), true);
-  assert.equal(isReadOnly(['rbind', 'rro']), true);
-  assert.equal(isReadOnly(['rbind', 'rw']), false);
-  assert.equal(isReadOnly(undefined), false);
-  assert.deepEqual(guestBindOptions(['rbind', 'rprivate', 'ro']), ['rbind', 'ro', 'rprivate']);
-  assert.deepEqual(guestBindOptions(['bind', 'rshared', 'rw', 'Z', 'nosuid', 'nosuid']), ['rbind', 'nosuid']);
-  assert.deepEqual(guestBindOptions(['rbind', 'rslave', 'rro']), ['rbind', 'ro', 'rslave']);
 });
 
 test('guestShareMount() binds the shared copy of volume N', () => {
@@ -233,7 +221,7 @@ test('planVolumes() refuses sources in or around hull\'s roots and on kernel int
   await assert.rejects(plan('/proc/sys/kernel'), /it is on proc, a kernel interface/);
   await assert.rejects(plan('/sys/kernel'), /it is on sysfs, a kernel interface/);
   await assert.rejects(plan('/dev'), /it is on devtmpfs, a kernel interface/);
-  const cgroup = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
+  const cgroup = readMountinfoSync().find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
   if (cgroup) await assert.rejects(plan(cgroup.mountPoint), new RegExp(`it is on ${cgroup.fsType}, a kernel interface`));
 });
 

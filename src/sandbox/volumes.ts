@@ -47,25 +47,16 @@ import { createHash } from 'node:crypto';
 import { realpath, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { isInside, mountAt, mountContaining, readMountinfo, type MountInfo } from './mountinfo.js';
-import { isBindMount, type OciMount } from './spec.js';
-
-/** GUEST_SHARED_DIR is where the agent mounts the 9p share (the agent's SHARED_DIR). */
-export const GUEST_SHARED_DIR = '/run/hull/shared';
-/** POD_TMPFS_PREFIX marks a tmpfs source the agent shares across the pod (same value in src/agent/guest-spec.ts). */
-export const POD_TMPFS_PREFIX = 'hull-pod-tmpfs:';
-
-/** GUEST_SHM_DIR is the guest's own /dev/shm tmpfs, shared by every container of the VM. */
-export const GUEST_SHM_DIR = '/dev/shm';
+import { mountAt, mountContaining, readMountinfo, type MountInfo } from '../common/mountinfo.js';
+import { GUEST_SHARED_DIR, GUEST_SHM_DIR, POD_TMPFS_PREFIX } from '../common/names.js';
+import { guestBindOptions, isBindMount, isReadOnly, type OciMount } from '../common/oci.js';
+import { isInside } from '../common/paths.js';
 /** VOLUMES_DIR is the folder of a container's shared volumes in its `<shared>/<cid>/`. */
 export const VOLUMES_DIR = 'volumes';
 // A spec with more bind mounts than this is not one anyone meant.
 export const MAX_VOLUMES = 1024;
 
 const EMPTY_DIR_MARKER = '/volumes/kubernetes.io~empty-dir/';
-// Options of a host bind that still mean something on the guest's bind; the
-// rest (rw, bind/rbind, shared propagation, SELinux relabels…) is dropped.
-const KEPT_BIND_OPTIONS = new Set(['nosuid', 'nodev', 'noexec', 'private', 'rprivate', 'slave', 'rslave']);
 
 /** VolumePlan says what one bind mount of the spec becomes. */
 export interface VolumePlan {
@@ -128,17 +119,6 @@ export function tmpfsSize(superOptions: readonly string[]): string | undefined {
   return size;
 }
 
-/** isReadOnly tells whether bind options ask for a read-only mount ("ro" or "rro" anywhere wins). */
-export function isReadOnly(options: readonly string[] | undefined): boolean {
-  return (options ?? []).some((o) => o === 'ro' || o === 'rro');
-}
-
-/** guestBindOptions are the guest bind's options: rbind, ro when asked, the restricting flags and private/slave propagation. */
-export function guestBindOptions(options: readonly string[] | undefined): string[] {
-  const kept = (options ?? []).filter((o) => KEPT_BIND_OPTIONS.has(o));
-  return ['rbind', ...(isReadOnly(options) ? ['ro'] : []), ...new Set(kept)];
-}
-
 /**
  * hostPropagation is the propagation a bind's options ask for (the last one wins, as in mount(8)):
  * rslave/slave is CRI's HostToContainer, rshared/shared its Bidirectional.
@@ -166,7 +146,7 @@ export function guestShareMount(containerId: string, index: number, mount: OciMo
 /**
  * guestTmpfsMount is a guest tmpfs standing in for a memory emptyDir. With a
  * `podKey` the agent makes one tmpfs per key and binds it into every
- * container that names it (see POD_TMPFS_PREFIX in src/agent/guest-spec.ts).
+ * container that names it (see POD_TMPFS_PREFIX in src/common/names.ts).
  */
 export function guestTmpfsMount(destination: string, t: { size?: string; mode: number; uid: number; gid: number; readOnly: boolean; podKey?: string }): OciMount {
   return {

@@ -7,6 +7,8 @@ import { HullError } from '../errors/index.js';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { Sandbox, type OciSpec } from '../sandbox/index.js';
+import { TemplateFactory } from '../factory/index.js';
+import { QemuDriver } from '../vmm/index.js';
 import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
 import { podVmSize } from './sizing.js';
 import { SandboxGate } from './task-lock.js';
@@ -80,6 +82,7 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
   const image = await currentGuestImage(config.guestImagesDir);
   if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
   const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
+  const driver = new QemuDriver();
   const sandbox = await Sandbox.create({
     id,
     image,
@@ -90,7 +93,8 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
     bootTimeoutMs: config.bootTimeoutMs,
     // CRI's pod netns, plumbed by CNI before Create; a container run alone (ctr) has none.
     netns: spec.linux?.namespaces?.find((ns) => ns.type === 'network' && ns.path)?.path,
-    templates: config.templates ? { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB, log } : undefined,
+    driver,
+    factory: config.templates ? new TemplateFactory(driver, { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB, log }) : undefined,
     // No volume may lie in or contain one of hull's own directories.
     protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
     log,

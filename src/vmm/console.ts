@@ -11,8 +11,8 @@
  */
 
 import { open, rename, type FileHandle } from 'node:fs/promises';
-import { createConnection, type Socket } from 'node:net';
-import { HullError } from '../errors/index.js';
+import type { Socket } from 'node:net';
+import { connectUnix } from '../common/unix-socket.js';
 import { ByteTail } from './byte-tail.js';
 
 export interface ConsoleCaptureOptions {
@@ -37,17 +37,7 @@ export class ConsoleCapture {
 
   /** connect opens the console socket (as a client) and starts a fresh log at `logPath`. */
   static async connect(socketPath: string, logPath: string, options: ConsoleCaptureOptions = {}): Promise<ConsoleCapture> {
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const attempt = createConnection(socketPath);
-      attempt.once('error', (error) => {
-        attempt.destroy();
-        reject(new HullError('unavailable', `Cannot connect to console socket "${socketPath}": ${error.message}`, { cause: error }));
-      });
-      attempt.once('connect', () => {
-        attempt.removeAllListeners('error');
-        resolve(attempt);
-      });
-    });
+    const socket = await connectUnix(socketPath, 'console socket');
     // Nothing is read before the constructor adds the 'data' listener, so nothing is lost meanwhile.
     try {
       const file = await open(logPath, 'w', 0o600);

@@ -22,15 +22,42 @@ export interface VmNetSpec {
 }
 
 /**
- * VmTemplateRef names a saved template (see template.ts) to restore a clone from. The clone must be
+ * VmTemplateRef names a saved template (src/factory) to restore a clone from. The clone must be
  * started with the template's vCPUs, memory, accelerator, kernel, initrd, root disk and kernel
- * arguments (template.ts cloneSpec() fills them in): the saved device state only fits that machine.
+ * arguments (the factory's cloneSpec() fills them in): the saved device state only fits that machine.
  */
 export interface VmTemplateRef {
-  /** dir holds the saved device state (`<dir>/state`, TEMPLATE_STATE_FILE). */
-  dir: string;
+  /** stateFile is the saved device state (VmHandle.saveTemplate wrote it). */
+  stateFile: string;
   /** ramFile is the template's guest RAM; the clone maps it private (copy-on-write), never writes it. */
   ramFile: string;
+}
+
+/** VmMachine is the shape of a VM that a template is made of and its clones restore. */
+export interface VmMachine {
+  vcpus: number;
+  memoryMiB: number;
+  kernelArgs: string[];
+  accel: 'auto' | Accel;
+}
+
+/** VmIdentity is what a saved state of a VmMachine depends on on this host, beyond the spec. */
+export interface VmIdentity {
+  /** accel is the accelerator the machine runs with here (a clone gets it explicitly). */
+  accel: Accel;
+  /** hypervisor identifies its build and everything it is told (equal values restore each other's state). */
+  hypervisor: Record<string, unknown>;
+}
+
+/**
+ * VmTemplating is what a driver offers for templates: saving a running VM's device state
+ * (VmHandle.saveTemplate), restoring a clone of it (VmSpec.template), and this.
+ */
+export interface VmTemplating {
+  /** identity resolves `machine` on this host; it fails when the hypervisor cannot run. */
+  identity(machine: VmMachine): Promise<VmIdentity>;
+  /** guestMac is the NIC address in every saved state: every clone's, until its agent changes it. */
+  readonly guestMac: string;
 }
 
 /**
@@ -54,7 +81,7 @@ export interface VmSpec {
   initrd: string;
   /** rootDisk is attached read-only as the first virtio-blk disk. */
   rootDisk: string;
-  /** sharedDir is exported to the guest over virtio-9p with mount tag "hull". */
+  /** sharedDir is exported to the guest over virtio-9p with mount tag SHARE_TAG (src/common/names.ts). */
   sharedDir: string;
   /** kernelArgs are appended after the driver's own kernel command line (later ones win). */
   kernelArgs?: string[];
@@ -69,7 +96,7 @@ export interface VmSpec {
    * net, when given, backs the virtio-net device with a tap. Without it a cold-booted VM has no
    * network device, while a template or clone has one that reaches nothing (microvm has no hotplug:
    * a clone needs every device its template had). A clone's NIC keeps the template's MAC
-   * (TEMPLATE_MAC): device state comes from the template, not from `net.mac`.
+   * (VmTemplating.guestMac): device state comes from the template, not from `net.mac`.
    */
   net?: VmNetSpec;
   /**
@@ -135,4 +162,6 @@ export interface VmDriver {
    * and the console tail) and leaves no process behind and no file but the console log.
    */
   start(spec: VmSpec): Promise<VmHandle>;
+  /** templating is present when the driver can save VMs as templates and restore clones of them. */
+  readonly templating?: VmTemplating;
 }

@@ -107,7 +107,7 @@ describe('qemuArgs()', () => {
 
   it('gives a clone the same machine: the template RAM private (share=off), -incoming defer, same devices', () => {
     const source = qemuArgs({ ...spec, templateRamFile: '/dev/shm/t/ram' }, 'tcg', paths, { paused: true });
-    const clone = qemuArgs({ ...spec, template: { dir: '/var/lib/hull/templates/k', ramFile: '/dev/shm/t/ram' } }, 'tcg', paths, { paused: true });
+    const clone = qemuArgs({ ...spec, template: { stateFile: '/var/lib/hull/templates/k/state', ramFile: '/dev/shm/t/ram' } }, 'tcg', paths, { paused: true });
     assert.deepEqual(valuesOf(clone, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/t/ram,share=off']);
     assert.deepEqual(valuesOf(clone, '-incoming'), ['defer']);
     assert.deepEqual(valuesOf(clone, '-device'), valuesOf(source, '-device'));
@@ -116,7 +116,7 @@ describe('qemuArgs()', () => {
   });
 
   it('backs a clone\'s NIC with its tap, keeping the template MAC (the MAC comes from the saved state)', () => {
-    const args = qemuArgs({ ...spec, template: { dir: '/t', ramFile: '/r' }, net: { tapName: 'tap0', mac: '02:00:00:00:00:01' } }, 'tcg', paths);
+    const args = qemuArgs({ ...spec, template: { stateFile: '/t/state', ramFile: '/r' }, net: { tapName: 'tap0', mac: '02:00:00:00:00:01' } }, 'tcg', paths);
     assert.deepEqual(valuesOf(args, '-netdev'), ['tap,id=net0,ifname=tap0,script=no,downscript=no']);
     assert.ok(valuesOf(args, '-device').includes(`virtio-net-device,netdev=net0,mac=${TEMPLATE_MAC}`));
   });
@@ -171,8 +171,8 @@ describe('validateSpec()', () => {
     ['a tap name with a comma', { net: { tapName: 'tap,script=/x', mac: '02:00:00:00:00:01' } }],
     ['a malformed MAC', { net: { tapName: 'tap0', mac: '02:00:00:00:00' } }],
     ['a relative template RAM file', { templateRamFile: 'ram' }],
-    ['a relative template dir', { template: { dir: 'templates/k', ramFile: '/dev/shm/r' } }],
-    ['a template source that is also a clone', { templateRamFile: '/dev/shm/a', template: { dir: '/t', ramFile: '/dev/shm/r' } }],
+    ['a relative template state file', { template: { stateFile: 'templates/k/state', ramFile: '/dev/shm/r' } }],
+    ['a template source that is also a clone', { templateRamFile: '/dev/shm/a', template: { stateFile: '/t/state', ramFile: '/dev/shm/r' } }],
   ];
   for (const [what, change] of bad) {
     it(`rejects ${what} as invalid_argument`, () => {

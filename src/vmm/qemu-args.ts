@@ -17,6 +17,7 @@
  */
 
 import { isAbsolute, join } from 'node:path';
+import { AGENT_PORT_NAME, SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 import type { Accel, VmSpec } from './driver.js';
 
@@ -46,8 +47,6 @@ export function qemuPaths(stateDir: string): QemuPaths {
   };
 }
 
-/** TEMPLATE_STATE_FILE is the device state's file name in a template directory. */
-export const TEMPLATE_STATE_FILE = 'state';
 /**
  * TEMPLATE_MAC is the NIC address of every template, and so of every clone: the MAC is part of the
  * restored device state, whatever the clone's command line says. Locally administered, unicast.
@@ -68,12 +67,8 @@ export function ramBacking(spec: VmSpec, paths: QemuPaths): { path: string; shar
   return { path: paths.ram, share: false };
 }
 
-/** AGENT_PORT_NAME is the virtio-serial port name the guest agent opens (/dev/virtio-ports/hull.agent). */
-export const AGENT_PORT_NAME = 'hull.agent';
 /** AGENT_PORT_ID is the port's QEMU device id, named in its VSERPORT_CHANGE events. */
 export const AGENT_PORT_ID = 'agent-port';
-/** SHARE_MOUNT_TAG is the 9p mount tag of spec.sharedDir in the guest. */
-export const SHARE_MOUNT_TAG = 'hull';
 
 /**
  * BASE_KERNEL_ARGS is the guest kernel command line measured to boot fast under TCG: a serial
@@ -190,7 +185,7 @@ function devices(spec: VmSpec, paths: QemuPaths): string[][] {
     ],
     [
       '-fsdev', `local,id=shared,path=${opt(spec.sharedDir)},security_model=none,multidevs=remap`,
-      '-device', `virtio-9p-device,fsdev=shared,mount_tag=${SHARE_MOUNT_TAG}`,
+      '-device', `virtio-9p-device,fsdev=shared,mount_tag=${SHARE_TAG}`,
     ],
   ];
   const net = spec.net;
@@ -222,7 +217,7 @@ export function validateSpec(spec: VmSpec): void {
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 64) fail(`memoryMiB ${spec.memoryMiB} is not an integer ≥ 64`);
   const files: Record<string, string> = { stateDir: spec.stateDir, kernel: spec.kernel, initrd: spec.initrd, rootDisk: spec.rootDisk, sharedDir: spec.sharedDir };
   if (spec.templateRamFile !== undefined) files.templateRamFile = spec.templateRamFile;
-  if (spec.template !== undefined) Object.assign(files, { 'template.dir': spec.template.dir, 'template.ramFile': spec.template.ramFile });
+  if (spec.template !== undefined) Object.assign(files, { 'template.stateFile': spec.template.stateFile, 'template.ramFile': spec.template.ramFile });
   for (const [name, path] of Object.entries(files)) {
     if (!isAbsolute(path)) fail(`${name} "${path}" is not an absolute path`);
   }

@@ -1,7 +1,7 @@
 /**
- * Template save and restore for QEMU VMs (template.ts makes and keeps the templates).
+ * Template save and restore for QEMU VMs (src/factory makes and keeps the templates).
  *
- * Templates (template.ts): a clone is started with `-incoming defer`; before `cont` the driver
+ * A clone is started with `-incoming defer`; before `cont` the driver
  * restores it (QMP migrate-set-capabilities x-ignore-shared, migrate-incoming on a unix socket in
  * the state dir, the saved state streamed in, MIGRATION "completed"). RAM is not in that stream:
  * the clone maps the template's RAM file privately. saveTemplate() is the other direction: stop,
@@ -10,13 +10,17 @@
  */
 
 import { createReadStream } from 'node:fs';
-import { chmod, open, rm, stat, type FileHandle } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { open, realpath, rm, stat, type FileHandle } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { connectUnix, listenUnix } from '../common/unix-socket.js';
+import { createHash } from 'node:crypto';
+import { dirname } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { HullError, errorCode } from '../errors/index.js';
-import type { VmSpec, VmTemplateRef } from './driver.js';
-import { TEMPLATE_STATE_FILE } from './qemu-args.js';
+import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
+import type { VmIdentity, VmMachine, VmSpec, VmTemplateRef } from './driver.js';
+import { qemuArgs, qemuPaths } from './qemu-args.js';
+import { findExecutable } from './qemu-process.js';
 import type { QmpClient } from './qmp.js';
 
 /** SAVE_TIMEOUT_MS bounds saveTemplate() (device state only: it takes milliseconds). */
@@ -34,12 +38,50 @@ const MIGRATION_CAPABILITIES = [
 const MIB = 1024 * 1024;
 
 /**
+ * qemuIdentity is what a saved state of `machine` depends on here: the accelerator, the host TSC a
+ * TCG guest is booted with, the QEMU build (a package upgrade replaces the file; microvm has no
+ * versioned machine types) and QEMU's whole command line with placeholder paths, so that any device
+ * change makes another template.
+ */
+export async function qemuIdentity(binary: string, machine: VmMachine): Promise<VmIdentity> {
+  const facts = await readHostFacts();
+  const { accel } = decideAccel(facts, machine.accel);
+  // As QemuDriver.start does: only TCG guests get tsc_early_khz.
+  const tscKhz = accel === 'tcg' ? hostTscKhz(facts.cpuinfo) : undefined;
+  const found = await findExecutable(binary);
+  if (found === undefined) throw new HullError('failed_precondition', `Cannot make a VM template: cannot run "${binary}": not found or not executable`);
+  const path = await realpath(found);
+  const info = await stat(path);
+  const canonical: VmSpec = {
+    id: 'template',
+    stateDir: '/state',
+    vcpus: machine.vcpus,
+    memoryMiB: machine.memoryMiB,
+    kernel: '/image/kernel',
+    initrd: '/image/initrd',
+    rootDisk: '/image/root',
+    sharedDir: '/state/shared',
+    kernelArgs: [...machine.kernelArgs],
+    templateRamFile: '/ram',
+  };
+  const argv = qemuArgs(canonical, accel, qemuPaths(canonical.stateDir), { tscKhz, paused: true });
+  return {
+    accel,
+    hypervisor: {
+      tscKhz: tscKhz ?? null,
+      qemu: { path, size: info.size, mtimeMs: info.mtimeMs },
+      commandLineSha256: createHash('sha256').update(argv.join('\0')).digest('hex'),
+    },
+  };
+}
+
+/**
  * checkTemplateFiles fails 'not_found' / 'failed_precondition' before QEMU runs when a clone's
  * template is missing or does not fit: a RAM file smaller than the VM would be grown by QEMU, i.e.
  * written, and every other clone of it corrupted.
  */
 export async function checkTemplateFiles(spec: VmSpec, template: VmTemplateRef): Promise<void> {
-  const stateFile = join(template.dir, TEMPLATE_STATE_FILE);
+  const { stateFile } = template;
   const [ram, state] = await Promise.all([stat(template.ramFile).catch(() => undefined), stat(stateFile).catch(() => undefined)]);
   const problem =
     ram === undefined || !ram.isFile() ? `RAM file ${template.ramFile} does not exist`
@@ -47,7 +89,7 @@ export async function checkTemplateFiles(spec: VmSpec, template: VmTemplateRef):
     : ram.size !== spec.memoryMiB * MIB ? `RAM file has ${ram.size} bytes, the VM ${spec.memoryMiB} MiB`
     : undefined;
   if (problem !== undefined) {
-    throw new HullError(problem.endsWith('does not exist') ? 'not_found' : 'failed_precondition', `Cannot start VM "${spec.id}" from template ${template.dir}: ${problem}`);
+    throw new HullError(problem.endsWith('does not exist') ? 'not_found' : 'failed_precondition', `Cannot start VM "${spec.id}" from template ${dirname(stateFile)}: ${problem}`);
   }
 }
 
@@ -64,7 +106,7 @@ export async function restoreTemplateState(qmp: QmpClient, migrateSocket: string
   // A jailed QEMU names the socket by its path in the jail; the driver by its path on the host.
   await qmp.execute('migrate-incoming', { uri: `unix:${qemuMigrateSocket}` }, { timeoutMs: left() });
   checkStopping();
-  const socket = await connectUnix(migrateSocket);
+  const socket = await connectUnix(migrateSocket, 'migration socket');
   const sent = pipeline(createReadStream(stateFile), socket);
   try {
     // Done when QEMU says so, or failed as soon as sending fails (then QEMU's reason is asked).
@@ -92,8 +134,8 @@ export async function saveTemplateState(qmp: QmpClient, migrateSocket: string, s
   let server: Server | undefined;
   let saved = false;
   try {
-    await rm(migrateSocket, { force: true });
-    server = await listenUnix(migrateSocket);
+    server = createServer();
+    await listenUnix(server, migrateSocket);
     const listening = server;
     const received = new Promise<void>((resolve, reject) => {
       listening.once('connection', (connection: Socket) => {
@@ -141,30 +183,6 @@ async function migrationError(qmp: QmpClient, what: string, cause: unknown): Pro
   const reason = info?.['error-desc'] ?? (cause instanceof Error ? cause.message : String(cause));
   const code = errorCode(cause);
   return new HullError(code === 'deadline_exceeded' ? code : 'internal', `QEMU failed ${what}: ${reason}`, { cause });
-}
-
-function connectUnix(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(path);
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      resolve(socket);
-    });
-  });
-}
-
-async function listenUnix(path: string): Promise<Server> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  await chmod(path, 0o600);
-  return server;
 }
 
 /** copyBounded writes everything `source` yields to `file`, failing once it passed `max` bytes. */

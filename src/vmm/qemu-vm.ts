@@ -7,12 +7,11 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { chmod, lstat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { HullError, errorCode } from '../errors/index.js';
 import { ByteTail, printable } from './byte-tail.js';
 import { ConsoleCapture } from './console.js';
 import type { Accel, VmExit, VmHandle, VmSpec } from './driver.js';
-import { AGENT_PORT_ID, TEMPLATE_STATE_FILE, ramBacking, type QemuPaths } from './qemu-args.js';
+import { AGENT_PORT_ID, ramBacking, type QemuPaths } from './qemu-args.js';
 import { removeFiles, spawnQemu } from './qemu-process.js';
 import { restoreTemplateState, saveTemplateState } from './qemu-template.js';
 import { QmpClient } from './qmp.js';
@@ -138,7 +137,7 @@ export class QemuVm implements VmHandle {
         if (e.event === 'VSERPORT_CHANGE' && e.data['id'] === AGENT_PORT_ID && e.data['open'] === true) this.markAgentPortOpened();
       });
       if (this.spec.template !== undefined) {
-        await restoreTemplateState(this.qmp, this.paths.migrateSocket, join(this.spec.template.dir, TEMPLATE_STATE_FILE), deadline, () => this.checkStopping(), this.qemuMigrateSocket);
+        await restoreTemplateState(this.qmp, this.paths.migrateSocket, this.spec.template.stateFile, deadline, () => this.checkStopping(), this.qemuMigrateSocket);
         this.checkStopping();
       }
       const agent = await lstat(this.paths.agentSocket).catch(() => undefined);

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { errorCode } from '../errors/index.js';
 import type { VmSpec } from './driver.js';
 import { QemuDriver } from './qemu.js';
+import { pidAlive } from '../common/process.js';
 
 let root: string;
 before(async () => {
@@ -34,16 +35,6 @@ async function script(name: string, body: string): Promise<string> {
   await writeFile(path, `#!/bin/sh\n${body}\n`);
   await chmod(path, 0o755);
   return path;
-}
-
-/** isAlive tells whether `pid` exists (our children are reaped by Node, so never zombies here). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('QemuDriver.start()', () => {
@@ -80,7 +71,7 @@ describe('QemuDriver.start()', () => {
     });
     const pid = Number(await readFile(pidFile, 'utf8'));
     assert.ok(pid > 0);
-    assert.ok(!isAlive(pid), `stand-in pid ${pid} is still alive`);
+    assert.ok(!pidAlive(pid), `stand-in pid ${pid} is still alive`);
     assert.deepEqual(await readdir(spec.stateDir), []);
   });
 });

@@ -15,18 +15,24 @@
 import { realpath } from 'node:fs/promises';
 import { HullError } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
-import type { VmDriver, VmHandle, VmSpec } from './driver.js';
+import type { VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
 import { jailCommand, type JailTools } from './jail.js';
-import { qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
+import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
 import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
 import { findExecutable, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
-import { checkTemplateFiles } from './qemu-template.js';
+import { checkTemplateFiles, qemuIdentity } from './qemu-template.js';
 import { QemuVm, type QemuDriverOptions } from './qemu-vm.js';
 
 export type { QemuDriverOptions };
 
 export class QemuDriver implements VmDriver {
   readonly name = 'qemu';
+
+  /** templating: QemuVm.saveTemplate saves, a spec with `template` restores (qemu-template.ts). */
+  readonly templating: VmTemplating = {
+    identity: (machine) => qemuIdentity(this.options.binary ?? 'qemu-system-x86_64', machine),
+    guestMac: TEMPLATE_MAC,
+  };
 
   constructor(private readonly options: QemuDriverOptions = {}) {}
 

@@ -11,8 +11,8 @@
  * ends the connection. Once the connection is gone, waiting and future commands fail 'unavailable'.
  */
 
-import { createConnection } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { connectUnix } from '../common/unix-socket.js';
 import { HullError, type ErrorCode } from '../errors/index.js';
 
 /** MAX_QMP_LINE_BYTES is the default cap on one incoming QMP line. */
@@ -80,17 +80,7 @@ export class QmpClient {
    */
   static async connect(path: string, options: QmpConnectOptions = {}): Promise<QmpClient> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const socket = await new Promise<Duplex>((resolve, reject) => {
-      const attempt = createConnection(path);
-      attempt.once('error', (error) => {
-        attempt.destroy();
-        reject(new HullError('unavailable', `Cannot connect to QMP socket "${path}": ${error.message}`, { cause: error }));
-      });
-      attempt.once('connect', () => {
-        attempt.removeAllListeners('error');
-        resolve(attempt);
-      });
-    });
+    const socket = await connectUnix(path, 'QMP socket');
     const client = new QmpClient(socket, options);
     try {
       await client.handshake(timeoutMs);

@@ -4,26 +4,17 @@
  * name; mounts and files by the paths the test used.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readMountinfoSync } from '../../src/common/mountinfo.js';
+import { isInside } from '../../src/common/paths.js';
+import { pidAlive } from '../../src/common/process.js';
 
-export function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie has exited; only its parent's reaping is pending.
-  try {
-    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
+/** processAlive: a zombie has exited (only its parent's reaping is pending), so it is not alive. */
+export const processAlive = pidAlive;
 
 export function mountsUnder(dir: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[4] ?? '')
-    .filter((p) => p === dir || p.startsWith(dir + '/'));
+  return readMountinfoSync()
+    .map((m) => m.mountPoint)
+    .filter((p) => isInside(dir, p));
 }
 
 export function entriesIn(dir: string): string[] {

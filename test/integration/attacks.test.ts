@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { Sandbox, type OciSpec } from '../../src/sandbox/index.js';
+import { QemuDriver } from '../../src/vmm/index.js';
 import type { OciMount } from '../../src/sandbox/spec.js';
 import { defaultSpec, makeBusyboxBundle, type TestBundle } from '../helpers/bundle.js';
 import { entriesIn, mountsUnder, processAlive } from '../helpers/leaks.js';
@@ -71,6 +72,7 @@ describe('a hostile guest root against the host side of the share', () => {
     writeFileSync(join(bundle.rootfs, 'core-helper'), `#!${root}/bin/sh\nexport PATH=${root}/bin\nsh ${root}/attack-now.sh > ${root}/attack-out.tmp 2>&1\nmv ${root}/attack-out.tmp ${root}/attack-out\n`);
     chmodSync(join(bundle.rootfs, 'core-helper'), 0o755);
     sandbox = await Sandbox.create({
+      driver: new QemuDriver(),
       id: 'atk',
       image,
       runRoot,

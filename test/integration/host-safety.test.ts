@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { DEFAULT_CONFIG } from '../../src/config/index.js';
-import { parseMountinfo } from '../../src/sandbox/mountinfo.js';
+import { readMountinfoSync } from '../../src/common/mountinfo.js';
 import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
 import { prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
@@ -49,7 +49,7 @@ describe('host safety through CRI', () => {
     const pod = podConfig({ name: 'hostpaths', namespace: 'hull-test' });
     const podId = await cri.runPodSandbox(pod, 'hull');
     try {
-      const cgroup = parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')).find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
+      const cgroup = readMountinfoSync().find((m) => m.fsType === 'cgroup' || m.fsType === 'cgroup2');
       const cases: Array<[string, RegExp]> = [
         [runRoot, /it lies in the sandbox's own state directory|it lies in hull's own directory/],
         [join(runRoot, podId), /it lies in the sandbox's own state directory/],

@@ -13,7 +13,8 @@ import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { Sandbox } from '../../src/sandbox/index.js';
 import { LEASES_DIR } from '../../src/sandbox/jail-uid.js';
-import { JAIL_CAPABILITIES, createTemplate } from '../../src/vmm/index.js';
+import { TemplateFactory, createTemplate } from '../../src/factory/index.js';
+import { JAIL_CAPABILITIES, QemuDriver } from '../../src/vmm/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
 import { HULL_RUNTIME, prepareHullRuntime } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
@@ -92,8 +93,9 @@ describe('the jail of a VM started through the Sandbox API', () => {
     assert.ok(image, 'no guest image: run `make image` first');
     const runRoot = join(base, 'run');
     const bundle = makeBusyboxBundle();
-    const clone = await Sandbox.create({ id: 'clone', image, runRoot, memoryMiB: 512, templates: templateRoots });
-    const cold = await Sandbox.create({ id: 'cold', image, runRoot, memoryMiB: 512 });
+    const driver = new QemuDriver();
+    const clone = await Sandbox.create({ driver, id: 'clone', image, runRoot, memoryMiB: 512, factory: new TemplateFactory(driver, templateRoots) });
+    const cold = await Sandbox.create({ driver: new QemuDriver(), id: 'cold', image, runRoot, memoryMiB: 512 });
     try {
       const cloneUid = assertJailed(clone.vm.pid, ['ram']);
       const coldUid = assertJailed(cold.vm.pid);
@@ -141,7 +143,7 @@ describe('the jail of a template VM', () => {
   it('confines the VM a template is made from', async () => {
     assert.ok(image, 'no guest image: run `make image` first');
     const roots = { templatesRoot: join(base, 'templates-src'), ramRoot: `${templateRoots.ramRoot}-src` };
-    const made = createTemplate({ ...roots, image: { ...image, id: image.id }, vcpus: 1, memoryMiB: 384, accel: 'auto', jail: { uid: 2_000_065_000, gid: 2_000_065_000 } });
+    const made = createTemplate({ ...roots, driver: new QemuDriver(), image: { ...image, id: image.id }, vcpus: 1, memoryMiB: 384, accel: 'auto', jail: { uid: 2_000_065_000, gid: 2_000_065_000 } });
     // The template VM lives for its boot and save: find it by its -name while it does.
     let seen: number | undefined;
     for (let i = 0; i < 600 && seen === undefined; i++) {

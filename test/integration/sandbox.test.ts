@@ -11,6 +11,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { Sandbox, type GuestAssets } from '../../src/sandbox/index.js';
+import { QemuDriver } from '../../src/vmm/index.js';
 import { makeBusyboxBundle, type TestBundle } from '../helpers/bundle.js';
 import { entriesIn, mountsUnder, processAlive } from '../helpers/leaks.js';
 
@@ -69,7 +70,7 @@ describe('a sandbox running containers', () => {
 
   before(async () => {
     bundle = makeBusyboxBundle();
-    sandbox = await Sandbox.create({ id: 'main', image: requireImage(), runRoot, vcpus: 2, memoryMiB: 512, hostname: 'pod-one' });
+    sandbox = await Sandbox.create({ driver: new QemuDriver(), id: 'main', image: requireImage(), runRoot, vcpus: 2, memoryMiB: 512, hostname: 'pod-one' });
     vmPid = sandbox.vm.pid;
   });
 
@@ -226,7 +227,7 @@ describe('a VM that cannot boot', () => {
   it('fails fast on a broken kernel path and leaves nothing', async () => {
     const assets = requireImage();
     await assert.rejects(
-      Sandbox.create({ id: 'nokernel', image: { ...assets, kernel: '/nonexistent/vmlinuz' }, runRoot, memoryMiB: 256, bootTimeoutMs: 20_000 }),
+      Sandbox.create({ driver: new QemuDriver(), id: 'nokernel', image: { ...assets, kernel: '/nonexistent/vmlinuz' }, runRoot, memoryMiB: 256, bootTimeoutMs: 20_000 }),
       /vmlinuz/,
     );
     assert.deepEqual(entriesIn(runRoot), []);
@@ -238,7 +239,7 @@ describe('a VM that cannot boot', () => {
     writeFileSync(garbage, Buffer.alloc(4096, 0x5a));
     try {
       await assert.rejects(
-        Sandbox.create({ id: 'panic', image: { ...assets, initrd: garbage }, runRoot, memoryMiB: 256, bootTimeoutMs: 60_000 }),
+        Sandbox.create({ driver: new QemuDriver(), id: 'panic', image: { ...assets, initrd: garbage }, runRoot, memoryMiB: 256, bootTimeoutMs: 60_000 }),
         (e: Error) => /failed to boot/.test(e.message) && /panic|VFS|init/i.test(e.message),
       );
       assert.deepEqual(entriesIn(runRoot), []);

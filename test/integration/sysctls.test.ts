@@ -12,6 +12,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { Sandbox, type OciSpec } from '../../src/sandbox/index.js';
+import { QemuDriver } from '../../src/vmm/index.js';
 import { defaultSpec, makeBusyboxBundle } from '../helpers/bundle.js';
 import { isInvalidArgument } from '../../src/errors/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
@@ -88,7 +89,7 @@ describe("a container's own linux.sysctl", () => {
     assert.ok(image, 'no guest image');
     const base = mkdtempSync('/run/hull-test/sy-');
     const bundle = makeBusyboxBundle();
-    const sandbox = await Sandbox.create({ id: 'sysctl-own', image, runRoot: join(base, 'run'), memoryMiB: 512 });
+    const sandbox = await Sandbox.create({ driver: new QemuDriver(), id: 'sysctl-own', image, runRoot: join(base, 'run'), memoryMiB: 512 });
     try {
       // defaultSpec has an IPC namespace of its own and none for the network: the VM's is the pod's.
       const spec = defaultSpec(['sh', '-c', 'cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/msgmax /proc/sys/fs/mqueue/msg_max']) as OciSpec;

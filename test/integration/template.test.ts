@@ -26,23 +26,10 @@ import { bindMount, unmount } from '../../src/sandbox/mounts.js';
 import { guestContainerSpec } from '../../src/sandbox/spec.js';
 import { pumpOutput } from '../../src/sandbox/stdio.js';
 import type { TtrpcClient } from '../../src/ttrpc/index.js';
-import { estimateTemplateBytes } from '../../src/vmm/template-limits.js';
-import {
-  QemuDriver,
-  TEMPLATE_MAC,
-  cloneSpec,
-  createTemplate,
-  listTemplates,
-  openTemplate,
-  removeTemplate,
-  templateInputs,
-  templateKey,
-  type VmHandle,
-  type VmNetSpec,
-  type VmSpec,
-  type VmTemplate,
-} from '../../src/vmm/index.js';
-import { listTemplates as listAll } from '../../src/vmm/template-store.js';
+import { estimateTemplateBytes } from '../../src/factory/template-limits.js';
+import { cloneSpec, createTemplate, listTemplates, openTemplate, removeTemplate, templateInputs, templateKey, type VmTemplate } from '../../src/factory/index.js';
+import { listTemplates as listAll } from '../../src/factory/template-store.js';
+import { QemuDriver, TEMPLATE_MAC, type VmHandle, type VmNetSpec, type VmSpec } from '../../src/vmm/index.js';
 import { defaultSpec, makeBusyboxBundle, type TestBundle } from '../helpers/bundle.js';
 import { mountsUnder, processAlive } from '../helpers/leaks.js';
 
@@ -76,7 +63,7 @@ after(() => {
 });
 
 function request(templatesRoot: string, ram: string, img: GuestImage, change: { vcpus?: number; memoryMiB?: number } = {}) {
-  return { templatesRoot, ramRoot: ram, image: img, vcpus: change.vcpus ?? VCPUS, memoryMiB: change.memoryMiB ?? MEMORY_MIB, bootTimeoutMs: BOOT_MS };
+  return { driver: new QemuDriver(), templatesRoot, ramRoot: ram, image: img, vcpus: change.vcpus ?? VCPUS, memoryMiB: change.memoryMiB ?? MEMORY_MIB, bootTimeoutMs: BOOT_MS };
 }
 
 /** mustCreate is createTemplate for a template that fits the store's bounds (the defaults, here). */
@@ -332,7 +319,7 @@ describe('VM templates', { skip: SKIP }, () => {
     // A state file cut short: QEMU rejects it, start() says so, and nothing is left running.
     const damaged = await mkdtemp(join(root, 'damaged-'));
     await writeFile(join(damaged, 'state'), readFileSync(join(template.dir, 'state')).subarray(0, 4096));
-    await assert.rejects(new QemuDriver().start({ ...spec, template: { dir: damaged, ramFile: template.ramFile } }), (e: Error) => {
+    await assert.rejects(new QemuDriver().start({ ...spec, template: { stateFile: join(damaged, 'state'), ramFile: template.ramFile } }), (e: Error) => {
       // QEMU exits when the state does not load; its own words are in the error.
       assert.match(e.message, /restoring the template state|load of migration failed/);
       return true;

@@ -15,6 +15,7 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { Sandbox, type OciSpec } from '../../src/sandbox/index.js';
+import { QemuDriver } from '../../src/vmm/index.js';
 import type { OciMount } from '../../src/sandbox/spec.js';
 import { defaultSpec, makeBusyboxBundle, type TestBundle } from '../helpers/bundle.js';
 import { entriesIn, mountsUnder, processAlive } from '../helpers/leaks.js';
@@ -74,7 +75,7 @@ describe('volumes of a sandbox', () => {
   before(async () => {
     assert.ok(image, 'no guest image: run `make image` (hull image build) first');
     bundle = makeBusyboxBundle();
-    sandbox = await Sandbox.create({ id: 'vols', image, runRoot, memoryMiB: 512 });
+    sandbox = await Sandbox.create({ driver: new QemuDriver(), id: 'vols', image, runRoot, memoryMiB: 512 });
     vmPid = sandbox.vm.pid;
   });
 

@@ -43,9 +43,8 @@ function fakeTemplate(memoryMiB: number, allocatedMiB: number, ageMs: number): s
     memoryMiB,
     accel: 'tcg',
     kernelArgs: [`n=${n}`],
-    tscKhz: null,
-    qemu: { path: '/usr/bin/qemu-system-x86_64', size: 1, mtimeMs: 1 },
-    commandLineSha256: randomBytes(32).toString('hex'),
+    driver: 'qemu',
+    hypervisor: { tscKhz: null, qemu: { path: '/usr/bin/qemu-system-x86_64', size: 1, mtimeMs: 1 }, commandLineSha256: randomBytes(32).toString('hex') },
   };
   const key = templateKey(inputs);
   const dir = join(roots.templatesRoot, key);

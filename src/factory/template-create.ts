@@ -17,19 +17,15 @@
 
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { Agent } from '../proto/gen/agent_pb.js';
-import { serviceClient } from '../proto/rpc.js';
-import { TtrpcClient } from '../ttrpc/index.js';
-import type { VmHandle } from './driver.js';
-import { TEMPLATE_MAC, TEMPLATE_STATE_FILE } from './qemu-args.js';
-import { QemuDriver } from './qemu.js';
+import { connectAgent, waitForAgent } from '../sandbox/agent-client.js';
+import type { TtrpcClient } from '../ttrpc/index.js';
+import type { VmHandle } from '../vmm/index.js';
 import { ensurePrivateDir } from './template-dirs.js';
 import { enforceBounds, makeRoom, recordTemplateUse } from './template-limits.js';
 import { pruneTemplates, removeSupersededTemplates, removeTemplate } from './template-store.js';
-import { LAST_USED_FILE, MANIFEST_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
+import { LAST_USED_FILE, MANIFEST_FILE, STATE_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, templating, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
 
 const BOOT_CONSOLE_FILE = 'boot-console.log';
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
@@ -47,6 +43,7 @@ const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x958458f6]);
 export async function createTemplate(request: TemplateRequest): Promise<(VmTemplate & { created: boolean }) | undefined> {
   const roots = rootsOf(request);
   validateRequest(request);
+  const { guestMac } = templating(request);
   const inputs = await templateInputs(request);
   const key = templateKey(inputs);
   const existing = await inspect(key, roots);
@@ -81,14 +78,14 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
   let vm: VmHandle | undefined;
   let published = false;
   try {
-    // Made now rather than by QEMU in a moment: other creators count it as a template in the making.
+    // Made now rather than by the hypervisor in a moment: other creators count it as a template in the making.
     await writeFile(ramFile, '', { flag: 'wx', mode: 0o600 });
     await mkdir(stateDir, { mode: 0o700 });
     await mkdir(join(stateDir, 'shared'), { mode: 0o700 });
     const bootTimeoutMs = request.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
     const started = Date.now();
     const deadline = started + bootTimeoutMs;
-    vm = await new QemuDriver({ binary: request.binary }).start({
+    vm = await request.driver.start({
       id: `template-${key}-${nonce}`,
       stateDir,
       vcpus: inputs.vcpus,
@@ -108,8 +105,8 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
     const saving = Date.now();
     try {
       // Still connected: a clone's agent finds its port as it left it (see connectToAgent).
-      if (vm.saveTemplate === undefined) throw new HullError('unimplemented', 'the VM driver cannot save templates');
-      await vm.saveTemplate(join(work, TEMPLATE_STATE_FILE));
+      if (vm.saveTemplate === undefined) throw new HullError('unimplemented', `the ${request.driver.name} driver cannot save templates`);
+      await vm.saveTemplate(join(work, STATE_FILE));
     } finally {
       agent.client.close();
     }
@@ -127,8 +124,8 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
       image: { kernel: request.image.kernel, initrd: request.image.initrd, rootDisk: request.image.rootDisk },
       ramFile,
       ramBytes: (await stat(ramFile)).size,
-      stateBytes: (await stat(join(work, TEMPLATE_STATE_FILE))).size,
-      guestMac: TEMPLATE_MAC,
+      stateBytes: (await stat(join(work, STATE_FILE))).size,
+      guestMac,
       agentVersion: agent.agentVersion,
       createdAt: new Date().toISOString(),
       bootMs,
@@ -181,34 +178,12 @@ function validateRequest(request: TemplateRequest): void {
  * disconnect queued in the guest's state, and every clone's agent would start by reconnecting.
  */
 async function connectToAgent(vm: VmHandle, deadline: number): Promise<{ client: TtrpcClient; agentVersion: string }> {
-  const socket = connect(vm.agentSocketPath);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
-    socket.once('connect', () => {
-      socket.off('error', reject);
-      resolve();
-    });
-  });
-  const client = new TtrpcClient(socket);
-  const died = vm.exited.then(() => {
-    throw new HullError('unavailable', 'the template VM exited before its agent answered');
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HullError('deadline_exceeded', 'the template guest agent did not answer in time')), Math.max(0, deadline - Date.now()));
-  });
+  const { client, agent } = await connectAgent(vm.agentSocketPath);
   try {
-    // Bytes sent before the port is open would wait inside QEMU: ask only once it is.
-    await Promise.race([vm.agentPortOpened, died, timedOut]);
-    const agent = serviceClient(Agent, client);
-    const { agentVersion } = await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died, timedOut]);
-    if (agentVersion.length > 256) throw new HullError('internal', 'the guest agent sent an oversized version');
-    return { client, agentVersion };
+    return { client, agentVersion: await waitForAgent(agent, deadline, vm.agentPortOpened, vm.exited) };
   } catch (error) {
     client.close();
     throw error;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

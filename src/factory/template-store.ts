@@ -8,7 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { KEY_PATTERN, LAST_USED_FILE, MANIFEST_FILE, inspect, isInside, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
+import { pidAlive } from '../common/process.js';
+import { KEY_PATTERN, LAST_USED_FILE, MANIFEST_FILE, inspect, isFileIn, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
 
 /** Work directories and RAM files carry their creator's pid, so that leftovers can be pruned. */
 const WORK_DIR_PATTERN = /^\.(?:new|trash)-([0-9a-f]{20})-(\d+)-[0-9a-f]{8}$/;
@@ -65,7 +66,7 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   const ramDir = join(r.ramRoot, key);
-  if (manifest?.ramFile !== undefined && isInside(manifest.ramFile, ramDir)) {
+  if (manifest?.ramFile !== undefined && isFileIn(ramDir, manifest.ramFile)) {
     removed = (await rm(manifest.ramFile).then(() => true, () => false)) || removed;
   }
   await rm(trash, { recursive: true, force: true });
@@ -80,8 +81,8 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
 
 /**
  * removeSupersededTemplates removes the published templates of the same image, size and
- * accelerator as the template `key` (made from `inputs`) under another key: another QEMU build,
- * command line or kernel arguments made those, that is an older hull or QEMU, and nothing on this
+ * accelerator as the template `key` (made from `inputs`) under another key: another hypervisor build,
+ * command line or kernel arguments made those, that is an older hull or hypervisor, and nothing on this
  * host asks for them again. Each holds ~150 MiB of tmpfs. Returns the keys removed.
  */
 export async function removeSupersededTemplates(key: string, inputs: TemplateInputs, roots: TemplateRoots = {}): Promise<string[]> {
@@ -113,14 +114,5 @@ export async function pruneTemplates(roots: TemplateRoots = {}): Promise<void> {
       if (pid !== undefined && join(ramDir, name) !== inUse && !pidAlive(Number(pid))) await rm(join(ramDir, name), { force: true });
     }
     await rmdir(ramDir).catch(() => undefined);
-  }
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

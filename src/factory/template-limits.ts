@@ -19,7 +19,8 @@
 import { open, readdir, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LAST_USED_FILE, KEY_PATTERN, readManifest, rootsOf, DEFAULT_TEMPLATE_MAX_COUNT, DEFAULT_TEMPLATE_MAX_RAM_MIB, type TemplateRoots } from './template.js';
-import { RAM_FILE_PATTERN, listTemplates, pidAlive, removeTemplate } from './template-store.js';
+import { pidAlive } from '../common/process.js';
+import { RAM_FILE_PATTERN, listTemplates, removeTemplate } from './template-store.js';
 
 const MIB = 1024 * 1024;
 const DEFAULT_MIN_IDLE_MS = 30_000;
@@ -179,7 +180,7 @@ export async function templatesInFlight(roots: TemplateRoots, key: string): Prom
       const pid = RAM_FILE_PATTERN.exec(name)?.[1];
       if (pid === undefined || join(ramDir, name) === published || !pidAlive(Number(pid))) continue;
       making = true;
-      // What it holds so far, or what it will once QEMU has sized it (its guest is still booting).
+      // What it holds so far, or what it will once the hypervisor has sized it (its guest is still booting).
       const info = await stat(join(ramDir, name)).catch(() => undefined);
       bytes += Math.max((info?.blocks ?? 0) * 512, info !== undefined && info.size > 0 ? estimateTemplateBytes(info.size / MIB) : 0);
     }

@@ -3,15 +3,16 @@
  * every clone in a fraction of a cold boot (DESIGN.md, "VM templating works under TCG").
  *
  * createTemplate (template-create.ts) boots a VM whose RAM is a shared file on tmpfs, waits for the
- * agent's Check, then saves the device state (QemuVm.saveTemplate: stop, migrate with
- * x-ignore-shared) and quits QEMU. A clone (cloneSpec → QemuDriver.start) runs the same machine with
- * the RAM file mapped private, so its pages are the template's until it writes them. The template
+ * agent's Check, then saves the device state (VmHandle.saveTemplate) and ends the VM. A clone
+ * (cloneSpec → VmDriver.start) runs the same machine with the RAM file mapped private, so its pages
+ * are the template's until it writes them. Only the VmDriver interface and the agent client are used. The template
  * guest never runs SetupSandbox: no 9p mount (QEMU refuses to migrate a mounted 9p share), no sandbox
  * identity, and every clone gets its own entropy and clock from the host afterwards.
  *
  * A template is content-addressed: its key hashes everything the saved state depends on (the guest
- * image, vCPUs, memory, accelerator, kernel arguments, the QEMU build and its whole command line, and
- * TEMPLATE_FORMAT), so a changed input means a new key and never a mismatched restore. On disk:
+ * image, vCPUs, memory, accelerator, kernel arguments, what the driver says the saved state depends
+ * on (VmTemplating.identity: for QEMU its build and whole command line), and TEMPLATE_FORMAT), so a
+ * changed input means a new key and never a mismatched restore. On disk:
  *
  *   <templatesRoot>/<key>/manifest.json   what it is and was made from (written last)
  *   <templatesRoot>/<key>/state           the device state (~75 KiB)
@@ -26,13 +27,11 @@
  */
 
 import { createHash } from 'node:crypto';
-import { readFile, realpath, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { isInside } from '../common/paths.js';
 import { HullError } from '../errors/index.js';
-import { decideAccel, hostTscKhz, readHostFacts, type AccelRequest } from './accel.js';
-import type { Accel, VmJail, VmNetSpec, VmSpec } from './driver.js';
-import { TEMPLATE_STATE_FILE, qemuArgs, qemuPaths } from './qemu-args.js';
-import { findExecutable } from './qemu-process.js';
+import type { Accel, VmDriver, VmJail, VmNetSpec, VmSpec, VmTemplating } from '../vmm/index.js';
 
 /** TEMPLATE_FORMAT changes whenever createTemplate makes templates differently from the same inputs. */
 export const TEMPLATE_FORMAT = 1;
@@ -40,6 +39,8 @@ export const DEFAULT_TEMPLATES_ROOT = '/var/lib/hull/templates';
 /** DEFAULT_TEMPLATE_RAM_ROOT must be on tmpfs (here /run is not; /dev/shm is). */
 export const DEFAULT_TEMPLATE_RAM_ROOT = '/dev/shm/hull-templates';
 export const MANIFEST_FILE = 'manifest.json';
+/** STATE_FILE is the saved device state in a template's directory. */
+export const STATE_FILE = 'state';
 /** LAST_USED_FILE is empty: its mtime is the template's last use (touched on every clone's lookup). */
 export const LAST_USED_FILE = 'last-used';
 /** Defaults of the store's bounds (config.ts has the same numbers as template_max_count and template_max_ram_mib). */
@@ -77,14 +78,14 @@ export interface TemplateRoots {
 
 /** TemplateRequest says which template is wanted; equal requests on one host mean one key. */
 export interface TemplateRequest extends TemplateRoots {
+  /** driver runs the template VM and its clones; it must offer templating. */
+  driver: VmDriver;
   image: TemplateImage;
   vcpus: number;
   memoryMiB: number;
-  accel?: AccelRequest;
+  accel?: 'auto' | Accel;
   /** kernelArgs are appended to the driver's kernel command line, as VmSpec.kernelArgs. */
   kernelArgs?: string[];
-  /** binary is the QEMU executable (default "qemu-system-x86_64" on PATH). */
-  binary?: string;
   /** bootTimeoutMs bounds the template's boot to a Check answered (default 120 s). */
   bootTimeoutMs?: number;
   /** jail confines the template's VMM as it does the clone's (the creating sandbox's uid). */
@@ -99,12 +100,9 @@ export interface TemplateInputs {
   memoryMiB: number;
   accel: Accel;
   kernelArgs: string[];
-  /** tscKhz is the host TSC frequency the guest was booted with (TCG), or null. */
-  tscKhz: number | null;
-  /** qemu identifies the QEMU build (a package upgrade replaces the file): microvm has no versioned machine types. */
-  qemu: { path: string; size: number; mtimeMs: number };
-  /** commandLineSha256 hashes QEMU's whole argv for this VM (with placeholder paths): any device change is a new key. */
-  commandLineSha256: string;
+  /** driver is the VmDriver's name; hypervisor what it says the saved state depends on (VmIdentity). */
+  driver: string;
+  hypervisor: Record<string, unknown>;
 }
 
 /** TemplateManifest is manifest.json. */
@@ -121,7 +119,7 @@ export interface TemplateManifest {
   guestMac: string;
   agentVersion: string;
   createdAt: string;
-  /** bootMs: QEMU spawn to the agent's answer; saveMs: saving the state. */
+  /** bootMs: VM start to the agent's answer; saveMs: saving the state. */
   bootMs: number;
   saveMs: number;
 }
@@ -156,42 +154,25 @@ export function rootsOf(roots: TemplateRoots): Roots {
   return { templatesRoot: roots.templatesRoot ?? DEFAULT_TEMPLATES_ROOT, ramRoot: roots.ramRoot ?? DEFAULT_TEMPLATE_RAM_ROOT };
 }
 
-/** templateInputs resolves a request against this host: the accelerator, the TSC, the QEMU binary. */
+/** templating is the request's driver's templating, or a failed_precondition when it has none. */
+export function templating(request: TemplateRequest): VmTemplating {
+  if (request.driver.templating === undefined) throw new HullError('failed_precondition', `Cannot make a VM template: the ${request.driver.name} driver cannot save VMs`);
+  return request.driver.templating;
+}
+
+/** templateInputs resolves a request against this host: the driver says what it depends on here. */
 export async function templateInputs(request: TemplateRequest): Promise<TemplateInputs> {
-  const facts = await readHostFacts();
-  const { accel } = decideAccel(facts, request.accel ?? 'auto');
-  // As QemuDriver.start does: only TCG guests get tsc_early_khz.
-  const tscKhz = accel === 'tcg' ? hostTscKhz(facts.cpuinfo) : undefined;
-  const binary = request.binary ?? 'qemu-system-x86_64';
-  const found = await findExecutable(binary);
-  if (found === undefined) throw new HullError('failed_precondition', `Cannot make a VM template: cannot run "${binary}": not found or not executable`);
-  const path = await realpath(found);
-  const info = await stat(path);
   const kernelArgs = [...(request.kernelArgs ?? [])];
-  // The argv of a canonical VM of this shape: same devices, CPU model, memory and kernel command line.
-  const canonical: VmSpec = {
-    id: 'template',
-    stateDir: '/state',
-    vcpus: request.vcpus,
-    memoryMiB: request.memoryMiB,
-    kernel: '/image/kernel',
-    initrd: '/image/initrd',
-    rootDisk: '/image/root',
-    sharedDir: '/state/shared',
-    kernelArgs,
-    templateRamFile: '/ram',
-  };
-  const argv = qemuArgs(canonical, accel, qemuPaths(canonical.stateDir), { tscKhz, paused: true });
+  const identity = await templating(request).identity({ vcpus: request.vcpus, memoryMiB: request.memoryMiB, kernelArgs, accel: request.accel ?? 'auto' });
   return {
     format: TEMPLATE_FORMAT,
     imageId: request.image.id,
     vcpus: request.vcpus,
     memoryMiB: request.memoryMiB,
-    accel,
+    accel: identity.accel,
     kernelArgs,
-    tscKhz: tscKhz ?? null,
-    qemu: { path, size: info.size, mtimeMs: info.mtimeMs },
-    commandLineSha256: createHash('sha256').update(argv.join('\0')).digest('hex'),
+    driver: request.driver.name,
+    hypervisor: identity.hypervisor,
   };
 }
 
@@ -238,7 +219,7 @@ export function cloneSpec(template: VmTemplate, target: CloneTarget): VmSpec {
     initrd: image.initrd,
     rootDisk: image.rootDisk,
     kernelArgs: [...inputs.kernelArgs],
-    template: { dir: template.dir, ramFile: template.ramFile },
+    template: { stateFile: join(template.dir, STATE_FILE), ramFile: template.ramFile },
   };
   if (target.net !== undefined) spec.net = target.net;
   if (target.startTimeoutMs !== undefined) spec.startTimeoutMs = target.startTimeoutMs;
@@ -259,11 +240,11 @@ export async function inspect(key: string, roots: Roots): Promise<{ template?: V
   const broken = (problem: string) => ({ published: true, problem, ramFile: manifest.ramFile });
   if (manifest.format !== TEMPLATE_FORMAT) return broken(`format ${manifest.format}, expected ${TEMPLATE_FORMAT}`);
   if (manifest.key !== key || templateKey(manifest.inputs) !== key) return broken('manifest does not hash to its key');
-  if (!isInside(manifest.ramFile, join(roots.ramRoot, key))) return broken(`RAM file ${manifest.ramFile} is not in ${join(roots.ramRoot, key)}`);
+  if (!isFileIn(join(roots.ramRoot, key), manifest.ramFile)) return broken(`RAM file ${manifest.ramFile} is not in ${join(roots.ramRoot, key)}`);
   const ram = await stat(manifest.ramFile).catch(() => undefined);
   if (!ram?.isFile()) return broken(`RAM file ${manifest.ramFile} is missing (tmpfs is emptied on reboot)`);
   if (ram.size !== manifest.inputs.memoryMiB * MIB) return broken(`RAM file has ${ram.size} bytes, expected ${manifest.inputs.memoryMiB} MiB`);
-  const state = await stat(join(dir, TEMPLATE_STATE_FILE)).catch(() => undefined);
+  const state = await stat(join(dir, STATE_FILE)).catch(() => undefined);
   if (state?.size !== manifest.stateBytes) return broken('state file is missing or has the wrong size');
   for (const file of Object.values(manifest.image)) {
     if (!(await stat(file).then((s) => s.isFile(), () => false))) return broken(`guest image file ${file} is missing`);
@@ -279,8 +260,9 @@ export async function readManifest(dir: string): Promise<TemplateManifest> {
   return value;
 }
 
-export function isInside(path: string, dir: string): boolean {
-  return path.startsWith(dir + '/') && !path.slice(dir.length + 1).includes('/') && !path.includes('/../');
+/** isFileIn tells whether `path` names an entry directly in `dir` (normalised, not a subdirectory's). */
+export function isFileIn(dir: string, path: string): boolean {
+  return isInside(dir, path) && posix.normalize(path) === path && posix.dirname(path) === dir;
 }
 
 /** canonicalJson is JSON with object keys sorted, so that equal inputs hash equally. */

@@ -1,9 +1,11 @@
 /**
- * The one reader of /proc/<pid>/mountinfo (proc(5)) on the host side: parsing, the mount on top at
- * a path, and the mounts at or below a directory. Teardown decides what to unmount from the
+ * The one reader of /proc/<pid>/mountinfo (proc(5)): parsing, the mount on top at a path, and the
+ * mounts at or below a directory. Teardown decides what to unmount from the
  * sandbox's ledger and checks it here; it never lists a directory to find mounts.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { isInside } from './paths.js';
 
 /** MountInfo is one line of /proc/<pid>/mountinfo. */
 export interface MountInfo {
@@ -54,6 +56,11 @@ export async function readMountinfo(): Promise<MountInfo[]> {
   return parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
 }
 
+/** readMountinfoSync is readMountinfo for synchronous callers (tests' leak checks). */
+export function readMountinfoSync(): MountInfo[] {
+  return parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8'));
+}
+
 /** mountAt is the mount on top at `path` (the last one listed there), if any. */
 export function mountAt(entries: readonly MountInfo[], path: string): MountInfo | undefined {
   let found: MountInfo | undefined;
@@ -75,10 +82,4 @@ export function mountContaining(entries: readonly MountInfo[], path: string): Mo
 export function mountPointsUnder(entries: readonly MountInfo[], dir: string): string[] {
   const points = entries.map((e) => e.mountPoint).filter((p) => isInside(dir, p));
   return [...new Set(points)].sort((a, b) => b.length - a.length);
-}
-
-/** isInside tells whether `path` is `dir` or below it (both normalised absolute paths). */
-export function isInside(dir: string, path: string): boolean {
-  if (dir === '/') return path.startsWith('/');
-  return path === dir || path.startsWith(dir.endsWith('/') ? dir : dir + '/');
 }
