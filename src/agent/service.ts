@@ -15,6 +15,7 @@ import { HullError } from '../errors/index.js';
 import { containerCgroup, readCgroupStats } from './cgroup.js';
 import { Container } from './container.js';
 import { agentRandomBytes, seedRandomness } from './entropy.js';
+import { guestStats } from './guest-stats.js';
 import { parseJson, SHARED_DIR, type OciProcess, type OciSpec } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
@@ -206,6 +207,10 @@ export class AgentService implements AgentImpl {
       externalBytes: BigInt(memory.external),
       containers,
     };
+  }
+
+  async guestStats() {
+    return guestStats();
   }
 
   #container(id: string): Container {
