@@ -103,7 +103,9 @@ function parseNetDev(text: string): GuestStats['network'] {
     const v = m[2]!.trim().split(/\s+/).map((s) => count('net/dev', s));
     if (v.length !== 16) throw bad('net/dev', `${v.length} counters for one interface`);
     if (out.length === GUEST_STATS_LIMITS.devices) throw bad('net/dev', `more than ${GUEST_STATS_LIMITS.devices} interfaces`);
-    out.push({ interface: deviceName('net/dev', m[1]!), rxBytes: v[0]!, rxPackets: v[1]!, rxErrors: v[2]!, rxDropped: v[3]!, txBytes: v[8]!, txPackets: v[9]!, txErrors: v[10]!, txDropped: v[11]! });
+    const name = deviceName('net/dev', m[1]!);
+    if (out.some((n) => n.interface === name)) throw bad('net/dev', `interface "${name}" given twice`);
+    out.push({ interface: name, rxBytes: v[0]!, rxPackets: v[1]!, rxErrors: v[2]!, rxDropped: v[3]!, txBytes: v[8]!, txPackets: v[9]!, txErrors: v[10]!, txDropped: v[11]! });
   }
   return out;
 }
@@ -119,7 +121,9 @@ function parseDiskstats(text: string): GuestStats['disks'] {
     // Devices that never did I/O (the unused loop and ram devices) are left out.
     if (v.slice(0, 11).every((n) => n === 0)) continue;
     if (out.length === GUEST_STATS_LIMITS.devices) throw bad('diskstats', `more than ${GUEST_STATS_LIMITS.devices} devices`);
-    out.push({ device: deviceName('diskstats', name ?? ''), reads: v[0]!, readBytes: v[2]! * SECTOR_BYTES, writes: v[4]!, writtenBytes: v[6]! * SECTOR_BYTES, ioSeconds: v[9]! / 1000 });
+    const device = deviceName('diskstats', name ?? '');
+    if (out.some((d) => d.device === device)) throw bad('diskstats', `device "${device}" given twice`);
+    out.push({ device, reads: v[0]!, readBytes: v[2]! * SECTOR_BYTES, writes: v[4]!, writtenBytes: v[6]! * SECTOR_BYTES, ioSeconds: v[9]! / 1000 });
   }
   return out;
 }
