@@ -98,7 +98,7 @@ export class PodVm {
 
   #reportDeath(sandbox: Sandbox, exit: { code: number | null; signal: string | null }): void {
     const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
-    const tail = sandbox.vm.consoleTail(DEATH_CONSOLE_TAIL_BYTES).trim();
+    const tail = sandbox.vm.consoleTail(DEATH_CONSOLE_TAIL_BYTES).trim() || '(the guest wrote nothing to its console)';
     if (this.#options.logger) this.#options.logger.error(`VM of sandbox ${sandbox.id} exited (${how})`, { console_tail: tail });
     else this.#log(`VM of sandbox ${sandbox.id} exited (${how})\n--- console tail ---\n${tail}`);
   }
