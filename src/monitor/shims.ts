@@ -8,11 +8,11 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { DEBUG_SOCKET } from '../shim/debug-socket.js';
 import type { SandboxStatus } from '../shim/sandbox-status.js';
 import { checkStatus } from './status-check.js';
 
 const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
-const DEBUG_SOCKET = 'debug.sock';
 const LEDGER = 'ledger';
 
 /** SHIM_LIMITS: the default deadline of one shim's answer and the most bytes read from it. */
