@@ -3,8 +3,6 @@
  * monitor`). Calls that block by design (WaitProcess, ReadOutput wait for the guest's processes)
  * are not timed: their latency says nothing about the agent.
  */
-import type { AgentClient } from './agent-client.js';
-
 /** AGENT_RPC_BUCKETS are the histogram's upper bounds, in seconds (TCG makes the slow end common). */
 export const AGENT_RPC_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 const UNTIMED = new Set(['waitProcess', 'readOutput']);
@@ -40,8 +38,8 @@ export class AgentRpcStats {
   }
 }
 
-/** timedAgent returns `agent` with each call (but the blocking ones) observed by `stats`. */
-export function timedAgent(agent: AgentClient, stats: AgentRpcStats): AgentClient {
+/** timedAgent returns the agent client `agent` with each call (but the blocking ones) observed by `stats`. */
+export function timedAgent<Client extends object>(agent: Client, stats: AgentRpcStats): Client {
   const out: Record<string, unknown> = {};
   for (const [name, call] of Object.entries(agent) as Array<[string, (...args: unknown[]) => Promise<unknown>]>) {
     out[name] = UNTIMED.has(name)
@@ -58,5 +56,5 @@ export function timedAgent(agent: AgentClient, stats: AgentRpcStats): AgentClien
           }
         };
   }
-  return out as AgentClient;
+  return out as Client;
 }
