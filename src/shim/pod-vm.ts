@@ -87,7 +87,11 @@ export class PodVm {
       containers: () => this.#options.containers?.() ?? [],
       exited: () => exited,
       agentRpc,
-      readGuest: () => readGuestStats(sandbox.agent, GUEST_STATS_TIMEOUT_MS),
+      readGuest: () =>
+        readGuestStats(sandbox.agent, GUEST_STATS_TIMEOUT_MS).catch((e: Error) => {
+          this.#options.logger?.warn(`guest stats of sandbox ${id}: ${e.message}`);
+          throw e;
+        }),
     };
     this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, this.#log, (metrics) => sandboxStatus(source, metrics)).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
