@@ -15,8 +15,8 @@ import { checkStatus } from './status-check.js';
 const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
 const LEDGER = 'ledger';
 
-/** SHIM_LIMITS: the default deadline of one shim's answer and the most bytes read from it. */
-export const SHIM_LIMITS = { timeoutMs: 3000, maxBytes: 1 << 20 } as const;
+/** SHIM_LIMITS: the default deadline of one shim's answer, the most bytes read from it, how many are asked at once. */
+export const SHIM_LIMITS = { timeoutMs: 3000, maxBytes: 1 << 20, concurrent: 128 } as const;
 
 /** SandboxDir is a sandbox's state directory; `socket` is set when its shim serves the debug socket. */
 export interface SandboxDir {
@@ -108,8 +108,17 @@ export async function readStatus(sandbox: SandboxDir, metrics: boolean, options:
   }
 }
 
-/** readAll asks every sandbox of `runRoot`, all at once: the slowest answer (or deadline) bounds the time. */
+/**
+ * readAll asks every sandbox of `runRoot`, up to SHIM_LIMITS.concurrent at once: with up to that
+ * many sandboxes, the slowest answer (or its deadline) bounds the time.
+ */
 export async function readAll(runRoot: string, metrics: boolean, options: ShimRequestOptions = {}): Promise<ShimAnswer[]> {
   const dirs = await listSandboxDirs(runRoot);
-  return Promise.all(dirs.map((d) => readStatus(d, metrics, options)));
+  const answers: ShimAnswer[] = new Array(dirs.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < dirs.length; i = next++) answers[i] = await readStatus(dirs[i]!, metrics, options);
+  };
+  await Promise.all(Array.from({ length: Math.min(SHIM_LIMITS.concurrent, dirs.length) }, worker));
+  return answers;
 }
