@@ -17,6 +17,7 @@ import { Container } from './container.js';
 import { agentRandomBytes, seedRandomness } from './entropy.js';
 import { GUEST_SHARED_DIR } from '../common/names.js';
 import type { OciProcess, OciSpec } from '../common/oci.js';
+import { guestStats } from './guest-stats.js';
 import { parseJson } from './guest-spec.js';
 import type { StdioRequest } from './process.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
@@ -208,6 +209,10 @@ export class AgentService implements AgentImpl {
       externalBytes: BigInt(memory.external),
       containers,
     };
+  }
+
+  async guestStats() {
+    return guestStats();
   }
 
   #container(id: string): Container {

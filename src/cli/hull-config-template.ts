@@ -67,6 +67,8 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   },
   { key: 'jail_uid_base', field: 'jailUidBase', doc: ['First uid/gid leased to jailed VMs, one per VM; the range must hold no host user.'] },
   { key: 'jail_uid_count', field: 'jailUidCount', doc: ['How many uids the range holds: at most this many VMs run at once.'] },
+  { key: 'monitor_listen', field: 'monitorListen', doc: ['Where `hull monitor` serves Prometheus /metrics ("HOST:PORT"; --listen overrides it).'] },
+  { key: 'log_level', field: 'logLevel', doc: ['The least severe lines the shim and `hull monitor` log (JSON lines): "debug", "info", "warn" or "error".'] },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

@@ -1,15 +1,19 @@
 /**
- * The `hull` command. Subcommands: check, env, install, uninstall, run, image build, version.
+ * The `hull` command. Subcommands: check, env, install, uninstall, run, image build, template, ps,
+ * monitor, version.
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { HullError } from '../errors/index.js';
-import { loadConfig } from '../config/index.js';
+import { loadConfig, parseListenAddress } from '../config/index.js';
+import { Monitor } from '../monitor/index.js';
+import { createLogger } from '../shim/log.js';
 import { buildGuestImage, currentGuestImage } from '../guest/index.js';
 import { checkHost } from './check.js';
 import { listTemplates, pruneTemplates, removeTemplate, type TemplateListing } from '../factory/index.js';
 import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
+import { listSandboxes, psJson, psTable } from './ps.js';
 import { parsePositiveInt, runContainer } from './run.js';
 
 const VERSION = '0.1.0';
@@ -33,6 +37,11 @@ const USAGE = `Usage:
                                   Run a container from an OCI bundle in a new VM
   hull template ls | rm KEY | prune
                                   List, remove or prune VM templates (saved guests that sandboxes clone)
+  hull ps [--json]                List this node's sandboxes: pod, age, state, size, QEMU pid, host PSS,
+                                  containers (--json: stable, documented in the README)
+  hull monitor [--listen HOST:PORT] [--shim-timeout MS]
+                                  Serve Prometheus /metrics for every sandbox of this node (default
+                                  monitor_listen, 127.0.0.1:8090; each shim gets MS, default 3000)
   hull version
 Options for all commands: --config FILE (default /etc/hull/config.toml)`;
 
@@ -129,6 +138,27 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       }
       break;
+    }
+    case 'ps': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
+      const sandboxes = await listSandboxes((await loadConfig(values.config)).runRoot);
+      console.log(values.json ? psJson(sandboxes) : psTable(sandboxes));
+      return 0;
+    }
+    case 'monitor': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, listen: { type: 'string' }, 'shim-timeout': { type: 'string' } } });
+      const config = await loadConfig(values.config);
+      const listen = values.listen ?? config.monitorListen;
+      const address = parseListenAddress(listen);
+      if (!address) throw new HullError('invalid_argument', `Invalid --listen "${listen}": expected HOST:PORT`);
+      const logger = createLogger((line) => process.stderr.write(line), { component: 'hull-monitor' }, config.logLevel);
+      const monitor = new Monitor({ runRoot: config.runRoot, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']) });
+      const server = await monitor.listen(address.host, address.port);
+      await new Promise<void>((resolve) => {
+        for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
+      });
+      await server.close();
+      return 0;
     }
     case 'version':
     case '--version':

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DEFAULT_CONFIG, loadConfig, parseConfig } from './config.js';
+import { DEFAULT_CONFIG, loadConfig, parseConfig, parseListenAddress } from './config.js';
 
 test('parseConfig() overrides defaults with TOML keys', () => {
   const config = parseConfig('default_vcpus = 2\ndefault_memory = 512\naccel = "tcg"\n', 'x');
@@ -30,4 +30,18 @@ test('parseConfig() reads the template store bounds, with defaults, and checks t
   for (const bad of ['template_max_ram_mib = 255', 'template_max_ram_mib = -1', 'template_max_ram_mib = true']) {
     assert.throws(() => parseConfig(bad, 'x'), /Invalid "template_max_ram_mib" in config "x": expected an integer >= 256 \(MiB\)/, bad);
   }
+});
+
+test('parseConfig() reads monitor_listen and log_level, with defaults, and checks them', () => {
+  assert.equal(DEFAULT_CONFIG.monitorListen, '127.0.0.1:8090');
+  assert.equal(DEFAULT_CONFIG.logLevel, 'info');
+  const config = parseConfig('monitor_listen = "[::1]:9100"\nlog_level = "debug"\n', 'x');
+  assert.equal(config.monitorListen, '[::1]:9100');
+  assert.equal(config.logLevel, 'debug');
+  assert.deepEqual(parseListenAddress('[::1]:9100'), { host: '::1', port: 9100 });
+  assert.deepEqual(parseListenAddress('0.0.0.0:8090'), { host: '0.0.0.0', port: 8090 });
+  for (const bad of ['monitor_listen = "8090"', 'monitor_listen = "host:99999"', 'monitor_listen = "a b:1"', 'monitor_listen = 8090']) {
+    assert.throws(() => parseConfig(bad, 'x'), /Invalid "monitor_listen" in config "x"/, bad);
+  }
+  assert.throws(() => parseConfig('log_level = "trace"', 'x'), /Invalid "log_level" in config "x": expected "debug", "info", "warn" or "error"/);
 });

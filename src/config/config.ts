@@ -38,6 +38,10 @@ export interface HullConfig {
   jailUidBase: number;
   /** How many uids the range holds: at most this many VMs at once. */
   jailUidCount: number;
+  /** Where `hull monitor` serves /metrics: "HOST:PORT" ("[v6]:PORT" for IPv6). */
+  monitorListen: string;
+  /** The least severe log lines the shim and the monitor write. */
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
@@ -56,7 +60,17 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   jail: true,
   jailUidBase: 2_000_000_000,
   jailUidCount: 65_536,
+  monitorListen: '127.0.0.1:8090',
+  logLevel: 'info',
 };
+
+/** parseListenAddress splits "HOST:PORT" or "[V6]:PORT"; undefined when it is neither. */
+export function parseListenAddress(value: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port > 65_535) return undefined;
+  return { host: m[1] ?? m[2]!, port };
+}
 
 // TOML key -> config field, with the check each value must pass.
 const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boolean; expect: string }> = {
@@ -74,6 +88,8 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   jail: { field: 'jail', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   jail_uid_base: { field: 'jailUidBase', check: (v) => Number.isInteger(v) && (v as number) >= 65_536 && (v as number) < 0xffff0000, expect: 'an integer >= 65536 (above host users and subuid ranges)' },
   jail_uid_count: { field: 'jailUidCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1 << 24, expect: 'an integer 1..16777216' },
+  monitor_listen: { field: 'monitorListen', check: (v) => typeof v === 'string' && parseListenAddress(v) !== undefined, expect: '"HOST:PORT" (e.g. "127.0.0.1:8090")' },
+  log_level: { field: 'logLevel', check: (v) => v === 'debug' || v === 'info' || v === 'warn' || v === 'error', expect: '"debug", "info", "warn" or "error"' },
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
 

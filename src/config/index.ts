@@ -1,1 +1,1 @@
-export { loadConfig, parseConfig, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH, type HullConfig } from './config.js';
+export { loadConfig, parseConfig, parseListenAddress, DEFAULT_CONFIG, DEFAULT_CONFIG_PATH, type HullConfig } from './config.js';

@@ -8,6 +8,7 @@ import { HullError, peerText } from '../errors/index.js';
 import { TtrpcClient } from '../ttrpc/index.js';
 import { Agent } from '../proto/gen/agent_pb.js';
 import { serviceClient, type ServiceClient } from '../proto/rpc.js';
+import { timedAgent, type AgentRpcStats } from './agent-rpc-stats.js';
 
 export type AgentClient = ServiceClient<(typeof Agent)['method']>;
 
@@ -30,10 +31,11 @@ export function checkString(what: string, value: string): string {
   return peerText(value, 4 * LIMITS.maxString);
 }
 
-/** connectAgent connects to the agent's socket (QEMU's end of the virtio-serial port). */
-export async function connectAgent(socketPath: string): Promise<{ client: TtrpcClient; agent: AgentClient }> {
+/** connectAgent connects to the agent's socket (QEMU's end of the virtio-serial port); `stats` times its calls. */
+export async function connectAgent(socketPath: string, stats?: AgentRpcStats): Promise<{ client: TtrpcClient; agent: AgentClient }> {
   const client = new TtrpcClient(await connectUnix(socketPath, 'agent socket'));
-  return { client, agent: serviceClient(Agent, client) };
+  const agent = serviceClient(Agent, client);
+  return { client, agent: stats ? timedAgent(agent, stats) : agent };
 }
 
 /**

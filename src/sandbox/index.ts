@@ -7,3 +7,5 @@ export { readBundleSpec, parseSpec, guestContainerSpec, withPodSysctls, type Oci
 export type { HostStdio } from './stdio.js';
 export type { AgentClient } from './agent-client.js';
 export { replayLedger, type LedgerLog } from './ledger.js';
+export { AgentRpcStats, AGENT_RPC_BUCKETS, type AgentRpcHistogram } from './agent-rpc-stats.js';
+export { readGuestStats, parseGuestStats, MEMINFO_ITEMS, CPU_MODES, type GuestStats } from './guest-stats.js';

@@ -14,6 +14,7 @@ import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { VmDriver, VmHandle, VmJail, VmNetSpec, VmSpec } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
+import type { AgentRpcStats } from './agent-rpc-stats.js';
 import { joinPodCgroup } from './host-cgroup.js';
 import { attachPodNetwork, guestNetwork } from './pod-attach.js';
 import { leaseJailUid, type UidRange } from './jail-uid.js';
@@ -87,6 +88,8 @@ export interface SandboxOptions {
   cgroupsPath?: string;
   /** log receives what teardown could not release (each step logs and goes on). */
   log?: LedgerLog;
+  /** agentRpcStats, when given, times every agent call (agent-rpc-stats.ts). */
+  agentRpcStats?: AgentRpcStats;
   /** failpoints let tests widen the windows a hostile guest might race (never set in production). */
   failpoints?: SandboxFailpoints;
 }
@@ -229,7 +232,7 @@ export class Sandbox {
       // Recorded once it runs: a shim that dies before this line takes QEMU with it (parent-death signal).
       await ledger.recordProcess('', vm.pid);
       lap('vmm');
-      const connection = await connectAgent(vm.agentSocketPath);
+      const connection = await connectAgent(vm.agentSocketPath, options.agentRpcStats);
       client = connection.client;
       const bootedVm = vm;
       try {

@@ -27,17 +27,18 @@ function tellStarter(message: string): void {
 }
 
 export async function serveDaemon(flags: ShimFlags): Promise<void> {
-  const { log, close: closeLog } = openShimLog(join(flags.bundle || process.cwd(), 'log'), flags.id);
+  const { log, logger, close: closeLog } = openShimLog(join(flags.bundle || process.cwd(), 'log'), flags.id);
   process.chdir('/');
   // The daemon has no stderr: a crash must at least reach containerd's log.
   process.on('uncaughtException', (e) => {
-    log(`fatal: ${e.stack ?? e.message}`);
+    logger.error(`fatal: ${e.stack ?? e.message}`);
     process.exit(1);
   });
-  process.on('unhandledRejection', (e) => log(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
+  process.on('unhandledRejection', (e) => logger.error(`unhandled rejection: ${(e as Error)?.stack ?? String(e)}`));
   let server: TtrpcServer | undefined;
   try {
     const config = await loadConfig(process.env['HULL_CONFIG'] || undefined);
+    logger.setLevel(config.logLevel);
     const events = new EventPublisher(process.env['TTRPC_ADDRESS'] ?? `${flags.address}.ttrpc`, flags.namespace, log);
     let stopping = false;
     const stop = async (): Promise<void> => {
@@ -51,7 +52,7 @@ export async function serveDaemon(flags: ShimFlags): Promise<void> {
       closeLog();
       process.exit(0);
     };
-    const tasks: TaskService = new TaskService({ config, events, log, onIdle: () => void stop() });
+    const tasks: TaskService = new TaskService({ config, events, log, logger, onIdle: () => void stop() });
     server = new TtrpcServer({ onError: (e) => log(`ttrpc: ${e.message}`) });
     const handlers = serviceHandlers(Task, tasks);
     server.register(Task.typeName, flags.debug || process.env['HULL_SHIM_TRACE'] ? traced(handlers, log) : handlers);

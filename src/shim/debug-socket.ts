@@ -2,14 +2,16 @@
  * The shim's debug socket: `<sandbox state dir>/debug.sock` (0600, in the 0700 state directory),
  * HTTP over a unix socket as Kata's shim-monitor socket is. `GET /agent` answers what the guest
  * agent holds (its memory after a full GC, its exec records and bundle files per container), as
- * JSON: what tests read to show that execs leave nothing behind. It only reads; the socket goes
- * with the state directory when the sandbox is destroyed.
+ * JSON: what tests read to show that execs leave nothing behind. `GET /status` and `GET /metrics`
+ * answer the sandbox's SandboxStatus (sandbox-status.ts), for `hull ps` and `hull monitor`. It only
+ * reads; the socket goes with the state directory when the sandbox is destroyed.
  */
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { AgentClient } from '../sandbox/index.js';
 import { readDebugState } from '../sandbox/agent-client.js';
+import type { SandboxStatus } from './sandbox-status.js';
 
 export const DEBUG_SOCKET = 'debug.sock';
 const DEBUG_CALL_TIMEOUT_MS = 10_000;
@@ -19,11 +21,18 @@ export interface DebugSocket {
 }
 
 /** serveDebugSocket listens on `<stateDir>/debug.sock`; failures are logged, never fatal. */
-export async function serveDebugSocket(stateDir: string, agent: AgentClient, log: (line: string) => void): Promise<DebugSocket> {
+export async function serveDebugSocket(stateDir: string, agent: AgentClient, log: (line: string) => void, status?: (metrics: boolean) => Promise<SandboxStatus>): Promise<DebugSocket> {
   const path = join(stateDir, DEBUG_SOCKET);
   const server: Server = createServer((req, res) => {
+    if (req.method === 'GET' && status && (req.url === '/status' || req.url === '/metrics')) {
+      status(req.url === '/metrics').then(
+        (s) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(s) + '\n'),
+        (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`status: ${e.message}\n`),
+      );
+      return;
+    }
     if (req.method !== 'GET' || req.url !== '/agent') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent, /status or /metrics\n');
       return;
     }
     readDebugState(agent, DEBUG_CALL_TIMEOUT_MS).then(

@@ -1,20 +1,33 @@
 /**
  * PodVm is the pod's VM as the Task service holds it: booted by the first Create (others that
  * race it wait for that boot, task-lock.ts's SandboxGate), ended with the container that booted
- * it, served on the debug socket while it runs.
+ * it, served on the debug socket while it runs (its status for `hull ps` and `hull monitor` too).
+ * A VM that exits on its own gets its console tail into the log.
  */
 import { HullError } from '../errors/index.js';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
-import { Sandbox, type OciSpec } from '../sandbox/index.js';
+import { AgentRpcStats, Sandbox, readGuestStats, type OciSpec } from '../sandbox/index.js';
 import { TemplateFactory } from '../factory/index.js';
 import { QemuDriver } from '../vmm/index.js';
 import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
+import type { Logger } from './log.js';
+import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type StatusSource } from './sandbox-status.js';
 import { podVmSize } from './sizing.js';
 import { SandboxGate } from './task-lock.js';
 
+// The console tail a VM that died on its own leaves in the log.
+const DEATH_CONSOLE_TAIL_BYTES = 4096;
+
+export interface PodVmOptions {
+  logger?: Logger;
+  /** containers lists the pod's containers the shim holds (for the sandbox's status). */
+  containers?: () => string[];
+}
+
 export class PodVm {
   readonly #log: (line: string) => void;
+  readonly #options: PodVmOptions;
   readonly #gate = new SandboxGate();
   #sandbox: Sandbox | undefined;
   // The container that booted the VM; deleting it ends the VM.
@@ -23,8 +36,9 @@ export class PodVm {
   // The destroy of the sandbox, once begun: the shim must not exit before it has finished.
   #destroying: Promise<void> | undefined;
 
-  constructor(log: (line: string) => void) {
+  constructor(log: (line: string) => void, options: PodVmOptions = {}) {
     this.#log = log;
+    this.#options = options;
   }
 
   get sandbox(): Sandbox | undefined {
@@ -55,14 +69,44 @@ export class PodVm {
   }
 
   async boot(config: HullConfig, id: string, spec: OciSpec): Promise<Sandbox> {
-    const sandbox = await bootSandbox(config, id, spec, this.#log);
+    const pod = podLabels(spec.annotations);
+    this.#options.logger?.setFields({ pod_namespace: pod.namespace, pod_name: pod.name, pod_uid: pod.uid });
+    const agentRpc = new AgentRpcStats();
+    const { sandbox, size } = await bootSandbox(config, id, spec, this.#log, agentRpc);
     this.#sandbox = sandbox;
     this.#containerId = id;
-    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, this.#log).catch((e: Error) => {
+    let exited = false;
+    void sandbox.vm.exited.then((exit) => {
+      exited = true;
+      // destroy() forgets the sandbox before it stops the VM: an exit then is no death.
+      if (this.#sandbox === sandbox) this.#reportDeath(sandbox, exit);
+    });
+    const source: StatusSource = {
+      sandbox,
+      pod,
+      createdAt: Date.now(),
+      size,
+      containers: () => this.#options.containers?.() ?? [],
+      exited: () => exited,
+      agentRpc,
+      readGuest: () =>
+        readGuestStats(sandbox.agent, GUEST_STATS_TIMEOUT_MS).catch((e: Error) => {
+          this.#options.logger?.warn(`guest stats of sandbox ${id}: ${e.message}`);
+          throw e;
+        }),
+    };
+    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, this.#log, (metrics) => sandboxStatus(source, metrics)).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
       return undefined;
     });
     return sandbox;
+  }
+
+  #reportDeath(sandbox: Sandbox, exit: { code: number | null; signal: string | null }): void {
+    const how = exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+    const tail = sandbox.vm.consoleTail(DEATH_CONSOLE_TAIL_BYTES).trim() || '(the guest wrote nothing to its console)';
+    if (this.#options.logger) this.#options.logger.error(`VM of sandbox ${sandbox.id} exited (${how})`, { console_tail: tail });
+    else this.#log(`VM of sandbox ${sandbox.id} exited (${how})\n--- console tail ---\n${tail}`);
   }
 
   async destroy(): Promise<void> {
@@ -78,7 +122,7 @@ export class PodVm {
   }
 }
 
-async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (line: string) => void): Promise<Sandbox> {
+async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (line: string) => void, agentRpcStats: AgentRpcStats): Promise<{ sandbox: Sandbox; size: { vcpus: number; memoryMiB: number } }> {
   const image = await currentGuestImage(config.guestImagesDir);
   if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
   const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
@@ -98,11 +142,12 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
     // No volume may lie in or contain one of hull's own directories.
     protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
     log,
+    agentRpcStats,
     jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
     // The pod's cgroup (kubelet's parent carries the pod's limits and the RuntimeClass overhead).
     ...(typeof spec.linux?.cgroupsPath === 'string' && spec.linux.cgroupsPath !== '' ? { cgroupsPath: spec.linux.cgroupsPath } : {}),
   });
   const phases = sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
   log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${sandbox.vm.pid} (ms: ${phases})`);
-  return sandbox;
+  return { sandbox, size };
 }

@@ -25,6 +25,7 @@ import * as ev from '../proto/gen/events_pb.js';
 import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
 import type { ServiceImpl } from '../proto/rpc.js';
 import { withPodSysctls, type Sandbox } from '../sandbox/index.js';
+import type { Logger } from './log.js';
 import { PodVm } from './pod-vm.js';
 import type { EventPublisher } from './events.js';
 import { openFifos } from './fifo-io.js';
@@ -62,6 +63,8 @@ export interface TaskServiceOptions {
   config: HullConfig;
   events: EventPublisher;
   log: (line: string) => void;
+  /** logger is the same log with levels and fields (the pod's labels are added at boot). */
+  logger?: Logger;
   /** onIdle runs once Shutdown finds no container left. */
   onIdle: () => void;
 }
@@ -87,7 +90,7 @@ export class TaskService implements TaskImpl {
 
   constructor(options: TaskServiceOptions) {
     this.#options = options;
-    this.#vm = new PodVm(options.log);
+    this.#vm = new PodVm(options.log, { logger: options.logger, containers: () => [...this.#containers.keys()] });
   }
 
   get vmPid(): number {
@@ -117,6 +120,7 @@ export class TaskService implements TaskImpl {
       this.#podSysctls = podSysctls(spec);
       const configPath = runtimeConfigPath(req.options);
       if (configPath) this.#options.config = await loadConfig(configPath);
+      this.#options.logger?.setLevel(this.#options.config.logLevel);
     }
     const rootfsTarget = join(req.bundle, 'rootfs');
     const record: ContainerRecord = newContainer(req, holder, (proc, status, forced) => this.#endProcess(record, proc, status, forced));

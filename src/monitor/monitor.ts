@@ -1,0 +1,105 @@
+/**
+ * Monitor: `hull monitor`, the node's metrics endpoint for hull sandboxes (kata-monitor's role).
+ * Each GET /metrics asks every live shim at once for its sandbox's status (shims.ts), checks it
+ * (status-check.ts) and answers one Prometheus text exposition (exposition.ts) with the monitor's
+ * own scrape count, failures and duration. Requests that arrive while a scrape of the shims runs
+ * share it. A shim that does not answer within `shimTimeoutMs` counts as a failure
+ * (`hull_monitor_shim_up` 0) and delays the scrape by at most that.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Logger } from '../shim/log.js';
+import { sandboxRegistry } from './exposition.js';
+import { readAll, SHIM_LIMITS, type ShimAnswer } from './shims.js';
+
+export interface MonitorOptions {
+  runRoot: string;
+  logger: Logger;
+  shimTimeoutMs?: number;
+}
+
+export class Monitor {
+  readonly #options: MonitorOptions;
+  readonly #own = new Registry();
+  readonly #scrapes = new Counter({ name: 'hull_monitor_scrapes_total', help: 'Scrapes of the shims this monitor made', registers: [this.#own] });
+  readonly #failures = new Counter({ name: 'hull_monitor_shim_failures_total', help: 'Shim answers that were missing, late, too large or invalid', registers: [this.#own] });
+  readonly #duration = new Histogram({
+    name: 'hull_monitor_scrape_duration_seconds',
+    help: 'Time to ask every shim and check their answers',
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.#own],
+  });
+  readonly #sandboxes = new Gauge({ name: 'hull_monitor_sandboxes', help: 'Sandbox directories found in the run root at the last scrape', registers: [this.#own] });
+  // The scrape of the shims under way; requests meanwhile share it.
+  #inFlight: Promise<string> | undefined;
+
+  constructor(options: MonitorOptions) {
+    this.#options = options;
+  }
+
+  /** metrics scrapes the shims (or joins the scrape under way) and returns the text exposition. */
+  metrics(): Promise<string> {
+    this.#inFlight ??= this.#scrape().finally(() => (this.#inFlight = undefined));
+    return this.#inFlight;
+  }
+
+  get contentType(): string {
+    return this.#own.contentType;
+  }
+
+  async #scrape(): Promise<string> {
+    const started = performance.now();
+    const answers = await readAll(this.#options.runRoot, true, { timeoutMs: this.#options.shimTimeoutMs ?? SHIM_LIMITS.timeoutMs });
+    const statuses = answers.flatMap((a) => ('status' in a ? [a.status] : []));
+    const failed = answers.filter((a): a is Extract<ShimAnswer, { error: string }> => 'error' in a);
+    for (const f of failed) this.#options.logger.warn(`no status from the shim of sandbox ${f.id}: ${f.error}`, { sandbox_id: f.id });
+    const perScrape = sandboxRegistry(statuses);
+    const up = new Gauge({ name: 'hull_monitor_shim_up', help: '1 when the sandbox shim answered this scrape with a valid status, else 0', labelNames: ['sandbox_id'], registers: [perScrape] });
+    for (const a of answers) up.set({ sandbox_id: a.id }, 'status' in a ? 1 : 0);
+    this.#scrapes.inc();
+    this.#failures.inc(failed.length);
+    this.#sandboxes.set(answers.length);
+    this.#duration.observe((performance.now() - started) / 1000);
+    return Registry.merge([this.#own, perScrape]).metrics();
+  }
+
+  /** listen serves GET /metrics on host:port until close(). */
+  async listen(host: string, port: number): Promise<MonitorServer> {
+    const server: Server = createServer((req, res) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (req.method !== 'GET' || path !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /metrics\n');
+        return;
+      }
+      this.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.contentType }).end(text),
+        (e: Error) => {
+          this.#options.logger.error(`scrape failed: ${e.message}`);
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`scrape failed: ${e.message}\n`);
+        },
+      );
+    });
+    // A client that never sends its request does not hold a connection for long.
+    server.requestTimeout = 30_000;
+    server.headersTimeout = 10_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address() as AddressInfo;
+    this.#options.logger.info(`serving /metrics on ${address.address}:${address.port}`, { run_root: this.#options.runRoot });
+    return {
+      port: address.port,
+      close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),
+    };
+  }
+}
+
+export interface MonitorServer {
+  port: number;
+  close(): Promise<void>;
+}
