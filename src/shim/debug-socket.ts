@@ -2,13 +2,15 @@
  * The shim's debug socket: `<sandbox state dir>/debug.sock` (0600, in the 0700 state directory),
  * HTTP over a unix socket as Kata's shim-monitor socket is. `GET /agent` answers what the guest
  * agent holds (its memory after a full GC, its exec records and bundle files per container), as
- * JSON: what tests read to show that execs leave nothing behind. It only reads; the socket goes
- * with the state directory when the sandbox is destroyed.
+ * JSON: what tests read to show that execs leave nothing behind. `POST /vm/stop` stops the VM's
+ * vCPUs (QMP `stop`, on the shim's own QMP connection: QEMU serves one client), as a wedged guest
+ * would be: what fault tests do. Only root reaches it; the socket goes with the state directory
+ * when the sandbox is destroyed.
  */
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import type { AgentClient } from '../sandbox/index.js';
+import type { AgentClient, Sandbox } from '../sandbox/index.js';
 import { readDebugState } from '../sandbox/agent-client.js';
 
 export const DEBUG_SOCKET = 'debug.sock';
@@ -19,11 +21,19 @@ export interface DebugSocket {
 }
 
 /** serveDebugSocket listens on `<stateDir>/debug.sock`; failures are logged, never fatal. */
-export async function serveDebugSocket(stateDir: string, agent: AgentClient, log: (line: string) => void): Promise<DebugSocket> {
+export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm: Pick<Sandbox['vm'], 'pause'>, log: (line: string) => void): Promise<DebugSocket> {
   const path = join(stateDir, DEBUG_SOCKET);
   const server: Server = createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/vm/stop') {
+      log('debug socket: stopping the VM\'s vCPUs (QMP stop)');
+      vm.pause().then(
+        () => res.writeHead(200, { 'content-type': 'text/plain' }).end('stopped\n'),
+        (e: Error) => res.writeHead(409, { 'content-type': 'text/plain' }).end(`vm: ${e.message}\n`),
+      );
+      return;
+    }
     if (req.method !== 'GET' || req.url !== '/agent') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent, POST /vm/stop\n');
       return;
     }
     readDebugState(agent, DEBUG_CALL_TIMEOUT_MS).then(

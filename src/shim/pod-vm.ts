@@ -56,7 +56,7 @@ export class PodVm {
     const sandbox = await bootSandbox(config, id, spec, this.#log);
     this.#sandbox = sandbox;
     this.#containerId = id;
-    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, this.#log).catch((e: Error) => {
+    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
       return undefined;
     });
