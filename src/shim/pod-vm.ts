@@ -11,6 +11,9 @@ import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
 import { podVmSize } from './sizing.js';
 import { SandboxGate } from './task-lock.js';
 
+/** AGENT_LOST_SHUTDOWN_MS bounds QMP quit of a VM whose agent exited before SIGKILL. */
+const AGENT_LOST_SHUTDOWN_MS = 2_000;
+
 export class PodVm {
   readonly #log: (line: string) => void;
   readonly #gate = new SandboxGate();
@@ -56,6 +59,14 @@ export class PodVm {
     const sandbox = await bootSandbox(config, id, spec, this.#log);
     this.#sandbox = sandbox;
     this.#containerId = id;
+    // An agent that exited took the pod's process records and pending answers with it; the one the
+    // guest's init starts next knows none of them. The pod has failed: its VM ends, so every task
+    // reports its exit (as when QEMU dies) instead of waiting forever on the lost answers.
+    void sandbox.vm.agentPortClosed.then(() => {
+      if (this.#sandbox !== sandbox) return; // the port closes as the VM is destroyed, too
+      this.#log(`sandbox ${id}: the guest's agent exited: ending the pod's VM`);
+      return sandbox.vm.shutdown({ deadlineMs: AGENT_LOST_SHUTDOWN_MS });
+    }).catch((e: Error) => this.#log(`end VM of ${id}: ${e.message}`));
     this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
       return undefined;
