@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -46,6 +46,7 @@ after(async () => {
     await cri.removePodSandbox(pod.id).catch(() => {});
   }
   cri?.close();
+  if (process.env['HULL_TEST_KEEP_LOG'] && ctrd) copyFileSync(ctrd.logPath, process.env['HULL_TEST_KEEP_LOG']);
   const report = await ctrd?.stop();
   const left = { vms: qemuPidsUnder(runRoot), mounts: [...mountsUnder(work), ...mountsUnder(runRoot)], state: entriesIn(runRoot), leases: leasesOf(runRoot, true), cgroups: cgroupDirs() };
   for (const dir of [...left.cgroups].reverse()) {
