@@ -3,13 +3,15 @@
  * HTTP over a unix socket as Kata's shim-monitor socket is. `GET /agent` answers what the guest
  * agent holds (its memory after a full GC, its exec records and bundle files per container), as
  * JSON: what tests read to show that execs leave nothing behind. `GET /status` and `GET /metrics`
- * answer the sandbox's SandboxStatus (sandbox-status.ts), for `hull ps` and `hull monitor`. It only
- * reads; the socket goes with the state directory when the sandbox is destroyed.
+ * answer the sandbox's SandboxStatus (sandbox-status.ts), for `hull ps` and `hull monitor`.
+ * `POST /vm/stop` stops the VM's vCPUs (QMP `stop`, on the shim's own QMP connection: QEMU serves
+ * one client), as a wedged guest would be: what fault tests do. Only root reaches it; the socket
+ * goes with the state directory when the sandbox is destroyed.
  */
 import { chmod, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import type { AgentClient } from '../sandbox/index.js';
+import type { AgentClient, Sandbox } from '../sandbox/index.js';
 import { readDebugState } from '../sandbox/agent-client.js';
 import type { SandboxStatus } from './sandbox-status.js';
 
@@ -21,9 +23,17 @@ export interface DebugSocket {
 }
 
 /** serveDebugSocket listens on `<stateDir>/debug.sock`; failures are logged, never fatal. */
-export async function serveDebugSocket(stateDir: string, agent: AgentClient, log: (line: string) => void, status?: (metrics: boolean) => Promise<SandboxStatus>): Promise<DebugSocket> {
+export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm: Pick<Sandbox['vm'], 'pause'>, log: (line: string) => void, status?: (metrics: boolean) => Promise<SandboxStatus>): Promise<DebugSocket> {
   const path = join(stateDir, DEBUG_SOCKET);
   const server: Server = createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/vm/stop') {
+      log('debug socket: stopping the VM\'s vCPUs (QMP stop)');
+      vm.pause().then(
+        () => res.writeHead(200, { 'content-type': 'text/plain' }).end('stopped\n'),
+        (e: Error) => res.writeHead(409, { 'content-type': 'text/plain' }).end(`vm: ${e.message}\n`),
+      );
+      return;
+    }
     if (req.method === 'GET' && status && (req.url === '/status' || req.url === '/metrics')) {
       status(req.url === '/metrics').then(
         (s) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(s) + '\n'),
@@ -32,7 +42,7 @@ export async function serveDebugSocket(stateDir: string, agent: AgentClient, log
       return;
     }
     if (req.method !== 'GET' || req.url !== '/agent') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent, /status or /metrics\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent, /status or /metrics; POST /vm/stop\n');
       return;
     }
     readDebugState(agent, DEBUG_CALL_TIMEOUT_MS).then(

@@ -25,6 +25,9 @@ export interface PodVmOptions {
   containers?: () => string[];
 }
 
+/** AGENT_LOST_SHUTDOWN_MS bounds QMP quit of a VM whose agent exited before SIGKILL. */
+const AGENT_LOST_SHUTDOWN_MS = 2_000;
+
 export class PodVm {
   readonly #log: (line: string) => void;
   readonly #options: PodVmOptions;
@@ -95,7 +98,15 @@ export class PodVm {
           throw e;
         }),
     };
-    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, this.#log, (metrics) => sandboxStatus(source, metrics)).catch((e: Error) => {
+    // An agent that exited took the pod's process records and pending answers with it; the one the
+    // guest's init starts next knows none of them. The pod has failed: its VM ends, so every task
+    // reports its exit (as when QEMU dies) instead of waiting forever on the lost answers.
+    void sandbox.vm.agentPortClosed.then(() => {
+      if (this.#sandbox !== sandbox) return; // the port closes as the VM is destroyed, too
+      this.#log(`sandbox ${id}: the guest's agent exited: ending the pod's VM`);
+      return sandbox.vm.shutdown({ deadlineMs: AGENT_LOST_SHUTDOWN_MS });
+    }).catch((e: Error) => this.#log(`end VM of ${id}: ${e.message}`));
+    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log, (metrics) => sandboxStatus(source, metrics)).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
       return undefined;
     });

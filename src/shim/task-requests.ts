@@ -5,7 +5,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
-import { HullError } from '../errors/index.js';
+import { HullError, isUnavailable } from '../errors/index.js';
+import type { CallContext } from '../ttrpc/index.js';
 import { parseSpec, type OciProcess, type OciSpec } from '../sandbox/index.js';
 import type { RootfsMount } from './rootfs.js';
 
@@ -56,3 +57,8 @@ export type KillRequest = { id: string; execId: string; signal: number; all: boo
 export type IdRequest = { id: string; execId: string };
 export type ResizeRequest = { id: string; execId: string; width: number; height: number };
 export type CloseIORequest = { id: string; execId: string; stdin: boolean };
+
+/** callerGone tells whether the connection a request came on closed before it was answered. */
+export function callerGone(ctx: CallContext | undefined): boolean {
+  return ctx?.signal.aborted === true && isUnavailable(ctx.signal.reason);
+}

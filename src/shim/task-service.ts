@@ -24,6 +24,7 @@ import type { Task } from '../proto/gen/task_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
 import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
 import type { ServiceImpl } from '../proto/rpc.js';
+import type { CallContext } from '../ttrpc/index.js';
 import { withPodSysctls, type Sandbox } from '../sandbox/index.js';
 import type { Logger } from './log.js';
 import { PodVm } from './pod-vm.js';
@@ -38,7 +39,7 @@ import { createdKillStatus } from './process-state.js';
 import { runtimeConfigPath } from './runtime-options.js';
 import { TaskLocks } from './task-lock.js';
 import { newContainer, newProcess, stateResponse, stdioFlags, type ContainerRecord, type ProcessRecord } from './task-records.js';
-import { parseExecSpec, parseResources, processInfo, readTaskSpec, type CloseIORequest, type CreateRequest, type ExecRequest, type IdRequest, type KillRequest, type ResizeRequest } from './task-requests.js';
+import { callerGone, parseExecSpec, parseResources, processInfo, readTaskSpec, type CloseIORequest, type CreateRequest, type ExecRequest, type IdRequest, type KillRequest, type ResizeRequest } from './task-requests.js';
 import { monitorProcess } from './process-monitor.js';
 import { unmountQuietly, writeCleanupRecord } from './cleanup.js';
 
@@ -97,11 +98,11 @@ export class TaskService implements TaskImpl {
     return this.#vm.pid;
   }
 
-  create(req: CreateRequest) {
+  create(req: CreateRequest, ctx?: CallContext) {
     // Decided before the first await: of two Creates racing before the VM is up, one boots it.
     const claim = this.#vm.claim(req.id);
-    if (!claim?.boot) return this.#locks.run(req.id, async () => (await claim?.wait(), this.#create(req, false)));
-    return this.#locks.run(req.id, () => this.#create(req, true)).then(
+    if (!claim?.boot) return this.#locks.run(req.id, async () => (await claim?.wait(), this.#create(req, false, ctx)));
+    return this.#locks.run(req.id, () => this.#create(req, true, ctx)).then(
       (r) => (claim.settle(), r),
       (e: Error) => {
         claim.settle(e);
@@ -110,7 +111,7 @@ export class TaskService implements TaskImpl {
     );
   }
 
-  async #create(req: CreateRequest, isSandbox: boolean) {
+  async #create(req: CreateRequest, isSandbox: boolean, ctx: CallContext | undefined) {
     if (this.#containers.has(req.id)) throw new HullError('already_exists', `Task "${req.id}" already exists`);
     if (!isSandbox) this.#vm.require();
     const spec = await readTaskSpec(req.bundle);
@@ -147,10 +148,21 @@ export class TaskService implements TaskImpl {
           stdio: stdioFlags(record.init.paths, req.terminal),
         });
       }
+      // containerd died while this Create ran: it never learns of the task, and nothing would ever
+      // delete it (a restarted containerd finds no task and removes the pod without it). Undone.
+      if (callerGone(ctx)) {
+        if (!isSandbox && !holder) await sandbox.removeContainer(req.id).catch((e: Error) => this.#options.log(`remove ${req.id} in guest: ${e.message}`));
+        throw new HullError('unavailable', `containerd went away before Create of "${req.id}" answered: undone`);
+      }
     } catch (e) {
       await record.init.io?.close();
       if (record.rootfsMounted) await unmountQuietly(rootfsTarget);
       if (isSandbox) await this.#vm.destroy();
+      // With nothing left the shim goes too, as no Shutdown will come (containerd's `shim delete` follows).
+      if (callerGone(ctx) && this.#containers.size === 0) {
+        this.#options.log(`${req.id}: ${(e as Error).message}`);
+        setImmediate(this.#options.onIdle);
+      }
       throw e;
     }
     this.#containers.set(req.id, record);

@@ -131,6 +131,11 @@ export interface VmHandle {
    * the agent earlier. Never rejects: race it with `exited`.
    */
   readonly agentPortOpened: Promise<void>;
+  /**
+   * agentPortClosed resolves when the guest closes the agent port: its agent exited (the guest's init
+   * starts another, which knows nothing of what the first one ran). Never rejects.
+   */
+  readonly agentPortClosed: Promise<void>;
   /** consoleTail returns the last bytes (default 16 KiB) the guest wrote to its serial console. */
   consoleTail(maxBytes?: number): string;
   /** pause stops the vCPUs; resume lets them run again. Both fail once the VM has exited. */

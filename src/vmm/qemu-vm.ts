@@ -41,7 +41,9 @@ export class QemuVm implements VmHandle {
   readonly agentSocketPath: string;
   readonly exited: Promise<VmExit>;
   readonly agentPortOpened: Promise<void>;
+  readonly agentPortClosed: Promise<void>;
   private markAgentPortOpened!: () => void;
+  private markAgentPortClosed!: () => void;
   /** processExit resolves when the process has exited (reaped); exited also waits for its output. */
   private readonly processExit: Promise<VmExit>;
   private exitStatus: VmExit | undefined;
@@ -84,6 +86,7 @@ export class QemuVm implements VmHandle {
     this.pid = pid;
     this.agentSocketPath = paths.agentSocket;
     this.agentPortOpened = new Promise((resolve) => (this.markAgentPortOpened = resolve));
+    this.agentPortClosed = new Promise((resolve) => (this.markAgentPortClosed = resolve));
     child.stdout?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
     child.stderr?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
     child.on('error', () => undefined); // a failed kill(); the exit is what we wait for
@@ -134,7 +137,9 @@ export class QemuVm implements VmHandle {
       // Listen before the guest runs: the event cannot be missed. (A clone's port comes back open
       // from its saved state, announced by the same event once it runs.)
       this.qmp.on('event', (e) => {
-        if (e.event === 'VSERPORT_CHANGE' && e.data['id'] === AGENT_PORT_ID && e.data['open'] === true) this.markAgentPortOpened();
+        if (e.event !== 'VSERPORT_CHANGE' || e.data['id'] !== AGENT_PORT_ID) return;
+        if (e.data['open'] === true) this.markAgentPortOpened();
+        else if (e.data['open'] === false) this.markAgentPortClosed();
       });
       if (this.spec.template !== undefined) {
         await restoreTemplateState(this.qmp, this.paths.migrateSocket, this.spec.template.stateFile, deadline, () => this.checkStopping(), this.qemuMigrateSocket);

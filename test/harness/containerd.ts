@@ -89,8 +89,11 @@ export interface PrivateContainerd extends AsyncDisposable {
   readonly subnet: string;
   ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
   logTail(lines?: number): string;
-  /** restart stops containerd alone (its shims keep running) and starts it again on the same state. */
-  restart(): Promise<void>;
+  /**
+   * restart stops containerd alone (its shims keep running) and starts it again on the same config,
+   * root, state and sockets. `kill: true` ends it with SIGKILL (a crash) instead of SIGTERM.
+   */
+  restart(opts?: { kill?: boolean }): Promise<void>;
   /** stop kills containerd, then whatever it left; idempotent (later calls return the first report). */
   stop(): Promise<StopReport>;
 }
@@ -294,8 +297,8 @@ class Instance implements PrivateContainerd {
     }
   }
 
-  async restart(): Promise<void> {
-    await this.#killContainerd();
+  async restart(opts: { kill?: boolean } = {}): Promise<void> {
+    await this.#killContainerd(opts.kill ? 'SIGKILL' : 'SIGTERM');
     this.spawn(this.#extraPath);
     await this.waitReady(20_000);
   }
@@ -352,12 +355,12 @@ class Instance implements PrivateContainerd {
     return report;
   }
 
-  async #killContainerd(): Promise<void> {
+  async #killContainerd(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const child = this.#child;
     process.removeListener('exit', this.#killOnExit);
     if (!child || this.#exited()) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
+    child.kill(signal);
     const grace = new AbortController();
     const timedOut = await Promise.race([exited.then(() => false), sleep(5_000, true, { signal: grace.signal }).catch(() => false)]);
     grace.abort();
