@@ -2,12 +2,12 @@
  * Cleanup that needs nothing in memory: what the shim's `delete` command and
  * the daemon's error paths share. Every step tolerates "already gone".
  */
-import { execFile } from 'node:child_process';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { run } from '../common/run.js';
 
-export function unmountQuietly(target: string): Promise<void> {
-  return new Promise((resolve) => execFile('umount', ['--lazy', target], () => resolve()));
+export async function unmountQuietly(target: string): Promise<void> {
+  await run('umount', ['--lazy', target], { allowFailure: true, timeoutMs: 30_000 }).catch(() => {});
 }
 
 /**

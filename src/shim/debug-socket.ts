@@ -8,9 +8,10 @@
  * one client), as a wedged guest would be: what fault tests do. Only root reaches it; the socket
  * goes with the state directory when the sandbox is destroyed.
  */
-import { chmod, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
+import { listenUnix } from '../common/unix-socket.js';
 import type { AgentClient, Sandbox } from '../sandbox/index.js';
 import { readDebugState } from '../sandbox/agent-client.js';
 import type { SandboxStatus } from './sandbox-status.js';
@@ -51,15 +52,7 @@ export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm:
     );
   });
   server.on('error', (e) => log(`debug socket: ${e.message}`));
-  await rm(path, { force: true });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  await chmod(path, 0o600);
+  await listenUnix(server, path);
   return {
     close: async () => {
       server.closeAllConnections();

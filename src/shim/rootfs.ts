@@ -4,7 +4,7 @@
  * guest. Any mount type mount(8) knows works (overlay, bind, …): nothing here
  * assumes overlay.
  */
-import { execFile } from 'node:child_process';
+import { run } from '../common/run.js';
 import { HullError } from '../errors/index.js';
 
 export interface RootfsMount {
@@ -14,12 +14,11 @@ export interface RootfsMount {
   options: string[];
 }
 
-function mount(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) =>
-    execFile('mount', args, (e, _stdout, stderr) =>
-      e ? reject(new HullError('internal', `mount ${args.join(' ')} failed: ${stderr.trim() || e.message}`)) : resolve(),
-    ),
-  );
+// A snapshot mount answers in milliseconds; a wedged one must not hold Create for ever.
+const MOUNT_TIMEOUT_MS = 30_000;
+
+async function mount(args: string[]): Promise<void> {
+  await run('mount', args, { timeoutMs: MOUNT_TIMEOUT_MS });
 }
 
 export async function mountRootfs(mounts: RootfsMount[], target: string): Promise<void> {
