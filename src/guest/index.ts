@@ -4,7 +4,7 @@
  * agent bundle and a small supervising /sbin/init. See README.md for what the guest expects.
  */
 
-export { buildGuestImage, currentGuestImage, guestImageIsStale, DEFAULT_IMAGES_ROOT } from './build.js';
+export { buildGuestImage, builtGuestImage, currentGuestImage, guestImageIsStale, DEFAULT_IMAGES_ROOT } from './build.js';
 export type { BuildGuestImageOptions, GuestImageIsStaleOptions } from './build.js';
 export { verifyImageFiles } from './manifest.js';
 export type { GuestImage, GuestManifest, GuestInputs } from './manifest.js';
