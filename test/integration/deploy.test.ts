@@ -277,3 +277,52 @@ describe('deploy/ manifests', () => {
     }
   });
 });
+
+describe('deploy/monitoring', () => {
+  const monitoring = join(DEPLOY, 'monitoring');
+  /** expected lists the metric families deploy/README.md says hull monitor exports. */
+  const expected = (): Set<string> => {
+    const readme = readFileSync(join(DEPLOY, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('Metric families expected from hull monitor'));
+    return new Set(section.match(/\bhull_[a-z_]+/g) ?? []);
+  };
+
+  it('the Grafana dashboard is valid JSON whose queries use only the families hull monitor exports', () => {
+    const dashboard = JSON.parse(readFileSync(join(monitoring, 'grafana-dashboard.json'), 'utf8')) as Obj;
+    assert.equal(typeof dashboard['title'], 'string');
+    assert.match(String(dashboard['uid']), /^[\w-]{1,40}$/);
+    const panels: Obj[] = dashboard['panels'];
+    assert.ok(Array.isArray(panels) && panels.length > 0);
+    assert.equal(new Set(panels.map((p) => p['id'])).size, panels.length, 'panel ids are unique');
+    const families = expected();
+    assert.ok(families.size >= 20, `deploy/README.md lists ${families.size} families`);
+    const used = new Set<string>();
+    for (const p of panels) {
+      const g = p['gridPos'];
+      assert.ok(g && g.x >= 0 && g.w > 0 && g.x + g.w <= 24 && g.h > 0, `panel "${p['title']}" fits the 24-column grid`);
+      assert.ok(Array.isArray(p['targets']) && p['targets'].length > 0, `panel "${p['title']}" has queries`);
+      for (const t of p['targets']) {
+        assert.equal(typeof t.expr, 'string', `panel "${p['title']}" query ${t.refId} has an expression`);
+        for (const name of t.expr.match(/\bhull_[a-z_]+/g) ?? []) used.add(name.replace(/_(bucket|count|sum)$/, ''));
+      }
+    }
+    const unknown = [...used].filter((n) => !families.has(n));
+    assert.deepEqual(unknown, [], 'queried but not in the README\'s list of families');
+    // What the issue asks the dashboard to show: pods, start times, memory and CPU per sandbox.
+    for (const name of ['hull_sandbox_vcpus', 'hull_sandbox_start_time_seconds', 'hull_process_pss_bytes', 'hull_process_cpu_seconds_total']) {
+      assert.ok(used.has(name), `the dashboard shows ${name}`);
+    }
+  });
+
+  it('the scrape config targets hull monitor on labelled nodes and on loopback', () => {
+    const text = readFileSync(join(monitoring, 'prometheus-scrape.yaml'), 'utf8');
+    assert.match(text, /^scrape_configs:$/m);
+    assert.match(text, /^ {2}- job_name: hull$/m);
+    assert.match(text, /metrics_path: \/metrics/);
+    // Prometheus turns the node label hull.dev/enabled into __meta_kubernetes_node_label_hull_dev_enabled.
+    assert.ok(text.includes(`__meta_kubernetes_node_label_${NODE_LABEL.replace(/[^\w]/g, '_')}`));
+    assert.match(text, /replacement: '\$\{1\}:8090'/);
+    assert.match(text, /targets: \['127\.0\.0\.1:8090'\]/);
+    assert.doesNotMatch(text, /\t/, 'YAML has no tabs');
+  });
+});
