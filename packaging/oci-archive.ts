@@ -160,7 +160,6 @@ export async function buildOciArchive(dir: string, spec: ImageSpec): Promise<Bui
       config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
       layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
     })));
-    const { tag } = splitRef(spec.ref);
     await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
     await writeFile(join(layout, 'index.json'), JSON.stringify({
       schemaVersion: 2,
@@ -169,7 +168,8 @@ export async function buildOciArchive(dir: string, spec: ImageSpec): Promise<Bui
         mediaType: 'application/vnd.oci.image.manifest.v1+json',
         ...manifest,
         platform: { architecture: goArch(), os: 'linux' },
-        annotations: { 'org.opencontainers.image.ref.name': tag },
+        // The full reference, not just the tag: `ctr images import` then names the image by it, with or without --base-name.
+        annotations: { 'org.opencontainers.image.ref.name': spec.ref },
       }],
     }));
 
