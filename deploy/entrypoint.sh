@@ -70,6 +70,8 @@ undo() {
   if [ -n "${NODE_NAME:-}" ]; then kubectl label node "$NODE_NAME" hull.dev/enabled- || true; fi
   "$SRC/bin/hull" uninstall --restart-containerd "$RESTART"
   for entry in $(ls -A "$SRC"); do rm -rf "${OPT:?}/$entry"; done
+  # With hostPID this shell is not its PID namespace's init: nothing else would end the sleep.
+  if [ -n "${sleeper:-}" ]; then kill "$sleeper" 2>/dev/null || true; fi
   say "hull is uninstalled"
 }
 
@@ -103,5 +105,6 @@ touch "$READY"
 say "hull is installed"
 while :; do
   sleep 3600 &
-  wait $! || true
+  sleeper=$!
+  wait "$sleeper" || true
 done

@@ -20,8 +20,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { delimiter, dirname, join, relative } from 'node:path';
-import { builtGuestImage } from '../src/guest/index.js';
-import { sharedLibraries } from '../src/guest/host-files.js';
+import { builtGuestImage, sharedLibraries } from '../src/guest/index.js';
 import { DEFAULT_CONFIG } from '../src/config/index.js';
 import { DEFAULT_ENV, buildOciArchive, busyboxKey, fillBusyboxRoot, goArch, sha256, type BuiltImage, type ImageLayer } from './oci-archive.js';
 
