@@ -5,14 +5,14 @@
  * --mtime=@0`, owner 0, uncompressed); then the image config, the manifest and an OCI image layout
  * (`oci-layout`, `index.json`, `blobs/sha256/`), tarred again. The archive is cached under a name that
  * carries the caller's key (a hash of everything that goes in), so an unchanged image is not rebuilt
- * and keeps its digests. The test images (test/harness/oci-image.ts) and the installer image
+ * and keeps its digests; the archives of older inputs of the same reference are removed. The test images (test/harness/oci-image.ts) and the installer image
  * (installer-image.ts) are both made here.
  */
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -118,6 +118,15 @@ export function archivePath(dir: string, spec: Pick<ImageSpec, 'ref' | 'key'>): 
   return join(dir, `${name.replace(/[^\w.-]+/g, '_')}-${tag}-${spec.key.slice(0, 16)}.tar`);
 }
 
+/** pruneOlder removes the archives of the same reference made from other inputs (the installer's are ~400 MB each). */
+async function pruneOlder(dir: string, keep: string): Promise<void> {
+  const name = basename(keep);
+  const prefix = name.slice(0, name.lastIndexOf('-') + 1);
+  for (const f of await readdir(dir)) {
+    if (f.startsWith(prefix) && /^[0-9a-f]{16}\.tar(\.digest)?$/.test(f.slice(prefix.length)) && !f.startsWith(name)) await rm(join(dir, f), { force: true });
+  }
+}
+
 /** buildOciArchive writes the image archive of `spec` into `dir` unless one with its key is there, and returns it. */
 export async function buildOciArchive(dir: string, spec: ImageSpec): Promise<BuiltImage> {
   const tarPath = archivePath(dir, spec);
@@ -179,6 +188,7 @@ export async function buildOciArchive(dir: string, spec: ImageSpec): Promise<Bui
     await rename(tmp, tarPath);
     await writeFile(`${digestPath}.tmp`, manifest.digest);
     await rename(`${digestPath}.tmp`, digestPath);
+    await pruneOlder(dir, tarPath);
     return { ref: spec.ref, tarPath, manifestDigest: manifest.digest };
   } finally {
     await rm(work, { recursive: true, force: true });
