@@ -133,9 +133,10 @@ describe('installer image', () => {
     return readFileSync(join(logs, `${name}.log`), 'utf8');
   }
 
-  /** waitReady polls the readiness probe of the DaemonSet (`test -f READY_FILE`) until it passes. */
+  /** waitReady polls the readiness probe of the DaemonSet (`test -f READY_FILE`) until it passes (2 minutes at most). */
   async function waitReady(name: string): Promise<void> {
     for (let i = 0; ; i++) {
+      assert.ok(i < 240, `${name} was not ready within 240 probes`);
       const probe = await ctrd.ctr(['tasks', 'exec', '--exec-id', `probe-${i}`, name, 'test', '-f', READY_FILE]);
       if (probe.code === 0) return;
       if ((await status(name)) !== 'RUNNING') assert.fail(`${name} ended before it was ready: ${JSON.stringify(await finish(name))}`);
