@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 HULL := node bin/hull
 
-.PHONY: all deps build image test test-unit test-integration demo bench clean
+.PHONY: all deps build image oci-image test test-unit test-integration demo bench clean
 
 all: build
 
@@ -15,6 +15,11 @@ build: deps
 # Builds the guest image when an input changed (content-addressed; a no-op otherwise).
 image: build
 	$(HULL) image build
+
+# The installer image deploy/daemonset.yaml runs (hull, node, kubectl, the guest image), as an OCI
+# archive in dist/oci/ for `ctr -n k8s.io images import` on each node (deploy/README.md).
+oci-image: image
+	node dist/packaging/main.js
 
 test-unit: build
 	node --test dist/src/

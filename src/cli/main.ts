@@ -24,13 +24,14 @@ const USAGE = `Usage:
   hull env [--json]               Print the effective configuration (and where each value comes from),
                                   versions and paths
   hull install [--containerd-config PATH] [--bin-dir DIR] [--restart-containerd auto|never]
-               [--runtime-name NAME]
+               [--runtime-name NAME] [--skip-check]
                                   Put hull on this node (idempotent): link containerd-shim-hull-v2 and
                                   hull into DIR (default /usr/local/bin), write the config file if
                                   absent, add runtime NAME (default hull) to containerd's config PATH
                                   (default /etc/containerd/config.toml), restart containerd when that
                                   is known to be safe (auto: systemd is PID 1 and the unit exists),
-                                  then run the checks of hull check
+                                  then run the checks of hull check (unless --skip-check: the
+                                  installer image checks the host from the host's mount namespace)
   hull uninstall [same options]   Reverse hull install exactly (idempotent)
   hull image build [--force]      Build the guest image (kernel, initramfs, root disk)
   hull run --bundle DIR [--tty] [--cpus N] [--memory MiB] [--id ID] [-- CMD...]
@@ -70,9 +71,10 @@ async function main(argv: string[]): Promise<number> {
           'bin-dir': { type: 'string' },
           'restart-containerd': { type: 'string' },
           'runtime-name': { type: 'string' },
+          'skip-check': { type: 'boolean' },
         },
       });
-      const opts = installOptions(values);
+      const opts = { ...installOptions(values), check: !(values['skip-check'] ?? false) };
       if (command === 'uninstall') {
         await uninstall(opts);
         return 0;

@@ -218,6 +218,19 @@ export async function currentGuestImage(imagesRoot: string = DEFAULT_IMAGES_ROOT
 }
 
 /**
+ * builtGuestImage returns the image a build now would make, if it is already built (`current` or
+ * not): what ships with this agent bundle even when `current` points at another build's image.
+ * Never downloads or runs apt-get update.
+ */
+export async function builtGuestImage(opts: GuestImageIsStaleOptions): Promise<GuestImage | undefined> {
+  const root = resolve(opts.imagesRoot ?? DEFAULT_IMAGES_ROOT);
+  const deb = await lookupKernelDeb(join(root, CACHE_DIR));
+  if (deb === undefined) return undefined;
+  const plan = await planImage(deb, resolve(opts.agentBundle));
+  return loadImage(join(root, plan.id));
+}
+
+/**
  * guestImageIsStale tells whether a build now would make a different image than `current`: no valid
  * current image, a newer kernel package, or any changed host file, agent bundle or builder text.
  * Never downloads or runs apt-get update.

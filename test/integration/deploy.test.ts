@@ -9,17 +9,21 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
 import { DEFAULT_CONFIG } from '../../src/config/index.js';
 import { DEFAULT_BIN_DIR, DEFAULT_CONTAINERD_CONFIG, DEFAULT_RUNTIME_NAME } from '../../src/cli/install.js';
+import { installerRef } from '../../packaging/installer-image.js';
 
 const DEPLOY = fileURLToPath(new URL('../../../deploy/', import.meta.url));
 const NAMESPACE = 'hull-system';
 const NODE_LABEL = 'hull.dev/enabled';
+const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const INSTALLER_REF = installerRef(VERSION);
+const READY_FILE = '/tmp/hull-deploy.ready';
 
 type Obj = Record<string, any>;
 
@@ -205,12 +209,11 @@ function problems(objects: Obj[]): string[] {
       }
       const needed = [dirname(DEFAULT_CONTAINERD_CONFIG), DEFAULT_BIN_DIR, '/etc/hull', dirname(DEFAULT_CONFIG.guestImagesDir), '/opt/hull', '/run/systemd'];
       for (const path of needed) if (!mounted.includes(path)) out.push(`container ${c.name}: host path ${path} is not mounted`);
-      const script = [...(c.command ?? []), ...(c.args ?? [])].join(' ');
-      if (!/\/opt\/hull\/bin\/hull install\b/.test(script)) out.push('the container does not run /opt/hull/bin/hull install');
-      if (!script.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}=true`)) out.push(`the container does not label its node ${NODE_LABEL}=true`);
-      const preStop = (c.lifecycle?.preStop?.exec?.command ?? []).join(' ');
-      if (!/\/opt\/hull\/bin\/hull uninstall\b/.test(preStop)) out.push('preStop does not run hull uninstall');
-      if (!preStop.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}-`)) out.push(`preStop does not remove the ${NODE_LABEL} label`);
+      // The installer image's entrypoint does the work (entrypoint.sh, checked below); the pod only names it.
+      if (c.image !== INSTALLER_REF) out.push(`container ${c.name}: image ${c.image}, expected ${INSTALLER_REF} (make oci-image)`);
+      if (c.command !== undefined) out.push(`container ${c.name}: command replaces the installer image's entrypoint`);
+      if (JSON.stringify(c.args ?? ['install']) !== '["install"]') out.push(`container ${c.name}: args ${JSON.stringify(c.args)}, expected ["install"]`);
+      if (JSON.stringify(c.readinessProbe?.exec?.command) !== JSON.stringify(['test', '-f', READY_FILE])) out.push(`container ${c.name}: the readiness probe does not test ${READY_FILE}`);
     }
   }
   return out;
@@ -252,6 +255,16 @@ describe('deploy/ manifests', () => {
     assert.match(found, /nodeSelector\["hull.dev\/enabled"\] is boolean/);
   });
 
+  it("the installer image's entrypoint installs, labels, and on TERM takes both back", () => {
+    const script = readFileSync(join(DEPLOY, 'entrypoint.sh'), 'utf8');
+    assert.match(script, /^"\$OPT\/bin\/hull" install --restart-containerd "\$RESTART" --skip-check$/m, 'runs hull install from the host path /opt/hull');
+    assert.ok(script.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}=true --overwrite`), `labels its node ${NODE_LABEL}=true`);
+    assert.ok(script.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}-`), `takes the ${NODE_LABEL} label off`);
+    assert.match(script, /^ {2}"\$SRC\/bin\/hull" uninstall --restart-containerd "\$RESTART"$/m, 'runs hull uninstall');
+    assert.match(script, /^trap 'undo; exit 0' TERM INT$/m, 'undoes on TERM and INT');
+    assert.ok(script.includes(`READY=${READY_FILE}`), 'marks itself ready where the readiness probe looks');
+  });
+
   it('kubectl refuses YAML that does not parse', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hull-deploy-'));
     try {
@@ -262,5 +275,54 @@ describe('deploy/ manifests', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('deploy/monitoring', () => {
+  const monitoring = join(DEPLOY, 'monitoring');
+  /** expected lists the metric families deploy/README.md says hull monitor exports. */
+  const expected = (): Set<string> => {
+    const readme = readFileSync(join(DEPLOY, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('Metric families expected from hull monitor'));
+    return new Set(section.match(/\bhull_[a-z_]+/g) ?? []);
+  };
+
+  it('the Grafana dashboard is valid JSON whose queries use only the families hull monitor exports', () => {
+    const dashboard = JSON.parse(readFileSync(join(monitoring, 'grafana-dashboard.json'), 'utf8')) as Obj;
+    assert.equal(typeof dashboard['title'], 'string');
+    assert.match(String(dashboard['uid']), /^[\w-]{1,40}$/);
+    const panels: Obj[] = dashboard['panels'];
+    assert.ok(Array.isArray(panels) && panels.length > 0);
+    assert.equal(new Set(panels.map((p) => p['id'])).size, panels.length, 'panel ids are unique');
+    const families = expected();
+    assert.ok(families.size >= 20, `deploy/README.md lists ${families.size} families`);
+    const used = new Set<string>();
+    for (const p of panels) {
+      const g = p['gridPos'];
+      assert.ok(g && g.x >= 0 && g.w > 0 && g.x + g.w <= 24 && g.h > 0, `panel "${p['title']}" fits the 24-column grid`);
+      assert.ok(Array.isArray(p['targets']) && p['targets'].length > 0, `panel "${p['title']}" has queries`);
+      for (const t of p['targets']) {
+        assert.equal(typeof t.expr, 'string', `panel "${p['title']}" query ${t.refId} has an expression`);
+        for (const name of t.expr.match(/\bhull_[a-z_]+/g) ?? []) used.add(name.replace(/_(bucket|count|sum)$/, ''));
+      }
+    }
+    const unknown = [...used].filter((n) => !families.has(n));
+    assert.deepEqual(unknown, [], 'queried but not in the README\'s list of families');
+    // What the issue asks the dashboard to show: pods, start times, memory and CPU per sandbox.
+    for (const name of ['hull_sandbox_vcpus', 'hull_sandbox_start_time_seconds', 'hull_process_pss_bytes', 'hull_process_cpu_seconds_total']) {
+      assert.ok(used.has(name), `the dashboard shows ${name}`);
+    }
+  });
+
+  it('the scrape config targets hull monitor on labelled nodes and on loopback', () => {
+    const text = readFileSync(join(monitoring, 'prometheus-scrape.yaml'), 'utf8');
+    assert.match(text, /^scrape_configs:$/m);
+    assert.match(text, /^ {2}- job_name: hull$/m);
+    assert.match(text, /metrics_path: \/metrics/);
+    // Prometheus turns the node label hull.dev/enabled into __meta_kubernetes_node_label_hull_dev_enabled.
+    assert.ok(text.includes(`__meta_kubernetes_node_label_${NODE_LABEL.replace(/[^\w]/g, '_')}`));
+    assert.match(text, /replacement: '\$\{1\}:8090'/);
+    assert.match(text, /targets: \['127\.0\.0\.1:8090'\]/);
+    assert.doesNotMatch(text, /\t/, 'YAML has no tabs');
   });
 });

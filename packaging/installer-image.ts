@@ -1,0 +1,206 @@
+/**
+ * installer-image — the image deploy/daemonset.yaml runs on every node (`make oci-image`).
+ *
+ * Four layers, written by oci-archive.ts:
+ *  1. static busybox: the entrypoint's shell, cp, nsenter;
+ *  2. node, kubectl and systemctl of this machine, each with the libraries ldd resolves for it, at
+ *     the paths ldd names: the entrypoint runs `hull install` with this node, labels the node with
+ *     kubectl, and `hull install` restarts the host's containerd with systemctl;
+ *  3. the guest image of this build (kernel, initramfs, root disk, manifest) in /usr/share/hull-guest/<id>/,
+ *     shipped built rather than built on each node: a build needs apt, Debian's kernel package and
+ *     the host programs it copies, none of which a node has to provide then; every node boots the
+ *     same, tested guest, matched to the agent bundled next to it;
+ *  4. hull in /usr/share/hull: bin/, the compiled CLI (dist/src without tests), the bundled shim and
+ *     agent, the production node_modules, and deploy/entrypoint.sh, the image's entrypoint.
+ *
+ * The entrypoint copies /usr/share/hull to the host's /opt/hull (the host's containerd runs the shim
+ * from there, with the host's node) and the guest image to the host's /var/lib/hull/guest.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { delimiter, dirname, join, relative } from 'node:path';
+import { builtGuestImage, sharedLibraries } from '../src/guest/index.js';
+import { DEFAULT_CONFIG } from '../src/config/index.js';
+import { DEFAULT_ENV, buildOciArchive, busyboxKey, fillBusyboxRoot, goArch, sha256, type BuiltImage, type ImageLayer } from './oci-archive.js';
+
+export const INSTALLER_NAME = 'localhost/hull-deploy';
+/** HULL_DIR holds what the entrypoint copies to the host's /opt/hull. */
+export const HULL_DIR = '/usr/share/hull';
+/** GUEST_DIR holds the guest image (one directory, named by its id). */
+export const GUEST_DIR = '/usr/share/hull-guest';
+export const ENTRYPOINT = `${HULL_DIR}/deploy/entrypoint.sh`;
+/** PROGRAMS go into the image with their libraries; the optional ones only when this machine has them. */
+const PROGRAMS = [{ name: 'node', required: true }, { name: 'kubectl', required: true }, { name: 'systemctl', required: false }];
+const FORMAT = 'hull-installer-image/1';
+
+export interface InstallerImageOptions {
+  /** repo is the checkout, built (`npm run build`): its bin/, dist/, node_modules/, deploy/entrypoint.sh. */
+  repo: string;
+  /** outDir receives the archive (cached there by a hash of the inputs). */
+  outDir: string;
+  guestImagesRoot?: string;
+  log?: (line: string) => void;
+}
+
+export interface InstallerImage extends BuiltImage {
+  guestImageId: string;
+  /** programs maps each program put in /usr/bin to the file it came from. */
+  programs: Record<string, string>;
+}
+
+/** File is one regular file of a layer: `src` on this machine, `dst` in the image. */
+interface File {
+  src: string;
+  dst: string;
+}
+
+export function installerRef(version: string): string {
+  return `${INSTALLER_NAME}:${version}`;
+}
+
+function findOnPath(name: string): string | undefined {
+  for (const dir of ['/usr/bin', ...(process.env['PATH'] ?? '').split(delimiter)]) {
+    if (dir !== '' && existsSync(join(dir, name))) return join(dir, name);
+  }
+  return undefined;
+}
+
+async function walk(dir: string, keep: (rel: string) => boolean, base = dir): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await walk(path, keep, base)));
+    else if (entry.isFile() && keep(relative(base, path))) out.push(path);
+  }
+  return out;
+}
+
+/** productionPackages lists the directories of package.json's dependencies and theirs (node's lookup: nested first). */
+async function productionPackages(repo: string): Promise<string[]> {
+  const lookup = (from: string, name: string): string | undefined => {
+    let dir = from;
+    for (;;) {
+      const candidate = join(dir, 'node_modules', name);
+      if (existsSync(join(candidate, 'package.json'))) return candidate;
+      if (dir === repo) return undefined;
+      const i = dir.lastIndexOf('/node_modules/');
+      dir = i < 0 ? repo : dir.slice(0, i);
+    }
+  };
+  const found = new Set<string>();
+  const visit = async (from: string): Promise<void> => {
+    const pkg = JSON.parse(await readFile(join(from, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+    for (const name of Object.keys(pkg.dependencies ?? {})) {
+      const dir = lookup(from, name);
+      if (dir === undefined) throw new Error(`Cannot find the package "${name}" (needed by ${from}) under ${repo}/node_modules: run npm ci`);
+      if (found.has(dir)) continue;
+      found.add(dir);
+      await visit(dir);
+    }
+  };
+  await visit(repo);
+  return [...found].sort();
+}
+
+/** hullFiles are the files of /usr/share/hull. */
+async function hullFiles(repo: string): Promise<File[]> {
+  const files: File[] = [];
+  const add = (src: string): void => void files.push({ src, dst: join(HULL_DIR, relative(repo, src)) });
+  add(join(repo, 'package.json'));
+  add(join(repo, 'deploy', 'entrypoint.sh'));
+  for (const name of ['hull', 'containerd-shim-hull-v2']) add(join(repo, 'bin', name));
+  const dist = join(repo, 'dist');
+  if (!existsSync(join(dist, 'src', 'cli', 'main.js')) || !existsSync(join(dist, 'shim')) || !existsSync(join(dist, 'agent'))) {
+    throw new Error(`${dist} is not a built hull: run npm run build`);
+  }
+  const noMaps = (rel: string): boolean => !rel.endsWith('.map');
+  for (const f of await walk(join(dist, 'src'), (rel) => noMaps(rel) && !rel.endsWith('.test.js'))) add(f);
+  for (const sub of ['shim', 'agent']) for (const f of await walk(join(dist, sub), noMaps)) add(f);
+  for (const pkg of await productionPackages(repo)) for (const f of await walk(pkg, () => true)) add(f);
+  return files;
+}
+
+/** programFiles are node, kubectl, systemctl in /usr/bin and their libraries at the paths ldd names. */
+async function programFiles(log: (line: string) => void): Promise<{ files: File[]; programs: Record<string, string> }> {
+  const files = new Map<string, File>();
+  const programs: Record<string, string> = {};
+  for (const { name, required } of PROGRAMS) {
+    const path = findOnPath(name);
+    if (path === undefined) {
+      if (required) throw new Error(`Cannot find ${name} on PATH: the installer image needs it`);
+      log(`installer image: no ${name} here; the image will have none (hull install then prints the containerd restart instead of running it)`);
+      continue;
+    }
+    const src = await realpath(path);
+    programs[name] = src;
+    files.set(`/usr/bin/${name}`, { src, dst: `/usr/bin/${name}` });
+    // ldd fails on a static program (kubectl): it has no libraries to copy.
+    const libs = await sharedLibraries(src).catch(() => [] as string[]);
+    for (const lib of libs) if (!files.has(lib)) files.set(lib, { src: await realpath(lib), dst: lib });
+  }
+  return { files: [...files.values()].sort((a, b) => (a.dst < b.dst ? -1 : 1)), programs };
+}
+
+function copyLayer(comment: string, files: File[]): ImageLayer {
+  return {
+    comment,
+    fill: async (root) => {
+      for (const f of files) {
+        const to = join(root, f.dst);
+        await mkdir(dirname(to), { recursive: true });
+        await copyFile(f.src, to);
+        await chmod(to, (await stat(f.src)).mode & 0o7777);
+      }
+    },
+  };
+}
+
+/** statKey stands for a file by name, size, mtime and mode (big files: hashing them all would cost more than the build). */
+async function statKey(files: File[]): Promise<string> {
+  const hash = createHash('sha256');
+  for (const f of files) {
+    const st = await stat(f.src);
+    hash.update(`${f.dst}\0${f.src}\0${st.size}\0${st.mtimeMs}\0${st.mode}\n`);
+  }
+  return hash.digest('hex');
+}
+
+/** buildInstallerImage writes the installer image archive (or reuses it) and returns it. */
+export async function buildInstallerImage(opts: InstallerImageOptions): Promise<InstallerImage> {
+  const log = opts.log ?? ((l: string) => console.error(l));
+  const imagesRoot = opts.guestImagesRoot ?? DEFAULT_CONFIG.guestImagesDir;
+  const agentBundle = join(opts.repo, 'dist', 'agent', 'hull-agent.js');
+  const guest = await builtGuestImage({ agentBundle, imagesRoot });
+  if (guest === undefined) throw new Error(`${imagesRoot} has no guest image for this build (its agent, kernel or host files changed): run make image first`);
+  const guestFiles: File[] = (await readdir(guest.dir)).sort().map((name) => ({ src: join(guest.dir, name), dst: join(GUEST_DIR, guest.id, name) }));
+  const { files: progFiles, programs } = await programFiles(log);
+  const hull = await hullFiles(opts.repo);
+  const version = (JSON.parse(await readFile(join(opts.repo, 'package.json'), 'utf8')) as { version: string }).version;
+  const ref = installerRef(version);
+  const config = {
+    Entrypoint: [ENTRYPOINT],
+    Cmd: ['install'],
+    Env: DEFAULT_ENV,
+    WorkingDir: '/',
+    Labels: { 'org.opencontainers.image.title': 'hull-deploy', 'org.opencontainers.image.version': version, 'dev.hull.guest-image': guest.id },
+  };
+  const hullHash = createHash('sha256');
+  for (const f of hull) hullHash.update(`${f.dst}\0${sha256(await readFile(f.src))}\0${(await stat(f.src)).mode}\n`);
+  const key = sha256(JSON.stringify({
+    FORMAT, ref, config, arch: goArch(), busybox: await busyboxKey(), programs: await statKey(progFiles), guest: guest.id, hull: hullHash.digest('hex'),
+  }));
+  log(`installer image: ${ref} (guest image ${guest.id}, ${hull.length} hull files, programs ${Object.keys(programs).join(', ')})`);
+  const built = await buildOciArchive(opts.outDir, {
+    ref,
+    key,
+    layers: [
+      { comment: 'static busybox', fill: fillBusyboxRoot },
+      copyLayer(`${Object.keys(programs).join(', ')} with their libraries`, progFiles),
+      copyLayer(`guest image ${guest.id}`, guestFiles),
+      copyLayer(`hull ${version}`, hull),
+    ],
+    config,
+  });
+  return { ...built, guestImageId: guest.id, programs };
+}

@@ -1,0 +1,212 @@
+/**
+ * The installer image (`make oci-image`) end to end, without a cluster: built, imported into a private
+ * containerd with `ctr images import`, listed, then run with runc the way the DaemonSet runs it: its
+ * entrypoint and args, every hostPath volume of deploy/daemonset.yaml bind-mounted at its mountPath,
+ * but from a temporary "host" directory. The entrypoint installs hull there (containerd config, links,
+ * hull's config, /opt/hull, the guest image), and on SIGTERM takes it all back; after a SIGKILL, which
+ * undoes nothing, the image's `uninstall` argument does.
+ *
+ * No NODE_NAME (no node to label) and HULL_HOST_CHECK=none: there is no cluster, and this machine's
+ * own mount namespace is not the "host" of the test.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parse } from 'smol-toml';
+import { hullConfigTemplate, RUNTIME_TYPE } from '../../src/cli/install.js';
+import { buildInstallerImage, ENTRYPOINT, type InstallerImage } from '../../packaging/installer-image.js';
+import { startContainerd, type PrivateContainerd, type StopReport } from '../harness/containerd.js';
+import { defaultImageDir } from '../harness/oci-image.js';
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+const DAEMONSET = join(REPO, 'deploy', 'daemonset.yaml');
+const READY_FILE = '/tmp/hull-deploy.ready';
+
+const NODE_CONFIG = `# containerd config of a Kubernetes node
+version = 2
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "localhost/pause:3.9"
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+`;
+
+interface Mount {
+  hostPath: string;
+  mountPath: string;
+}
+
+/** daemonSetContainer reads the DaemonSet's container (args, mounts) through kubectl, offline. */
+function daemonSetContainer(): Promise<{ args: string[]; mounts: Mount[] }> {
+  const path = '{.spec.template.spec.volumes}{"\\t"}{.spec.template.spec.containers[0].volumeMounts}{"\\t"}{.spec.template.spec.containers[0].args}{"\\n"}';
+  return new Promise((resolve, reject) => {
+    execFile('kubectl', ['label', '--local', '-f', DAEMONSET, '-o', `jsonpath=${path}`, 'hull.dev/test-'], { env: { ...process.env, KUBECONFIG: '/dev/null' } }, (e, stdout, stderr) => {
+      if (e) return reject(new Error(`kubectl cannot read ${DAEMONSET}: ${stderr}`));
+      const line = String(stdout).split('\n').find((l) => l.startsWith('['));
+      if (!line) return reject(new Error('no DaemonSet in deploy/daemonset.yaml'));
+      const [volumes, mounts, args] = line.split('\t').map((p) => JSON.parse(p) as unknown) as [{ name: string; hostPath: { path: string } }[], { name: string; mountPath: string }[], string[]];
+      resolve({ args, mounts: mounts.map((m) => ({ mountPath: m.mountPath, hostPath: volumes.find((v) => v.name === m.name)!.hostPath.path })) });
+    });
+  });
+}
+
+/** snapshot maps every path under dir to its content, or "-> target" for a link, or "dir". */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d).sort()) {
+      const p = join(d, name);
+      const st = lstatSync(p);
+      if (st.isSymbolicLink()) out[p] = `-> ${readlinkSync(p)}`;
+      else if (st.isDirectory()) {
+        out[p] = 'dir';
+        walk(p);
+      } else out[p] = st.size > 1 << 20 ? `${st.size} bytes` : readFileSync(p, 'utf8');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe('installer image', () => {
+  let ctrd: PrivateContainerd;
+  let image: InstallerImage;
+  let container: { args: string[]; mounts: Mount[] };
+  let report: StopReport | undefined;
+  const host = mkdtempSync(join(tmpdir(), 'hull-node-'));
+  const logs = mkdtempSync(join(tmpdir(), 'hull-deploy-logs-'));
+  const at = (path: string): string => join(host, path);
+  let before0: Record<string, string> = {};
+
+  before(async () => {
+    container = await daemonSetContainer();
+    image = await buildInstallerImage({ repo: REPO, outDir: defaultImageDir(), log: () => undefined });
+    ctrd = await startContainerd();
+    // The node before hull: containerd's config, a bin dir with someone else's program in it.
+    for (const m of container.mounts) mkdirSync(at(m.hostPath), { recursive: true });
+    writeFileSync(at('/etc/containerd/config.toml'), NODE_CONFIG);
+    writeFileSync(at('/usr/local/bin/crictl'), '#!/bin/sh\n', { mode: 0o755 });
+    before0 = snapshot(host);
+  });
+
+  after(async () => {
+    report = await ctrd?.stop();
+    rmSync(host, { recursive: true, force: true });
+    rmSync(logs, { recursive: true, force: true });
+    assert.deepEqual(report?.leakedShims ?? [], []);
+    assert.deepEqual(report?.leakedMounts ?? [], []);
+  });
+
+  /**
+   * start runs the image as kubelet would for the DaemonSet: the image's entrypoint with the pod's
+   * `args` (ctr's arguments replace both, so the entrypoint is named), the pod's mounts, no cluster.
+   * Detached, its output to a file: the task's end is read from containerd, not from a ctr client.
+   */
+  async function start(name: string, args: string[]): Promise<void> {
+    const mounts = container.mounts.flatMap((m) => ['--mount', `type=bind,src=${at(m.hostPath)},dst=${m.mountPath},options=rbind:rw`]);
+    const r = await ctrd.ctr(['run', '-d', '--log-uri', `file://${logs}/${name}.log`, '--env', 'HULL_HOST_CHECK=none', ...mounts, image.ref, name, ENTRYPOINT, ...args]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+
+  /** status is the task's STATUS column of `ctr tasks ls` (RUNNING, STOPPED), or undefined when there is no task. */
+  async function status(name: string): Promise<string | undefined> {
+    const ls = await ctrd.ctr(['tasks', 'ls']);
+    return ls.stdout.split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[0] === name)?.[2];
+  }
+
+  /** finish waits for the task to stop, removes it and its container, and returns its output. */
+  async function finish(name: string): Promise<string> {
+    for (let i = 0; i < 240 && (await status(name)) === 'RUNNING'; i++) await sleep(500);
+    assert.equal(await status(name), 'STOPPED', `${name} did not stop`);
+    const del = await ctrd.ctr(['tasks', 'delete', name]);
+    assert.equal(del.code, 0, del.stderr);
+    const rm = await ctrd.ctr(['containers', 'delete', name]);
+    assert.equal(rm.code, 0, rm.stderr);
+    return readFileSync(join(logs, `${name}.log`), 'utf8');
+  }
+
+  /** waitReady polls the readiness probe of the DaemonSet (`test -f READY_FILE`) until it passes (2 minutes at most). */
+  async function waitReady(name: string): Promise<void> {
+    for (let i = 0; ; i++) {
+      assert.ok(i < 240, `${name} was not ready within 240 probes`);
+      const probe = await ctrd.ctr(['tasks', 'exec', '--exec-id', `probe-${i}`, name, 'test', '-f', READY_FILE]);
+      if (probe.code === 0) return;
+      if ((await status(name)) !== 'RUNNING') assert.fail(`${name} ended before it was ready: ${JSON.stringify(await finish(name))}`);
+      await sleep(500);
+    }
+  }
+
+  it('is imported with ctr images import and listed by ctr images ls', async () => {
+    // The command deploy/README.md gives (there in the k8s.io namespace): the archive names the image.
+    const imported = await ctrd.ctr(['images', 'import', image.tarPath], { timeoutMs: 120_000 });
+    assert.equal(imported.code, 0, imported.stderr);
+    const ls = await ctrd.ctr(['images', 'ls']);
+    assert.equal(ls.code, 0, ls.stderr);
+    const line = ls.stdout.split('\n').find((l) => l.startsWith(`${image.ref} `));
+    assert.ok(line, `ctr images ls does not list ${image.ref}:\n${ls.stdout}`);
+    assert.ok(line.includes(image.manifestDigest), line);
+  });
+
+  it('installs hull on the mounted host paths, and on SIGTERM uninstalls it exactly', async () => {
+    await start('hull-deploy', container.args);
+    await waitReady('hull-deploy');
+
+    // Installed: the runtime in containerd's config (runc kept), links to /opt/hull, hull's config, the guest image.
+    const config = parse(readFileSync(at('/etc/containerd/config.toml'), 'utf8')) as Record<string, any>;
+    const runtimes = config['plugins']['io.containerd.grpc.v1.cri']['containerd']['runtimes'];
+    assert.equal(runtimes['hull']['runtime_type'], RUNTIME_TYPE);
+    assert.equal(runtimes['hull']['options']['ConfigPath'], '/etc/hull/config.toml');
+    assert.equal(runtimes['runc']['runtime_type'], 'io.containerd.runc.v2');
+    for (const name of ['hull', 'containerd-shim-hull-v2']) {
+      assert.equal(readlinkSync(at(`/usr/local/bin/${name}`)), `/opt/hull/bin/${name}`);
+      assert.ok(lstatSync(at(`/opt/hull/bin/${name}`)).isFile(), `/opt/hull/bin/${name} is on the host`);
+    }
+    assert.ok(existsSync(at('/opt/hull/dist/shim/containerd-shim-hull-v2.mjs')));
+    assert.equal(readFileSync(at('/etc/hull/config.toml'), 'utf8'), hullConfigTemplate());
+    assert.equal(readlinkSync(at('/var/lib/hull/guest/current')), image.guestImageId);
+    const manifest = readFileSync(at(`/var/lib/hull/guest/${image.guestImageId}/manifest.json`), 'utf8');
+    assert.equal(JSON.parse(manifest).id, image.guestImageId);
+
+    const stop = await ctrd.ctr(['tasks', 'kill', '--signal', 'SIGTERM', 'hull-deploy']);
+    assert.equal(stop.code, 0, stop.stderr);
+    // The entrypoint's last line before `exit 0`; with `set -e` a failed step would end it earlier.
+    const output = await finish('hull-deploy');
+    assert.match(output, /hull-deploy: hull is installed\n/);
+    assert.match(output, /\nhull uninstall: 5 change\(s\)\nhull-deploy: hull is uninstalled\n$/);
+
+    // Back to the node as it was, but for the guest image, which uninstall keeps (deploy/README.md).
+    const now = snapshot(host);
+    const guest = at('/var/lib/hull/guest');
+    const kept = Object.keys(now).filter((p) => p.startsWith(`${guest}`) && !(p in before0));
+    assert.deepEqual(kept.sort(), [guest, `${guest}/current`, `${guest}/${image.guestImageId}`, ...readdirSync(join(guest, image.guestImageId)).map((f) => `${guest}/${image.guestImageId}/${f}`)].sort());
+    for (const p of kept) delete now[p];
+    assert.deepEqual(now, before0);
+  });
+
+  it('after a SIGKILL, which undoes nothing, the image run with "uninstall" does', async () => {
+    await start('hull-deploy-2', container.args);
+    await waitReady('hull-deploy-2');
+    assert.match(readFileSync(at('/etc/containerd/config.toml'), 'utf8'), /runtimes\.hull\]/);
+    await ctrd.ctr(['tasks', 'kill', '--signal', 'SIGKILL', 'hull-deploy-2']);
+    const killed = await finish('hull-deploy-2');
+    assert.doesNotMatch(killed, /uninstall/);
+    // The link names the node's /opt/hull: here it dangles, so look at the link itself.
+    assert.equal(readlinkSync(at('/usr/local/bin/hull')), '/opt/hull/bin/hull', 'a killed installer leaves hull installed');
+
+    await start('hull-undeploy', ['uninstall']);
+    const output = await finish('hull-undeploy');
+    assert.match(output, /\nhull uninstall: 5 change\(s\)\nhull-deploy: hull is uninstalled\n$/);
+    assert.equal(readFileSync(at('/etc/containerd/config.toml'), 'utf8'), NODE_CONFIG);
+    assert.deepEqual(readdirSync(at('/usr/local/bin')), ['crictl']);
+    assert.deepEqual(readdirSync(at('/etc/hull')), []);
+    assert.deepEqual(readdirSync(at('/opt/hull')), []);
+  });
+});
