@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PassThrough, Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Sandbox } from '../sandbox/index.js';
 import { CONSOLE_HEADER, CONSOLE_UPGRADE, FRAME, FrameReader, decodeRequest, exitFrame, frame, readResize, type ConsoleRequest } from './console-protocol.js';
 
@@ -19,12 +20,14 @@ const MAX_CLIENT_FRAME = 64 * 1024;
 const MAX_SESSIONS = 4;
 // A client that reads none of the output for this long is gone.
 export const CONSOLE_STALL_MS = 60_000;
-// Bounds on the agent calls that end a session (the process is killed, its record dropped).
+// Bound on the agent call that ends a session (the process is killed, its record dropped).
 const END_CALL_TIMEOUT_MS = 10_000;
+// Output still flowing this long after the process exited (children holding its pipes) is cut.
+const OUTPUT_AFTER_EXIT_MS = 10_000;
 const GUEST_SHELL = ['/bin/sh'];
 
 export interface ConsoleServerOptions {
-  sandbox: Pick<Sandbox, 'exec' | 'attach' | 'wait' | 'resize' | 'removeExec'>;
+  sandbox: Pick<Sandbox, 'exec' | 'attach' | 'wait' | 'resize' | 'signal' | 'removeExec'>;
   enabled: boolean;
   /** configPath names the file to change in the refusal. */
   configPath: string;
@@ -87,22 +90,29 @@ export class ConsoleServer {
       socket.end(frame(FRAME.error, Buffer.from(`Cannot start the console process: ${(e as Error).message}`)));
       return;
     }
-    let removed: Promise<void> | undefined;
-    const remove = (): Promise<void> => (removed ??= sandbox.removeExec('', execId, END_CALL_TIMEOUT_MS).catch((e: Error) => log(`${what}: remove: ${e.message}`)));
-    // The client gone (or stalled) ends the process: its output then ends and the session with it.
-    socket.once('close', () => void remove());
+    const exited = sandbox.wait('', execId);
+    // The client gone (or stalled) ends the process, and with it the session.
+    socket.once('close', () => void sandbox.signal('', execId, 9).catch(() => {}));
     const stdin = this.#readClient(socket, execId, what);
+    const sinks = [frameSink(socket, FRAME.stdout), frameSink(socket, FRAME.stderr)] as const;
+    const attached = sandbox.attach('', execId, { stdin, stdout: sinks[0], stderr: sinks[1] });
+    let afterExit: NodeJS.Timeout | undefined;
     try {
-      await sandbox.attach('', execId, { stdin, stdout: frameSink(socket, FRAME.stdout), stderr: frameSink(socket, FRAME.stderr) });
-      const exit = await sandbox.wait('', execId);
+      const exit = await exited;
+      // Removing the process (finally) ends its output streams: what its children still hold too.
+      await Promise.race([attached, new Promise((resolve) => (afterExit = setTimeout(resolve, OUTPUT_AFTER_EXIT_MS)))]);
+      // The exit status goes after every output frame.
+      await Promise.all(sinks.map((sink) => finished(sink.end()).catch(() => {})));
       log(`${what}: exited with status ${exit.exitStatus}${socket.destroyed ? ' (the client had gone)' : ''}`);
       if (!socket.destroyed) socket.end(exitFrame(exit.exitStatus));
     } catch (e) {
       log(`${what}: ${(e as Error).message}`);
       if (!socket.destroyed) socket.end(frame(FRAME.error, Buffer.from((e as Error).message)));
     } finally {
+      clearTimeout(afterExit);
       stdin.destroy();
-      await remove();
+      await sandbox.removeExec('', execId, END_CALL_TIMEOUT_MS).catch((e: Error) => log(`${what}: remove: ${e.message}`));
+      await attached.catch(() => {});
     }
   }
 
@@ -136,7 +146,7 @@ export class ConsoleServer {
 
 /** frameSink writes output as frames; a client that does not take them for CONSOLE_STALL_MS is dropped. */
 function frameSink(socket: Duplex, type: number): Writable {
-  return new Writable({
+  const sink = new Writable({
     highWaterMark: 256 * 1024,
     write(chunk: Buffer, _encoding, done) {
       if (socket.destroyed) return done();
@@ -152,6 +162,9 @@ function frameSink(socket: Duplex, type: number): Writable {
       socket.on('close', resume);
     },
   });
+  // Output that comes after the session ended (write after end) is dropped.
+  sink.on('error', () => {});
+  return sink;
 }
 
 function refuse(socket: Duplex, status: number, message: string): void {
