@@ -94,15 +94,22 @@ function relay(socket: Socket, tty: boolean): Promise<number> {
   stdin.once('end', onInputEnd);
   return new Promise((resolve) => {
     let status: number | undefined;
+    let failed = false;
     const reader = new FrameReader(MAX_OUTPUT_FRAME);
     socket.on('data', (chunk: Buffer) => {
       try {
         for (const f of reader.push(chunk)) {
           if (f.type === FRAME.stdout) {
-            if (!process.stdout.write(f.payload)) (socket.pause(), process.stdout.once('drain', () => socket.resume()));
+            if (!process.stdout.write(f.payload)) {
+              socket.pause();
+              process.stdout.once('drain', () => socket.resume());
+            }
           } else if (f.type === FRAME.stderr) process.stderr.write(f.payload);
           else if (f.type === FRAME.exit) status = readExit(f.payload);
-          else if (f.type === FRAME.error) process.stderr.write(`hull: ${f.payload.toString('utf8')}\n`);
+          else if (f.type === FRAME.error) {
+            failed = true;
+            process.stderr.write(`hull: ${f.payload.toString('utf8', 0, 4096)}\n`);
+          }
           else throw new Error(`unexpected frame type ${f.type}`);
         }
       } catch (e) {
@@ -121,7 +128,7 @@ function relay(socket: Socket, tty: boolean): Promise<number> {
       stdin.pause();
       // stdin may be a terminal or a pipe that never ends: it must not keep the process alive.
       stdin.destroy();
-      if (status === undefined) process.stderr.write('hull: the console ended without an exit status\n');
+      if (status === undefined && !failed) process.stderr.write('hull: the console ended without an exit status\n');
       resolve(status !== undefined && status <= 255 ? status : FAILED);
     });
   });
