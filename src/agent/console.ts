@@ -20,9 +20,15 @@ const PID_THEN_EXEC = 'echo $$ > "$0" && exec "$@"';
 const ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', SHELL: '/bin/sh', TERM: 'xterm' };
 
 export class GuestConsole {
+  readonly #dir: string;
   #enabled = false;
   // exec id -> process; changed only by start() and remove().
   readonly #processes = new Map<string, GuestProcess>();
+
+  /** dir holds the processes' pid files (a test's own directory; else /run/hull/console). */
+  constructor(dir = CONSOLE_DIR) {
+    this.#dir = dir;
+  }
 
   /** enable is the host's (SetupSandbox); nothing turns the console off again but a new VM. */
   enable(): void {
@@ -39,8 +45,8 @@ export class GuestConsole {
     if (this.#processes.has(execId)) throw new HullError('already_exists', `Console process "${execId}" already exists`);
     if (this.#processes.size >= MAX_CONSOLES) throw new HullError('resource_exhausted', `At most ${MAX_CONSOLES} console processes at once`);
     const args = checkArgs(processSpec.args);
-    await mkdir(CONSOLE_DIR, { recursive: true, mode: 0o700 });
-    const pidFile = join(CONSOLE_DIR, `${execId}.pid`);
+    await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+    const pidFile = join(this.#dir, `${execId}.pid`);
     await rm(pidFile, { force: true });
     const proc = new GuestProcess({ command: ['/bin/sh', '-c', PID_THEN_EXEC, pidFile, ...args], stdio, pidFile, env: ENV });
     this.#processes.set(execId, proc);
@@ -63,7 +69,7 @@ export class GuestConsole {
     const proc = this.process(execId);
     this.#processes.delete(execId);
     await proc.release();
-    await rm(join(CONSOLE_DIR, `${execId}.pid`), { force: true });
+    await rm(join(this.#dir, `${execId}.pid`), { force: true });
   }
 
   async removeAll(): Promise<void> {
