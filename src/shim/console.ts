@@ -92,10 +92,13 @@ export class ConsoleServer {
     }
     const exited = sandbox.wait('', execId);
     // The client gone (or stalled) ends the process, and with it the session.
-    socket.once('close', () => void sandbox.signal('', execId, 9).catch(() => {}));
+    const end = () => void sandbox.signal('', execId, 9).catch(() => {});
+    if (socket.destroyed) end();
+    else socket.once('close', end);
     const stdin = this.#readClient(socket, execId, what);
     const sinks = [frameSink(socket, FRAME.stdout), frameSink(socket, FRAME.stderr)] as const;
     const attached = sandbox.attach('', execId, { stdin, stdout: sinks[0], stderr: sinks[1] });
+    attached.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
     let afterExit: NodeJS.Timeout | undefined;
     try {
       const exit = await exited;
@@ -139,7 +142,8 @@ export class ConsoleServer {
         socket.destroy();
       }
     });
-    socket.once('close', () => stdin.end());
+    if (socket.destroyed) stdin.end();
+    else socket.once('close', () => stdin.end());
     return stdin;
   }
 }
