@@ -48,7 +48,7 @@ export class GuestConsole {
     await mkdir(this.#dir, { recursive: true, mode: 0o700 });
     const pidFile = join(this.#dir, `${execId}.pid`);
     await rm(pidFile, { force: true });
-    const proc = new GuestProcess({ command: ['/bin/sh', '-c', PID_THEN_EXEC, pidFile, ...args], stdio, pidFile, env: ENV });
+    const proc = new GuestProcess({ command: ['/bin/sh', '-c', sizeTerminal(stdio) + PID_THEN_EXEC, pidFile, ...args], stdio, pidFile, env: ENV });
     this.#processes.set(execId, proc);
     try {
       return await proc.start();
@@ -75,6 +75,12 @@ export class GuestConsole {
   async removeAll(): Promise<void> {
     await Promise.allSettled([...this.#processes.keys()].map((id) => this.remove(id)));
   }
+}
+
+/** sizeTerminal sets the terminal's size before the command runs (script's new pty has none). */
+function sizeTerminal(stdio: StdioRequest): string {
+  const valid = (n: number) => Number.isInteger(n) && n > 0 && n <= 0xffff;
+  return stdio.terminal && valid(stdio.rows) && valid(stdio.cols) ? `stty rows ${stdio.rows} cols ${stdio.cols} 2>/dev/null; ` : '';
 }
 
 function checkArgs(args: unknown): string[] {

@@ -46,6 +46,8 @@ export class ConsoleServer {
   handle(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const { log, enabled, configPath } = this.#options;
     socket.on('error', () => {});
+    // The client never half-closes (its stdin's end is a frame): its end is its going away.
+    socket.once('end', () => socket.destroy());
     if (head.length > 0) socket.unshift(head);
     if ((req.headers.upgrade ?? '').toLowerCase() !== CONSOLE_UPGRADE || req.method !== 'POST') {
       refuse(socket, 400, `The console needs POST with "Upgrade: ${CONSOLE_UPGRADE}"`);
