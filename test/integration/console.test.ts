@@ -124,6 +124,13 @@ describe('hull console', () => {
     assert.match(r.stdout, /rows 31; columns 97;/);
   });
 
+  it('opens an interactive shell in the guest when no command is given', async () => {
+    const command = `${JSON.stringify(process.execPath)} ${HULL} console --config ${on.configPath} ${podOn}`;
+    const r = await run('script', ['-q', '-e', '-c', command, '/dev/null'], 'echo "in $(tty) as $(id -u)"; exit 3\n');
+    assert.equal(r.code, 3, r.stdout + r.stderr);
+    assert.match(r.stdout, /in \/dev\/pts\/\d+ as 0/);
+  });
+
   it('ends the guest process when the client goes away', async () => {
     const consoles = async () => (JSON.parse((await getFromShim(join(on.runRoot, podOn, 'debug.sock'), '/agent', { timeoutMs: 30_000 })).toString()) as { consoles: number }).consoles;
     const client = spawn(process.execPath, [HULL, 'console', '--config', on.configPath, podOn, '--', 'sleep', '1000'], { stdio: ['pipe', 'ignore', 'ignore'] });
