@@ -14,7 +14,7 @@ import { isInside } from '../common/paths.js';
 import { run } from '../common/run.js';
 import { guestSpec, checkId, checkProcess, podTmpfsMounts } from './guest-spec.js';
 import { podPidNamespace, sharesPodPidNamespace } from './pod-pid-namespace.js';
-import { GuestProcess, crunErrorMessages, type StdioRequest } from './process.js';
+import { GuestProcess, crunCommand, crunErrorMessages, type StdioRequest } from './process.js';
 
 // The files exec() writes (json) and crun writes (pid, log) for each exec, in the bundle directory.
 const EXEC_FILES = ['json', 'pid', 'log'] as const;
@@ -37,7 +37,7 @@ export class Container {
     this.id = id;
     this.bundleDir = bundleDir;
     this.init = new GuestProcess({
-      crunArgs: ['run', '--pid-file', join(bundleDir, 'init.pid'), '--bundle', bundleDir, id],
+      command: crunCommand(join(bundleDir, 'crun.log'), ['run', '--pid-file', join(bundleDir, 'init.pid'), '--bundle', bundleDir, id]),
       stdio,
       pidFile: join(bundleDir, 'init.pid'),
       logFile: join(bundleDir, 'crun.log'),
@@ -98,7 +98,7 @@ export class Container {
     const processFile = join(this.bundleDir, `exec-${execId}.json`);
     await writeFile(processFile, JSON.stringify(process));
     const proc = new GuestProcess({
-      crunArgs: ['exec', '--pid-file', join(this.bundleDir, `exec-${execId}.pid`), '--process', processFile, ...(stdio.terminal ? ['--tty'] : []), this.id],
+      command: crunCommand(join(this.bundleDir, `exec-${execId}.log`), ['exec', '--pid-file', join(this.bundleDir, `exec-${execId}.pid`), '--process', processFile, ...(stdio.terminal ? ['--tty'] : []), this.id]),
       stdio,
       pidFile: join(this.bundleDir, `exec-${execId}.pid`),
       logFile: join(this.bundleDir, `exec-${execId}.log`),

@@ -1,10 +1,9 @@
 /**
- * GuestProcess is one container process (a container's init or an exec) as
- * the agent runs it: a foreground `crun run` / `crun exec` child, so the agent
- * is its parent and learns its exit status without being a subreaper (Node
- * cannot be one). In terminal mode the crun command runs under util-linux
- * `script`, which gives crun the terminal on its stdin that it requires;
- * crun then relays it to the container's own pty.
+ * GuestProcess is one process the agent runs: a container's init or exec as a foreground
+ * `crun run` / `crun exec` child, so the agent is its parent and learns its exit status without
+ * being a subreaper (Node cannot be one), or a console process (console.ts). In terminal mode the
+ * command runs under util-linux `script`, which gives it a terminal on its stdin (crun requires
+ * one, and relays it to the container's own pty).
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { watch } from 'node:fs';
@@ -30,17 +29,25 @@ export interface ProcessExit {
 }
 
 export interface GuestProcessOptions {
-  /** crunArgs: the crun command line after the binary name. */
-  crunArgs: string[];
+  /** command: the program and its arguments (crunCommand's for a container process). */
+  command: string[];
   stdio: StdioRequest;
-  /** pidFile crun writes once the container process exists. */
+  /** pidFile the command writes once the process exists. */
   pidFile: string;
-  /** logFile crun writes its own errors to (JSON lines). */
-  logFile: string;
+  /** logFile crun writes its own errors to (JSON lines); none for other commands. */
+  logFile?: string;
+  /** env of the command (default: a minimal PATH, SHELL and TERM). */
+  env?: Record<string, string>;
 }
 
 const CRUN = '/usr/bin/crun';
 const SCRIPT = '/usr/bin/script';
+const DEFAULT_ENV = { PATH: '/usr/bin:/bin', SHELL: '/bin/sh', TERM: 'xterm' };
+
+/** crunCommand is the command line of crun running `args`, its errors logged to `logFile`. */
+export function crunCommand(logFile: string, args: string[]): string[] {
+  return [CRUN, `--log=file:${logFile}`, '--log-format=json', ...args];
+}
 
 export class GuestProcess {
   readonly stdout = new OutputBuffer();
@@ -60,19 +67,18 @@ export class GuestProcess {
   }
 
   /**
-   * start spawns crun and resolves with the container process's pid once crun
-   * has written it. If crun exits first, the start failed: the error carries
-   * crun's own message (e.g. "executable file `x` not found in $PATH").
+   * start spawns the command and resolves with the process's pid once the command has written
+   * it. If the command exits first, the start failed: the error carries crun's own message (e.g.
+   * "executable file `x` not found in $PATH").
    */
   async start(): Promise<number> {
-    const { stdio, crunArgs } = this.#options;
-    const globalArgs = [`--log=file:${this.#options.logFile}`, '--log-format=json'];
+    const { stdio, command } = this.#options;
     const [file, args] = stdio.terminal
-      ? [SCRIPT, ['-q', '-e', '-E', 'never', '-c', shellQuote([CRUN, ...globalArgs, ...crunArgs]), '/dev/null']]
-      : [CRUN, [...globalArgs, ...crunArgs]];
+      ? [SCRIPT, ['-q', '-e', '-E', 'never', '-c', shellQuote(command), '/dev/null']]
+      : [command[0]!, command.slice(1)];
     const child = spawn(file, args, {
       stdio: [stdio.stdin ? 'pipe' : 'ignore', stdio.stdout ? 'pipe' : 'ignore', stdio.stderr && !stdio.terminal ? 'pipe' : 'ignore'],
-      env: { PATH: '/usr/bin:/bin', SHELL: '/bin/sh', TERM: 'xterm' },
+      env: this.#options.env ?? DEFAULT_ENV,
     });
     this.#child = child;
     if (child.stdout) this.stdout.attach(child.stdout);
@@ -86,7 +92,7 @@ export class GuestProcess {
       this.#resolveExited(this.exit);
     });
     const spawnFailed = new Promise<never>((_, reject) =>
-      child.once('error', (e) => reject(new HullError('internal', `Cannot run crun: ${e.message}`, { cause: e }))),
+      child.once('error', (e) => reject(new HullError('internal', `Cannot run ${file}: ${e.message}`, { cause: e }))),
     );
 
     const pid = await Promise.race([waitForPidFile(this.#options.pidFile, this.exited), spawnFailed]);
@@ -96,9 +102,9 @@ export class GuestProcess {
   }
 
   async #startError(): Promise<HullError> {
-    const log = await readFile(this.#options.logFile, 'utf8').catch(() => '');
+    const log = this.#options.logFile ? await readFile(this.#options.logFile, 'utf8').catch(() => '') : '';
     const messages = crunErrorMessages(log);
-    const detail = messages.length > 0 ? messages.join('; ') : `crun exited with status ${this.exit?.exitStatus}`;
+    const detail = messages.length > 0 ? messages.join('; ') : `${basename(this.#options.command[0] ?? '')} exited with status ${this.exit?.exitStatus}`;
     return new HullError('failed_precondition', `Cannot start process: ${detail}`);
   }
 
@@ -122,7 +128,7 @@ export class GuestProcess {
     }
   }
 
-  /** resize sets the window size of the container's terminal (its fd 0 is the pty). */
+  /** resize sets the window size of the process's terminal (its fd 0 is the pty). */
   async resize(rows: number, cols: number): Promise<void> {
     if (!this.stdio.terminal) throw new HullError('failed_precondition', 'process has no terminal');
     if (this.exit || this.pid === 0) throw new HullError('not_found', 'process already finished');

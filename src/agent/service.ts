@@ -13,13 +13,14 @@ import { OutputStream, type Stdio } from '../proto/gen/agent_pb.js';
 import type { ServiceImpl } from '../proto/rpc.js';
 import { HullError } from '../errors/index.js';
 import { containerCgroup, readCgroupStats } from './cgroup.js';
+import { GuestConsole } from './console.js';
 import { Container } from './container.js';
 import { agentRandomBytes, seedRandomness } from './entropy.js';
 import { GUEST_SHARED_DIR } from '../common/names.js';
 import type { OciProcess, OciSpec } from '../common/oci.js';
 import { guestStats } from './guest-stats.js';
 import { parseJson } from './guest-spec.js';
-import type { StdioRequest } from './process.js';
+import type { GuestProcess, StdioRequest } from './process.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -35,6 +36,8 @@ type AgentImpl = ServiceImpl<(typeof Agent)['method']>;
 export class AgentService implements AgentImpl {
   // container id -> container; changed only by createContainer/removeContainer.
   readonly #containers = new Map<string, Container>();
+  // Console processes: the requests whose container id is empty.
+  readonly #console = new GuestConsole();
   #shareMounted = false;
 
   async check() {
@@ -50,7 +53,7 @@ export class AgentService implements AgentImpl {
     };
   }
 
-  async setupSandbox(req: { sandboxId: string; hostname: string; entropy: Uint8Array; timeUnixNano: bigint; shareTag: string; resolvConf: string }) {
+  async setupSandbox(req: { sandboxId: string; hostname: string; entropy: Uint8Array; timeUnixNano: bigint; shareTag: string; resolvConf: string; debugConsole: boolean }) {
     // Entropy and the clock first: nothing else may run with a stale RNG or time. In a clone of a
     // VM template both RNGs (the kernel's, the agent's) are the template's until reseeded here.
     seedRandomness(req.entropy);
@@ -67,6 +70,7 @@ export class AgentService implements AgentImpl {
       await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, GUEST_SHARED_DIR]);
       this.#shareMounted = true;
     }
+    if (req.debugConsole) this.#console.enable();
     return {};
   }
 
@@ -84,6 +88,7 @@ export class AgentService implements AgentImpl {
     // The VM stops next: end the containers' processes and flush what they wrote through the share;
     // crun's state and the bundles go with the VM.
     await Promise.allSettled([...this.#containers.values()].map((c) => c.kill()));
+    await this.#console.removeAll();
     this.#containers.clear();
     await run('/bin/sync', []).catch(() => {});
     return {};
@@ -110,21 +115,28 @@ export class AgentService implements AgentImpl {
 
   async execProcess(req: { containerId: string; execId: string; processJson: Uint8Array; stdio?: Stdio }) {
     const processSpec = parseJson<OciProcess>(`process of exec "${req.execId}"`, req.processJson);
+    if (req.containerId === '') return { pid: await this.#console.start(req.execId, processSpec, stdioRequest(req.stdio)) };
     return { pid: await this.#container(req.containerId).exec(req.execId, processSpec, stdioRequest(req.stdio)) };
   }
 
   async removeExec(req: { containerId: string; execId: string }) {
-    await this.#container(req.containerId).removeExec(req.execId);
+    if (req.containerId === '') await this.#console.remove(req.execId);
+    else await this.#container(req.containerId).removeExec(req.execId);
     return {};
   }
 
   async signalProcess(req: { containerId: string; execId: string; signal: number; all: boolean }) {
     if (req.signal < 1 || req.signal > 64) throw new HullError('invalid_argument', `Invalid signal ${req.signal}`);
-    await this.#container(req.containerId).signal(req.execId, req.signal, req.all);
+    if (req.containerId === '') this.#console.process(req.execId).signal(req.signal);
+    else await this.#container(req.containerId).signal(req.execId, req.signal, req.all);
     return {};
   }
 
   async waitProcess(req: { containerId: string; execId: string }) {
+    if (req.containerId === '') {
+      const exit = await this.#console.process(req.execId).exited;
+      return { exitStatus: exit.exitStatus, exitedAtUnixNano: BigInt(exit.exitedAtMs) * 1_000_000n, oomKilled: false };
+    }
     const container = this.#container(req.containerId);
     const exit = await container.process(req.execId).exited;
     return {
@@ -171,17 +183,16 @@ export class AgentService implements AgentImpl {
   }
 
   async writeStdin(req: { containerId: string; execId: string; data: Uint8Array }) {
-    const proc = this.#container(req.containerId).process(req.execId);
-    return { written: await proc.writeStdin(req.data) };
+    return { written: await this.#process(req.containerId, req.execId).writeStdin(req.data) };
   }
 
   async closeStdin(req: { containerId: string; execId: string }) {
-    this.#container(req.containerId).process(req.execId).closeStdin();
+    this.#process(req.containerId, req.execId).closeStdin();
     return {};
   }
 
   async readOutput(req: { containerId: string; execId: string; stream: OutputStream; maxBytes: number }, ctx: { signal: AbortSignal }) {
-    const proc = this.#container(req.containerId).process(req.execId);
+    const proc = this.#process(req.containerId, req.execId);
     const buffer = req.stream === OutputStream.STDERR ? proc.stderr : req.stream === OutputStream.STDOUT ? proc.stdout : undefined;
     if (!buffer) throw new HullError('invalid_argument', `Invalid output stream ${req.stream}`);
     const { data, eof } = await buffer.read(Math.min(req.maxBytes || MAX_READ_BYTES, MAX_READ_BYTES), ctx.signal);
@@ -192,7 +203,7 @@ export class AgentService implements AgentImpl {
     if (req.rows < 1 || req.cols < 1 || req.rows > 0xffff || req.cols > 0xffff) {
       throw new HullError('invalid_argument', `Invalid terminal size ${req.rows}x${req.cols}`);
     }
-    await this.#container(req.containerId).process(req.execId).resize(req.rows, req.cols);
+    await this.#process(req.containerId, req.execId).resize(req.rows, req.cols);
     return {};
   }
 
@@ -208,11 +219,17 @@ export class AgentService implements AgentImpl {
       heapTotalBytes: BigInt(memory.heapTotal),
       externalBytes: BigInt(memory.external),
       containers,
+      consoles: this.#console.count,
     };
   }
 
   async guestStats() {
     return guestStats();
+  }
+
+  /** #process finds an exec (or a container's init, exec id "") or, for container id "", a console process. */
+  #process(containerId: string, execId: string): GuestProcess {
+    return containerId === '' ? this.#console.process(execId) : this.#container(containerId).process(execId);
   }
 
   #container(id: string): Container {

@@ -69,6 +69,11 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   { key: 'jail_uid_count', field: 'jailUidCount', doc: ['How many uids the range holds: at most this many VMs run at once.'] },
   { key: 'monitor_listen', field: 'monitorListen', doc: ['Where `hull monitor` serves Prometheus /metrics ("HOST:PORT"; --listen overrides it).'] },
   { key: 'log_level', field: 'logLevel', doc: ['The least severe lines the shim and `hull monitor` log (JSON lines): "debug", "info", "warn" or "error".'] },
+  {
+    key: 'debug_console',
+    field: 'debugConsole',
+    doc: ['Let root on this node run a shell or a command in a sandbox\'s guest, outside every container', '(`hull console`); each use is logged. Applies to sandboxes started after the change.'],
+  },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

@@ -1,6 +1,6 @@
 /**
  * The `hull` command. Subcommands: check, env, install, uninstall, run, image build, template, ps,
- * monitor, version.
+ * monitor, console, version.
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,7 @@ import { checkHost } from './check.js';
 import { listTemplates, pruneTemplates, removeTemplate, type TemplateListing } from '../factory/index.js';
 import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
+import { openConsole } from './console.js';
 import { listSandboxes, psJson, psTable } from './ps.js';
 import { parsePositiveInt, runContainer } from './run.js';
 
@@ -43,6 +44,10 @@ const USAGE = `Usage:
   hull monitor [--listen HOST:PORT] [--shim-timeout MS]
                                   Serve Prometheus /metrics for every sandbox of this node (default
                                   monitor_listen, 127.0.0.1:8090; each shim gets MS, default 3000)
+  hull console SANDBOX [-- CMD...]
+                                  As root: a root shell in the guest of sandbox SANDBOX (id or unique id
+                                  prefix), outside every container, or run CMD there and exit with its
+                                  status. Needs debug_console = true in the config when the pod started
   hull version
 Options for all commands: --config FILE (default /etc/hull/config.toml)`;
 
@@ -161,6 +166,12 @@ async function main(argv: string[]): Promise<number> {
       });
       await server.close();
       return 0;
+    }
+    case 'console': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { config: { type: 'string' } } });
+      const [sandbox, ...args] = positionals;
+      if (!sandbox) throw new HullError('invalid_argument', 'hull console needs a sandbox id (hull ps lists them)');
+      return openConsole((await loadConfig(values.config)).runRoot, sandbox, args);
     }
     case 'version':
     case '--version':

@@ -45,3 +45,9 @@ test('parseConfig() reads monitor_listen and log_level, with defaults, and check
   }
   assert.throws(() => parseConfig('log_level = "trace"', 'x'), /Invalid "log_level" in config "x": expected "debug", "info", "warn" or "error"/);
 });
+
+test('parseConfig() reads debug_console, off by default', () => {
+  assert.equal(DEFAULT_CONFIG.debugConsole, false);
+  assert.equal(parseConfig('debug_console = true\n', 'x').debugConsole, true);
+  assert.throws(() => parseConfig('debug_console = "yes"', 'x'), /Invalid "debug_console" in config "x": expected true or false/);
+});

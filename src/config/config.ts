@@ -42,6 +42,8 @@ export interface HullConfig {
   monitorListen: string;
   /** The least severe log lines the shim and the monitor write. */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** Let root on the node open a shell or run commands in a sandbox's guest (`hull console`). */
+  debugConsole: boolean;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
@@ -62,6 +64,7 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   jailUidCount: 65_536,
   monitorListen: '127.0.0.1:8090',
   logLevel: 'info',
+  debugConsole: false,
 };
 
 /** parseListenAddress splits "HOST:PORT" or "[V6]:PORT"; undefined when it is neither. */
@@ -90,6 +93,7 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   jail_uid_count: { field: 'jailUidCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1 << 24, expect: 'an integer 1..16777216' },
   monitor_listen: { field: 'monitorListen', check: (v) => typeof v === 'string' && parseListenAddress(v) !== undefined, expect: '"HOST:PORT" (e.g. "127.0.0.1:8090")' },
   log_level: { field: 'logLevel', check: (v) => v === 'debug' || v === 'info' || v === 'warn' || v === 'error', expect: '"debug", "info", "warn" or "error"' },
+  debug_console: { field: 'debugConsole', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
 

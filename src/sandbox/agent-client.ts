@@ -65,6 +65,8 @@ export interface AgentDebugState {
   heapTotalBytes: number;
   externalBytes: number;
   containers: Array<{ containerId: string; execs: number; bundleFiles: number }>;
+  /** consoles: console processes the agent keeps (`hull console`). */
+  consoles: number;
 }
 
 /** readDebugState asks the agent what it holds, after a full garbage collection in the guest. */
@@ -81,5 +83,6 @@ export async function readDebugState(agent: AgentClient, timeoutMs = AGENT_CALL_
     heapTotalBytes: bytes('heap size', r.heapTotalBytes),
     externalBytes: bytes('external size', r.externalBytes),
     containers: r.containers.map((c) => ({ containerId: checkString('container id', c.containerId), execs: c.execs, bundleFiles: c.bundleFiles })),
+    consoles: r.consoles,
   };
 }

@@ -86,6 +86,8 @@ export interface SandboxOptions {
    * it before anything is started, so the VMM and every helper count against the pod.
    */
   cgroupsPath?: string;
+  /** debugConsole lets the agent run console processes (container id "": `hull console`). */
+  debugConsole?: boolean;
   /** log receives what teardown could not release (each step logs and goes on). */
   log?: LedgerLog;
   /** agentRpcStats, when given, times every agent call (agent-rpc-stats.ts). */
@@ -249,6 +251,7 @@ export class Sandbox {
           entropy: randomBytes(64),
           timeUnixNano: BigInt(Date.now()) * 1_000_000n,
           shareTag: SHARE_TAG,
+          debugConsole: options.debugConsole ?? false,
         },
         // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
         { timeoutMs: Math.max(AGENT_CALL_TIMEOUT_MS, deadline - Date.now()) },

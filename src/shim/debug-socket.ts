@@ -5,8 +5,9 @@
  * JSON: what tests read to show that execs leave nothing behind. `GET /status` and `GET /metrics`
  * answer the sandbox's SandboxStatus (sandbox-status.ts), for `hull ps` and `hull monitor`.
  * `POST /vm/stop` stops the VM's vCPUs (QMP `stop`, on the shim's own QMP connection: QEMU serves
- * one client), as a wedged guest would be: what fault tests do. Only root reaches it; the socket
- * goes with the state directory when the sandbox is destroyed.
+ * one client), as a wedged guest would be: what fault tests do. `POST /console`, upgraded, is
+ * `hull console`'s session (console.ts). Only root reaches it; the socket goes with the state
+ * directory when the sandbox is destroyed.
  */
 import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -15,6 +16,8 @@ import { listenUnix } from '../common/unix-socket.js';
 import type { AgentClient, Sandbox } from '../sandbox/index.js';
 import { readDebugState } from '../sandbox/agent-client.js';
 import type { SandboxStatus } from './sandbox-status.js';
+import { CONSOLE_PATH } from './console-protocol.js';
+import type { ConsoleServer } from './console.js';
 
 export const DEBUG_SOCKET = 'debug.sock';
 const DEBUG_CALL_TIMEOUT_MS = 10_000;
@@ -24,7 +27,7 @@ export interface DebugSocket {
 }
 
 /** serveDebugSocket listens on `<stateDir>/debug.sock`; failures are logged, never fatal. */
-export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm: Pick<Sandbox['vm'], 'pause'>, log: (line: string) => void, status?: (metrics: boolean) => Promise<SandboxStatus>): Promise<DebugSocket> {
+export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm: Pick<Sandbox['vm'], 'pause'>, log: (line: string) => void, status?: (metrics: boolean) => Promise<SandboxStatus>, consoleServer?: ConsoleServer): Promise<DebugSocket> {
   const path = join(stateDir, DEBUG_SOCKET);
   const server: Server = createServer((req, res) => {
     if (req.method === 'POST' && req.url === '/vm/stop') {
@@ -43,7 +46,7 @@ export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm:
       return;
     }
     if (req.method !== 'GET' || req.url !== '/agent') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent, /status or /metrics; POST /vm/stop\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /agent, /status or /metrics; POST /vm/stop; POST /console (upgraded)\n');
       return;
     }
     readDebugState(agent, DEBUG_CALL_TIMEOUT_MS).then(
@@ -52,9 +55,14 @@ export async function serveDebugSocket(stateDir: string, agent: AgentClient, vm:
     );
   });
   server.on('error', (e) => log(`debug socket: ${e.message}`));
+  server.on('upgrade', (req, socket, head) => {
+    if (req.url === CONSOLE_PATH && consoleServer) consoleServer.handle(req, socket, head);
+    else socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  });
   await listenUnix(server, path);
   return {
     close: async () => {
+      consoleServer?.closeAll();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await rm(path, { force: true });

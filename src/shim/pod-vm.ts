@@ -10,6 +10,7 @@ import { currentGuestImage } from '../guest/index.js';
 import { AgentRpcStats, Sandbox, readGuestStats, type OciSpec } from '../sandbox/index.js';
 import { TemplateFactory } from '../factory/index.js';
 import { QemuDriver } from '../vmm/index.js';
+import { ConsoleServer } from './console.js';
 import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
 import type { Logger } from './log.js';
 import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type StatusSource } from './sandbox-status.js';
@@ -71,7 +72,8 @@ export class PodVm {
     return this.#sandbox ? undefined : this.#gate.claim(id);
   }
 
-  async boot(config: HullConfig, id: string, spec: OciSpec): Promise<Sandbox> {
+  /** boot starts the pod's VM; `configPath` names where `config` came from (for the console's refusal). */
+  async boot(config: HullConfig, id: string, spec: OciSpec, configPath: string): Promise<Sandbox> {
     const pod = podLabels(spec.annotations);
     this.#options.logger?.setFields({ pod_namespace: pod.namespace, pod_name: pod.name, pod_uid: pod.uid });
     const agentRpc = new AgentRpcStats();
@@ -106,7 +108,8 @@ export class PodVm {
       this.#log(`sandbox ${id}: the guest's agent exited: ending the pod's VM`);
       return sandbox.vm.shutdown({ deadlineMs: AGENT_LOST_SHUTDOWN_MS });
     }).catch((e: Error) => this.#log(`end VM of ${id}: ${e.message}`));
-    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log, (metrics) => sandboxStatus(source, metrics)).catch((e: Error) => {
+    const consoleServer = new ConsoleServer({ sandbox, enabled: config.debugConsole, configPath, log: this.#log });
+    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log, (metrics) => sandboxStatus(source, metrics), consoleServer).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
       return undefined;
     });
@@ -155,6 +158,7 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
     log,
     agentRpcStats,
     jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
+    debugConsole: config.debugConsole,
     // The pod's cgroup (kubelet's parent carries the pod's limits and the RuntimeClass overhead).
     ...(typeof spec.linux?.cgroupsPath === 'string' && spec.linux.cgroupsPath !== '' ? { cgroupsPath: spec.linux.cgroupsPath } : {}),
   });

@@ -19,7 +19,7 @@ import { join, resolve } from 'node:path';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { create } from '@bufbuild/protobuf';
 import { HullError } from '../errors/index.js';
-import { loadConfig, type HullConfig } from '../config/index.js';
+import { DEFAULT_CONFIG_PATH, loadConfig, type HullConfig } from '../config/index.js';
 import type { Task } from '../proto/gen/task_pb.js';
 import * as ev from '../proto/gen/events_pb.js';
 import { StatsContainerResponseSchema } from '../proto/gen/agent_pb.js';
@@ -76,6 +76,8 @@ export class TaskService implements TaskImpl {
   // container id -> container; changed by create() and delete().
   readonly #containers = new Map<string, ContainerRecord>();
   readonly #vm: PodVm;
+  // Where the config came from: the pod's ConfigPath, $HULL_CONFIG or the default.
+  #configPath = process.env['HULL_CONFIG'] || DEFAULT_CONFIG_PATH;
   readonly #locks = new TaskLocks();
   // The pod's sysctls (the sandbox spec's), given to every app container (withPodSysctls).
   #podSysctls: Record<string, string> = {};
@@ -121,6 +123,7 @@ export class TaskService implements TaskImpl {
       this.#podSysctls = podSysctls(spec);
       const configPath = runtimeConfigPath(req.options);
       if (configPath) this.#options.config = await loadConfig(configPath);
+      this.#configPath = configPath ?? (process.env['HULL_CONFIG'] || DEFAULT_CONFIG_PATH);
       this.#options.logger?.setLevel(this.#options.config.logLevel);
     }
     const rootfsTarget = join(req.bundle, 'rootfs');
@@ -140,7 +143,7 @@ export class TaskService implements TaskImpl {
       }
       // Without snapshot mounts the client prepared the rootfs itself (e.g. ctr run --rootfs).
       const rootfsPath = record.rootfsMounted ? rootfsTarget : resolve(req.bundle, spec.root?.path ?? 'rootfs');
-      const sandbox = isSandbox ? await this.#vm.boot(this.#options.config, req.id, spec) : this.#vm.require();
+      const sandbox = isSandbox ? await this.#vm.boot(this.#options.config, req.id, spec, this.#configPath) : this.#vm.require();
       if (!holder) {
         await sandbox.createContainer(req.id, {
           bundle: req.bundle,

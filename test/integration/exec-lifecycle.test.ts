@@ -7,7 +7,7 @@
  * HULL_TEST_EXECS sets the number of probes (default 100; the issue's figure is 1000).
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -41,12 +41,15 @@ const PROCESS_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Pro
 
 const hullRuntime = prepareHullRuntime({ name: 'execs' });
 const { work, runRoot, configPath } = hullRuntime;
+// HULL_TEST_GUEST_IMAGES_DIR: a guest images directory of its own (where other work rebuilds the shared one).
+const imagesDir = process.env['HULL_TEST_GUEST_IMAGES_DIR'];
+if (imagesDir) appendFileSync(configPath, `guest_images_dir = "${imagesDir}"\n`);
 let ctrd: PrivateContainerd;
 let cri: CriClient;
 
 before(async () => {
   assert.ok(EXECS > FIRST, `HULL_TEST_EXECS must be more than ${FIRST}`);
-  assert.ok(await currentGuestImage(), 'no guest image: run `make image` first');
+  assert.ok(await currentGuestImage(imagesDir), 'no guest image: run `make image` first');
   ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: hullRuntime.shimDir });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address);

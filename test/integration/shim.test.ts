@@ -4,6 +4,7 @@
  * containerd's PATH through a symlink, as `hull install` will place it.
  */
 import assert from 'node:assert/strict';
+import { appendFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
@@ -16,6 +17,9 @@ import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 // Small VMs keep the suite light on a 2-core machine; the defaults are tested by the sandbox suite.
 const hullRuntime = prepareHullRuntime({ name: 'shim' });
 const { work, runRoot, configPath } = hullRuntime;
+// HULL_TEST_GUEST_IMAGES_DIR: a guest images directory of its own (where other work rebuilds the shared one).
+const imagesDir = process.env['HULL_TEST_GUEST_IMAGES_DIR'];
+if (imagesDir) appendFileSync(configPath, `guest_images_dir = "${imagesDir}"\n`);
 
 let ctrd: PrivateContainerd;
 let cri: CriClient;
@@ -23,7 +27,7 @@ let guestKernel = '';
 
 
 before(async () => {
-  const image = await currentGuestImage();
+  const image = await currentGuestImage(imagesDir);
   assert.ok(image, 'no guest image: run `make image` first');
   guestKernel = image.kernelRelease;
   ctrd = await startContainerd({ runtimes: hullRuntime.runtimes, extraPath: hullRuntime.shimDir });
