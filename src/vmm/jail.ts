@@ -5,9 +5,10 @@
  *   setpriv --pdeathsig KILL -- [nsenter --net=<pod netns> --] unshare --mount --propagation slave
  *     --pid --fork --kill-child -- busybox sh -c JAIL_SCRIPT … -- /usr/bin/setpriv <uid, caps> -- qemu …
  *
- * The script runs in busybox's shell because it runs on every VM start: busybox runs its mount,
- * mkdir, ln, pivot_root and umount applets without exec (a fork each), util-linux's mount(8) is a
- * process of its own that parses the mount table; the rlimits are the shell's `ulimit`.
+ * The script runs in busybox's shell because it runs on every VM start: mkdir, ln and rmdir run in
+ * the shell itself, mount, pivot_root and umount re-execute the static busybox (no dynamic loading,
+ * no mount table to parse, as util-linux's mount(8) does each time); the rlimits are the shell's
+ * `ulimit`.
  *
  * - a new mount namespace, every mount a slave of the host's (mounts the host makes later under the
  *   share still reach QEMU; nothing made inside goes back), whose root is a tmpfs on
