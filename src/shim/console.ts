@@ -103,7 +103,7 @@ export class ConsoleServer {
     attached.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
     let afterExit: NodeJS.Timeout | undefined;
     try {
-      const exit = await exited;
+      const exit = await Promise.race([exited, unreported(socket)]);
       // Removing the process (finally) ends its output streams: what its children still hold too.
       await Promise.race([attached, new Promise((resolve) => (afterExit = setTimeout(resolve, OUTPUT_AFTER_EXIT_MS)))]);
       // The exit status goes after every output frame.
@@ -148,6 +148,19 @@ export class ConsoleServer {
     else socket.once('close', () => stdin.end());
     return stdin;
   }
+}
+
+/**
+ * unreported rejects once the client has gone and the guest has not reported the killed process's
+ * end within OUTPUT_AFTER_EXIT_MS: a guest that never answers cannot hold the session (and one of
+ * MAX_SESSIONS) for ever.
+ */
+function unreported(socket: Duplex): Promise<never> {
+  return new Promise((_resolve, reject) => {
+    const fail = () => setTimeout(() => reject(new Error('the guest did not report the end of the killed process')), OUTPUT_AFTER_EXIT_MS).unref();
+    if (socket.destroyed) fail();
+    else socket.once('close', fail);
+  });
 }
 
 /** frameSink writes output as frames; a client that does not take them for CONSOLE_STALL_MS is dropped. */
