@@ -136,10 +136,13 @@ export class QemuVm implements VmHandle {
       this.checkStopping();
       // Listen before the guest runs: the event cannot be missed. (A clone's port comes back open
       // from its saved state, announced by the same event once it runs.)
+      let portOpened = false;
       this.qmp.on('event', (e) => {
         if (e.event !== 'VSERPORT_CHANGE' || e.data['id'] !== AGENT_PORT_ID) return;
-        if (e.data['open'] === true) this.markAgentPortOpened();
-        else if (e.data['open'] === false) this.markAgentPortClosed();
+        if (e.data['open'] === true) {
+          portOpened = true;
+          this.markAgentPortOpened();
+        } else if (e.data['open'] === false && portOpened) this.markAgentPortClosed(); // a close counts once the agent was there
       });
       if (this.spec.template !== undefined) {
         await restoreTemplateState(this.qmp, this.paths.migrateSocket, this.spec.template.stateFile, deadline, () => this.checkStopping(), this.qemuMigrateSocket);
