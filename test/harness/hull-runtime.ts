@@ -4,12 +4,13 @@
  * its own short run root. CRI sandbox ids are 64 hex digits and unix socket
  * paths hold 107 bytes, so the run root must stay short.
  */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RuntimeSpec } from './containerd.js';
-import { mountsUnder } from '../helpers/leaks.js';
+import type { PrivateContainerd, RuntimeSpec } from './containerd.js';
+import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
 export const HULL_RUNTIME = 'io.containerd.hull.v2';
 const SHIM = fileURLToPath(new URL('../../../bin/containerd-shim-hull-v2', import.meta.url));
@@ -52,4 +53,16 @@ export function prepareHullRuntime(opts: { name: string; memoryMiB?: number }): 
       rmSync(runRoot, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * stopAndAssertClean stops the test's containerd, removes the runtime's directories and asserts
+ * that nothing of hull was left: no shim containerd had to kill, no QEMU, mount or state entry.
+ */
+export async function stopAndAssertClean(ctrd: PrivateContainerd | undefined, hull: HullRuntime): Promise<void> {
+  const report = await ctrd?.stop();
+  const left = { vms: qemuPidsUnder(hull.runRoot), mounts: [...mountsUnder(hull.work), ...mountsUnder(hull.runRoot)], state: entriesIn(hull.runRoot) };
+  hull.remove();
+  assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
+  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
 }

@@ -16,18 +16,18 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { findShims, startContainerd, type PrivateContainerd } from '../harness/containerd.js';
-import { prepareHullRuntime } from '../harness/hull-runtime.js';
+import { prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from '../harness/cri.js';
 import { parsePromText, type PromFamily } from '../harness/prom-text.js';
 import { getFromShim, readAll } from '../../src/monitor/index.js';
-import { entriesIn, mountsUnder, processAlive, qemuPidsUnder } from '../helpers/leaks.js';
+import { processAlive, qemuPidsUnder } from '../helpers/leaks.js';
 
 const HULL = fileURLToPath(new URL('../../../bin/hull', import.meta.url));
 const SHIM_TIMEOUT_MS = 3000;
 const MIB = 1024 * 1024;
 const hullRuntime = prepareHullRuntime({ name: 'monitor' });
-const { work, runRoot, configPath } = hullRuntime;
+const { runRoot, configPath } = hullRuntime;
 // HULL_TEST_GUEST_IMAGES_DIR: a guest images directory of its own (where other work rebuilds the shared one).
 const imagesDir = process.env['HULL_TEST_GUEST_IMAGES_DIR'];
 if (imagesDir) appendFileSync(configPath, `guest_images_dir = "${imagesDir}"\n`);
@@ -60,11 +60,7 @@ after(async () => {
     await new Promise((resolve) => monitor!.once('exit', resolve));
   }
   cri?.close();
-  const report = await ctrd?.stop();
-  const left = { vms: qemuPidsUnder(runRoot), mounts: [...mountsUnder(work), ...mountsUnder(runRoot)], state: entriesIn(runRoot) };
-  hullRuntime.remove();
-  assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
-  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
+  await stopAndAssertClean(ctrd, hullRuntime);
 });
 
 async function scrape(): Promise<Map<string, PromFamily>> {

@@ -16,13 +16,12 @@ import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
-import { prepareHullRuntime } from '../harness/hull-runtime.js';
+import { prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from '../harness/cri.js';
-import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
 const hullRuntime = prepareHullRuntime({ name: 'priv' });
-const { work, runRoot } = hullRuntime;
+const { work } = hullRuntime;
 const shareDir = join(work, 'share');
 const nftDir = join(work, 'nft');
 // CAP_SYS_MODULE is capability 16.
@@ -76,11 +75,7 @@ after(async () => {
     await cri.removePodSandbox(podId).catch(() => {});
   }
   cri?.close();
-  const report = await ctrd?.stop();
-  const left = { vms: qemuPidsUnder(runRoot), mounts: [...mountsUnder(work), ...mountsUnder(runRoot)], state: entriesIn(runRoot) };
-  hullRuntime.remove();
-  assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
-  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
+  await stopAndAssertClean(ctrd, hullRuntime);
 });
 
 describe('a privileged workload in a hull pod', () => {

@@ -16,7 +16,7 @@ import { QemuDriver } from '../../src/vmm/index.js';
 import { defaultSpec, makeBusyboxBundle } from '../helpers/bundle.js';
 import { isInvalidArgument } from '../../src/errors/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
-import { prepareHullRuntime } from '../harness/hull-runtime.js';
+import { prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
@@ -36,11 +36,7 @@ before(async () => {
 
 after(async () => {
   cri?.close();
-  const report = await ctrd?.stop();
-  const left = { vms: qemuPidsUnder(runRoot), mounts: [...mountsUnder(work), ...mountsUnder(runRoot)], state: entriesIn(runRoot) };
-  hullRuntime.remove();
-  assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
-  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
+  await stopAndAssertClean(ctrd, hullRuntime);
 });
 
 describe('pod sysctls', () => {
