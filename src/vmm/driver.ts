@@ -109,6 +109,23 @@ export interface VmSpec {
   template?: VmTemplateRef;
   /** jail confines the VMM; without it the VMM runs as the caller (root) in the host's namespaces. */
   jail?: VmJail;
+  /**
+   * lifeline is a FIFO (made by the caller) that the VM lives on: the VMM is killed once no process
+   * holds it open for writing (the caller opens it before start). Without it the VMM dies with the
+   * process that started it. A VM on a lifeline can be handed to another process: its starter
+   * detaches (VmHandle.detach), the other adopts it (VmDriver.adopt) and holds the lifeline.
+   */
+  lifeline?: string;
+}
+
+/** RunningVm is a VM on a lifeline that its starter detached from, for another process to adopt. */
+export interface RunningVm {
+  /** pid and startTime (field 22 of /proc/<pid>/stat) name the VMM for good. */
+  pid: number;
+  startTime: string;
+  /** chain: the VM's other host processes (its lifeline's holder, its jail's unshare), outermost first. */
+  chain: number[];
+  accel: Accel;
 }
 
 /** VmExit is how the VM process ended: an exit code, or the signal that killed it. */
@@ -122,6 +139,8 @@ export interface VmHandle {
   readonly id: string;
   /** pid is the hypervisor process (also written to `<stateDir>/qemu.pid` for a memory-less cleanup). */
   readonly pid: number;
+  /** hostPids are all the VM's host processes, the hypervisor last (a pod's cgroup must hold them all). */
+  readonly hostPids: readonly number[];
   /** agentSocketPath is the unix socket carrying the guest agent's byte stream (connect as client). */
   readonly agentSocketPath: string;
   readonly accel: Accel;
@@ -157,6 +176,11 @@ export interface VmHandle {
    * nothing may write the RAM file. Optional: drivers without templating leave it out.
    */
   saveTemplate?(stateFile: string): Promise<void>;
+  /**
+   * detach lets go of a VM started with a lifeline, leaving it running for another process to
+   * adopt; the handle is of no more use. Fails for a VM without a lifeline.
+   */
+  detach?(): Promise<RunningVm>;
 }
 
 /** VmDriver starts VMs of one hypervisor. */
@@ -167,6 +191,11 @@ export interface VmDriver {
    * and the console tail) and leaves no process behind and no file but the console log.
    */
   start(spec: VmSpec): Promise<VmHandle>;
+  /**
+   * adopt attaches to `running`, a VM started from `spec` (with a lifeline) that its starter
+   * detached from. The caller must hold the lifeline. Optional: drivers that cannot leave it out.
+   */
+  adopt?(spec: VmSpec, running: RunningVm): Promise<VmHandle>;
   /** templating is present when the driver can save VMs as templates and restore clones of them. */
   readonly templating?: VmTemplating;
 }

@@ -5,7 +5,7 @@
  * VM and restore clones of it (qemu-template.ts); making and keeping templates is src/factory's.
  */
 
-export type { Accel, VmDriver, VmExit, VmHandle, VmIdentity, VmJail, VmMachine, VmNetSpec, VmSpec, VmTemplateRef, VmTemplating } from './driver.js';
+export type { Accel, RunningVm, VmDriver, VmExit, VmHandle, VmIdentity, VmJail, VmMachine, VmNetSpec, VmSpec, VmTemplateRef, VmTemplating } from './driver.js';
 export { JAIL_CAPABILITIES, JAIL_RLIMITS } from './jail.js';
 export { findExecutable } from './qemu-process.js';
 export { chooseAccel, decideAccel, hostTscKhz, readHostFacts, type AccelChoice, type AccelRequest, type HostFacts } from './accel.js';

@@ -27,15 +27,35 @@ export function qemuCommand(spec: VmSpec, binary: string, args: readonly string[
   return ['setpriv', '--pdeathsig', 'KILL', '--', ...direct];
 }
 
+// The lifeline's holder: a shell that keeps the lifeline FIFO open for reading and the VMM as its
+// child, whose parent-death signal (setpriv --pdeathsig, in argv) points at this shell. It blocks
+// until no process holds the FIFO for writing any more (then `read` sees EOF), and exits: the
+// kernel then kills the VMM. Lines written to the FIFO are ignored.
+const LIFELINE_SCRIPT = `exec 3<"$1"; shift
+"$@" 3<&- &
+while read -r _ <&3; do :; done
+`;
+
+/**
+ * lifelineCommand wraps `argv` (which must set the parent-death signal, as qemuCommand and
+ * jailCommand do) so that the VM lives as long as some process holds `fifo` open for writing,
+ * whoever started it: the starter opens it before, and may hand it over (a VM pool to a pod's shim).
+ */
+export function lifelineCommand(busybox: string, fifo: string, argv: readonly string[]): string[] {
+  return [busybox, 'sh', '-c', LIFELINE_SCRIPT, 'hull-lifeline', fifo, ...argv];
+}
+
 // How long a jail may take to be built before QEMU runs in it (a few mounts).
 const JAIL_START_TIMEOUT_MS = 10_000;
 
 /**
- * spawnQemu runs `argv` and returns once the process runs, with QEMU's pid: the spawned process
- * itself, or for a jail (`jailed`) its child, PID 1 of the jail's PID namespace, which becomes QEMU
- * once the jail is built. Fails 'failed_precondition' when QEMU cannot be started.
+ * spawnQemu runs `argv` and returns once the process runs, with QEMU's pid and the pids of the
+ * processes above it (`chain`, spawned first): the spawned process itself is QEMU, unless argv has
+ * `wrappers` levels of processes that fork it (a jail's `unshare --fork`: its child, PID 1 of the
+ * jail's PID namespace, becomes QEMU once the jail is built; a lifeline's holder shell).
+ * Fails 'failed_precondition' when QEMU cannot be started.
  */
-export async function spawnQemu(spec: VmSpec, argv: readonly string[], binary: string, jailed: boolean): Promise<{ child: ChildProcess; pid: number }> {
+export async function spawnQemu(spec: VmSpec, argv: readonly string[], binary: string, wrappers: number): Promise<{ child: ChildProcess; pid: number; chain: number[] }> {
   // setpriv/nsenter/unshare would start even when QEMU cannot: check the binary first, for a clear error.
   if (!(await findExecutable(binary))) {
     throw new HullError('failed_precondition', `Cannot start VM "${spec.id}": cannot run "${binary}": not found or not executable`);
@@ -51,19 +71,23 @@ export async function spawnQemu(spec: VmSpec, argv: readonly string[], binary: s
   if (spawnError !== undefined || child.pid === undefined) {
     throw new HullError('failed_precondition', `Cannot start VM "${spec.id}": cannot run "${binary}": ${spawnError?.message}`, { cause: spawnError });
   }
-  if (!jailed) return { child, pid: child.pid };
-  const pid = await firstChild(child, JAIL_START_TIMEOUT_MS);
-  if (pid === undefined) {
-    child.kill('SIGKILL');
-    throw new HullError('internal', `Cannot start VM "${spec.id}": its jail did not start within ${JAIL_START_TIMEOUT_MS} ms`);
+  const chain = [child.pid];
+  const deadline = Date.now() + JAIL_START_TIMEOUT_MS;
+  for (let level = 0; level < wrappers; level++) {
+    const pid = await firstChild(child, chain[chain.length - 1]!, deadline);
+    if (pid === undefined) {
+      child.kill('SIGKILL');
+      throw new HullError('internal', `Cannot start VM "${spec.id}": its jail did not start within ${JAIL_START_TIMEOUT_MS} ms`);
+    }
+    chain.push(pid);
   }
-  return { child, pid };
+  const pid = chain.pop()!;
+  return { child, pid, chain };
 }
 
-/** firstChild waits for the first child of `parent` (unshare's forked PID 1), while it runs. */
-async function firstChild(parent: ChildProcess, timeoutMs: number): Promise<number | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  const pid = parent.pid!;
+/** firstChild waits for the first child of `pid` (a descendant of `spawned`), while `spawned` runs. */
+async function firstChild(spawned: ChildProcess, pid: number, deadline: number): Promise<number | undefined> {
+  const parent = spawned;
   while (Date.now() < deadline && parent.exitCode === null && parent.signalCode === null) {
     const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim();
     const first = Number(children.split(' ')[0]);

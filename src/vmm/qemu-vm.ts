@@ -10,11 +10,13 @@ import { chmod, lstat, writeFile } from 'node:fs/promises';
 import { HullError, errorCode } from '../errors/index.js';
 import { ByteTail, printable } from './byte-tail.js';
 import { ConsoleCapture } from './console.js';
-import type { Accel, VmExit, VmHandle, VmSpec } from './driver.js';
+import { processStartTime } from '../common/process.js';
+import type { Accel, RunningVm, VmExit, VmHandle, VmSpec } from './driver.js';
 import { AGENT_PORT_ID, ramBacking, type QemuPaths } from './qemu-args.js';
 import { removeFiles, spawnQemu } from './qemu-process.js';
 import { restoreTemplateState, saveTemplateState } from './qemu-template.js';
 import { QmpClient } from './qmp.js';
+import { childVmProcess, watchedVmProcess, type VmProcess } from './vm-process.js';
 
 export interface QemuDriverOptions {
   /** binary is the QEMU executable (default "qemu-system-x86_64", looked up on PATH). */
@@ -58,14 +60,38 @@ export class QemuVm implements VmHandle {
   /**
    * launch runs `argv` (QEMU, directly or through its jail) and attaches to it. `paths.host` are the
    * VM's files as the driver reaches them, `paths.qemu` as QEMU names them (they differ in a jail).
+   * `wrappers` is the number of processes in argv that fork the next one (spawnQemu).
    */
-  static async launch(spec: VmSpec, accel: Accel, paths: { host: QemuPaths; qemu: QemuPaths }, argv: string[], binary: string, options: QemuDriverOptions): Promise<QemuVm> {
-    const { child, pid } = await spawnQemu(spec, argv, binary, spec.jail !== undefined);
-    const vm = new QemuVm(spec, accel, paths.host, child, pid, options, paths.qemu.migrateSocket);
+  static async launch(spec: VmSpec, accel: Accel, paths: { host: QemuPaths; qemu: QemuPaths }, argv: string[], binary: string, options: QemuDriverOptions, wrappers: number): Promise<QemuVm> {
+    const { child, pid, chain } = await spawnQemu(spec, argv, binary, wrappers);
+    // A VM on a lifeline outlives its starter's interest in it (a pool hands it over): it is
+    // watched by pid and start time, as its adopter will watch it, not reaped through `child`.
+    const startTime = spec.lifeline !== undefined ? processStartTime(pid) : undefined;
+    const vmProcess = startTime !== undefined ? watchedVmProcess(pid, startTime) : childVmProcess(child, pid);
+    const vm = new QemuVm(spec, accel, paths.host, vmProcess, options, paths.qemu.migrateSocket, [...chain, pid], child);
     // A jailed QEMU's own pid file would say 1 (its PID namespace): the driver writes the host's.
     if (spec.jail !== undefined) await writeFile(paths.host.pidFile, `${pid}\n`, { mode: 0o600 }).catch(() => undefined);
     try {
-      await vm.attach(spec.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+      if (startTime === undefined && spec.lifeline !== undefined) throw new HullError('internal', `QEMU (pid ${pid}) exited at once`);
+      await vm.attach(spec.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS, false);
+      return vm;
+    } catch (error) {
+      await vm.shutdown({ deadlineMs: 0 });
+      if (spec.lifeline !== undefined) child.kill('SIGKILL'); // the holder, its VMM gone
+      throw vm.startFailure(error);
+    }
+  }
+
+  /**
+   * adopt attaches to a VM that runs already (started on a lifeline by another process, which
+   * detached from it): its QMP, console and agent port, which its starter left open. The caller
+   * holds the lifeline from now on.
+   */
+  static async adopt(spec: VmSpec, paths: QemuPaths, running: RunningVm, options: QemuDriverOptions): Promise<QemuVm> {
+    const vm = new QemuVm(spec, running.accel, paths, watchedVmProcess(running.pid, running.startTime), options, paths.migrateSocket, [...running.chain], undefined);
+    try {
+      if (processStartTime(running.pid) !== running.startTime) throw new HullError('unavailable', `QEMU (pid ${running.pid}) is not running`);
+      await vm.attach(spec.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS, true);
       return vm;
     } catch (error) {
       await vm.shutdown({ deadlineMs: 0 });
@@ -77,26 +103,28 @@ export class QemuVm implements VmHandle {
     private readonly spec: VmSpec,
     readonly accel: Accel,
     private readonly paths: QemuPaths,
-    private readonly child: ChildProcess,
-    pid: number,
+    private readonly vmProcess: VmProcess,
     private readonly options: QemuDriverOptions,
     /** qemuMigrateSocket is the migration socket as QEMU names it (its path in the jail). */
     private readonly qemuMigrateSocket: string,
+    /** hostPids: the VM's host processes, QEMU last (a jail's unshare, a lifeline's holder before it). */
+    readonly hostPids: readonly number[],
+    /** child is what was spawned (QEMU, its jail or its lifeline's holder): its output is QEMU's. */
+    child: ChildProcess | undefined,
   ) {
-    this.pid = pid;
+    this.pid = vmProcess.pid;
     this.agentSocketPath = paths.agentSocket;
     this.agentPortOpened = new Promise((resolve) => (this.markAgentPortOpened = resolve));
     this.agentPortClosed = new Promise((resolve) => (this.markAgentPortClosed = resolve));
-    child.stdout?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
-    child.stderr?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
-    child.on('error', () => undefined); // a failed kill(); the exit is what we wait for
-    this.processExit = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.exitStatus = { code, signal };
-        resolve(this.exitStatus);
-      });
+    child?.stdout?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
+    child?.stderr?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
+    child?.on('error', () => undefined); // a failed kill(); the exit is what we wait for
+    this.processExit = vmProcess.exit.then((status) => {
+      this.exitStatus = status;
+      return status;
     });
-    const outputClosed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    // A lifeline's holder (and its pipes) outlive QEMU: only a child that is QEMU's own has output to drain.
+    const outputClosed = child !== undefined && spec.lifeline === undefined ? new Promise<void>((resolve) => child.once('close', () => resolve())) : Promise.resolve();
     this.exited = this.processExit.then(async (status) => {
       await withTimeout(Promise.all([outputClosed, this.console?.done]), DRAIN_WAIT_MS);
       return status;
@@ -124,11 +152,30 @@ export class QemuVm implements VmHandle {
     return this.shutdownOnce;
   }
 
-  /** attach connects QMP and the console, checks the agent socket and lets the vCPUs run. */
-  private async attach(timeoutMs: number): Promise<void> {
+  /**
+   * detach lets go of a VM on a lifeline without ending it: QMP and the console are closed (their
+   * sockets then accept its adopter), the process is no longer watched. What it returns is what
+   * QemuDriver.adopt needs; this handle is of no more use.
+   */
+  async detach(): Promise<RunningVm> {
+    const startTime = processStartTime(this.pid);
+    if (this.spec.lifeline === undefined) throw new HullError('failed_precondition', `VM "${this.spec.id}" has no lifeline: it cannot be handed over`);
+    if (startTime === undefined || this.exitStatus !== undefined || this.stopping) throw new HullError('failed_precondition', `VM "${this.spec.id}" is not running`);
+    this.stopping = true;
+    this.shutdownOnce = Promise.resolve();
+    this.vmProcess.release();
+    this.qmp?.close();
+    await this.console?.close();
+    return { pid: this.pid, startTime, chain: this.hostPids.slice(0, -1), accel: this.accel };
+  }
+
+  /** attach connects QMP and the console, checks the agent socket and lets the vCPUs run (a running VM's run already). */
+  private async attach(timeoutMs: number, running: boolean): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const steps = async () => {
       this.qmp = await this.connectQmp(deadline);
+      // QEMU's exit closes QMP first: look for the exit at once rather than at the next poll.
+      void this.qmp.closed.then(() => this.vmProcess.check());
       this.checkStopping();
       this.console = await ConsoleCapture.connect(this.paths.consoleSocket, this.paths.consoleLog, {
         maxLogBytes: this.options.consoleLogMaxBytes,
@@ -136,7 +183,9 @@ export class QemuVm implements VmHandle {
       this.checkStopping();
       // Listen before the guest runs: the event cannot be missed. (A clone's port comes back open
       // from its saved state, announced by the same event once it runs.)
-      let portOpened = false;
+      // A running VM's agent has the port open already (its starter talked to it).
+      let portOpened = running;
+      if (running) this.markAgentPortOpened();
       this.qmp.on('event', (e) => {
         if (e.event !== 'VSERPORT_CHANGE' || e.data['id'] !== AGENT_PORT_ID) return;
         if (e.data['open'] === true) {
@@ -144,7 +193,7 @@ export class QemuVm implements VmHandle {
           this.markAgentPortOpened();
         } else if (e.data['open'] === false && portOpened) this.markAgentPortClosed(); // a close counts once the agent was there
       });
-      if (this.spec.template !== undefined) {
+      if (this.spec.template !== undefined && !running) {
         await restoreTemplateState(this.qmp, this.paths.migrateSocket, this.spec.template.stateFile, deadline, () => this.checkStopping(), this.qemuMigrateSocket);
         this.checkStopping();
       }
@@ -155,7 +204,7 @@ export class QemuVm implements VmHandle {
       const ram = ramBacking(this.spec, this.paths);
       const own = [this.paths.qmpSocket, this.paths.agentSocket, this.paths.consoleSocket, ...(ram.share || ram.path === this.paths.ram ? [ram.path] : [])];
       await Promise.all(own.map((path) => chmod(path, 0o600)));
-      await this.qmp.execute('cont', undefined, { timeoutMs: Math.max(1, deadline - Date.now()) });
+      if (!running) await this.qmp.execute('cont', undefined, { timeoutMs: Math.max(1, deadline - Date.now()) });
     };
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
@@ -231,12 +280,12 @@ export class QemuVm implements VmHandle {
         // QEMU may close the socket before its answer arrives: the exit is what counts.
         this.qmp.execute('quit', undefined, { timeoutMs: deadlineMs }).catch(() => undefined);
       } else {
-        this.child.kill('SIGTERM');
+        this.vmProcess.kill('SIGTERM');
       }
       await withTimeout(this.processExit, deadlineMs);
     }
     if (this.exitStatus === undefined) {
-      this.child.kill('SIGKILL'); // a no-op once Node has reaped the child, so never another process
+      this.vmProcess.kill('SIGKILL');
       await withTimeout(this.processExit, KILL_WAIT_MS);
     }
     // Our ends of the sockets are closed whether or not QEMU is gone: the shim must not keep them.
@@ -263,6 +312,7 @@ export class QemuVm implements VmHandle {
 }
 
 function describeExit(status: VmExit): string {
+  if (status.code === null && status.signal === null) return 'status unknown: not our child';
   return status.signal !== null ? `signal ${status.signal}` : `code ${status.code}`;
 }
 

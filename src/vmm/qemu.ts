@@ -15,11 +15,11 @@
 import { realpath } from 'node:fs/promises';
 import { HullError } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
-import type { VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
+import type { RunningVm, VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
 import { jailCommand, type JailTools } from './jail.js';
 import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
 import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
-import { findExecutable, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
+import { findExecutable, lifelineCommand, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
 import { checkTemplateFiles, qemuIdentity } from './qemu-template.js';
 import { QemuVm, type QemuDriverOptions } from './qemu-vm.js';
 
@@ -49,7 +49,8 @@ export class QemuDriver implements VmDriver {
       await refuseIfRunning(spec, paths);
       await removeFiles(paths);
       const args = qemuArgs(spec, accel, paths, { tscKhz, paused: true });
-      return QemuVm.launch(spec, accel, { host: paths, qemu: paths }, qemuCommand(spec, binary, args), binary, this.options);
+      const argv = await this.onLifeline(spec, qemuCommand(spec, binary, args));
+      return QemuVm.launch(spec, accel, { host: paths, qemu: paths }, argv, binary, this.options, spec.lifeline !== undefined ? 1 : 0);
     }
     const layout = jailLayout(spec, accel);
     checkJailable(await realpath((await findExecutable(binary)) ?? binary).catch(() => binary));
@@ -57,8 +58,24 @@ export class QemuDriver implements VmDriver {
     await removeFiles(layout.hostPaths);
     await prepareJailDirs(spec, layout);
     const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { tscKhz, paused: true, pidFile: false });
-    const argv = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(), binary: (await findExecutable(binary)) ?? binary, args });
-    return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options);
+    const jailed = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(), binary: (await findExecutable(binary)) ?? binary, args });
+    const argv = await this.onLifeline(spec, jailed);
+    return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options, spec.lifeline !== undefined ? 2 : 1);
+  }
+
+  async adopt(spec: VmSpec, running: RunningVm): Promise<VmHandle> {
+    validateSpec(spec);
+    const paths = spec.jail === undefined ? qemuPaths(spec.stateDir) : jailLayout(spec, running.accel).hostPaths;
+    return QemuVm.adopt(spec, paths, running, this.options);
+  }
+
+  /** onLifeline wraps argv in the lifeline's holder when the VM has one. */
+  private async onLifeline(spec: VmSpec, argv: string[]): Promise<string[]> {
+    if (spec.lifeline === undefined) return argv;
+    const tools = await jailTools();
+    // An absolute path: busybox's shell would run its own applet for a bare "setpriv".
+    if (argv[0] !== 'setpriv') throw new HullError('internal', `a VM on a lifeline must start with setpriv, not ${argv[0]}`);
+    return lifelineCommand(tools.busybox, spec.lifeline, [tools.setpriv, ...argv.slice(1)]);
   }
 }
 
