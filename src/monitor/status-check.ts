@@ -12,7 +12,7 @@ export const STATUS_LIMITS = { containers: 1024, devices: 64, rpcMethods: 64, st
 
 const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
 const DEVICE = /^[A-Za-z0-9._-]{1,32}$/;
-const PHASES = new Set<StartupPhase['name']>(['network', 'template', 'vmm', 'agent', 'setup', 'guest-network']);
+const PHASES = new Set<StartupPhase['name']>(['network', 'pool', 'template', 'vmm', 'agent', 'setup', 'guest-network']);
 
 class StatusError extends Error {}
 

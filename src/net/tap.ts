@@ -20,19 +20,51 @@ export { TAP_NAME };
  */
 export async function connectTap(netns: string, veth: string, mtu: number, identity: PodIdentity, owner?: { uid: number; gid: number }): Promise<string> {
   try {
-    // Owned by the VM's uid: a jailed QEMU opens it without CAP_NET_ADMIN.
-    const user = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
-    await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', TAP_NAME, 'mode', 'tap', ...user]);
-    // The guard exists before the tap is up and before QEMU holds it: no frame passes unfiltered.
-    await installGuard(netns, { ...identity, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
-    await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'mtu', String(mtu), 'up']);
-    await inNetns(netns, 'tc', ['qdisc', 'add', 'dev', veth, 'ingress']);
-    await inNetns(netns, 'tc', ['filter', 'add', 'dev', veth, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', TAP_NAME]);
+    await createTap(netns, TAP_NAME, owner);
+    await plumbTap(netns, veth, mtu, identity);
     return TAP_NAME;
   } catch (e) {
     await disconnectTap(netns, veth);
     throw e;
   }
+}
+
+/** createTap makes a tap named `name` in `netns`, down, owned by `owner` (a jailed QEMU opens it without CAP_NET_ADMIN). */
+export async function createTap(netns: string, name: string, owner?: { uid: number; gid: number }): Promise<void> {
+  const user = owner ? ['user', String(owner.uid), 'group', String(owner.gid)] : [];
+  await inNetns(netns, 'ip', ['tuntap', 'add', 'dev', name, 'mode', 'tap', ...user]);
+}
+
+/** removeTap deletes the tap `name` in `netns` when both are there; never throws. */
+export async function removeTap(netns: string, name: string): Promise<void> {
+  if (!existsSync(netns)) return;
+  await inNetns(netns, 'ip', ['link', 'del', 'dev', name]).catch(() => {});
+}
+
+/**
+ * takeOverTap moves tap `name` (down, held by a running VM: the move keeps QEMU's fd working) from
+ * `fromNetns` into the pod's `netns` as the pod's tap, and connects it as connectTap does; on failure
+ * it removes what it made there (the tap with it: the VM then has no network, and is ended).
+ */
+export async function takeOverTap(fromNetns: string, name: string, netns: string, veth: string, mtu: number, identity: PodIdentity): Promise<string> {
+  try {
+    await inNetns(fromNetns, 'ip', ['link', 'set', 'dev', name, 'netns', netns]);
+    await inNetns(netns, 'ip', ['link', 'set', 'dev', name, 'name', TAP_NAME]);
+    await plumbTap(netns, veth, mtu, identity);
+    return TAP_NAME;
+  } catch (e) {
+    await disconnectTap(netns, veth);
+    throw e;
+  }
+}
+
+/** plumbTap guards the pod's tap, brings it up and redirects the veth's frames to it. */
+async function plumbTap(netns: string, veth: string, mtu: number, identity: PodIdentity): Promise<void> {
+  // The guard exists before the tap is up: no frame passes unfiltered.
+  await installGuard(netns, { ...identity, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
+  await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'mtu', String(mtu), 'up']);
+  await inNetns(netns, 'tc', ['qdisc', 'add', 'dev', veth, 'ingress']);
+  await inNetns(netns, 'tc', ['filter', 'add', 'dev', veth, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', TAP_NAME]);
 }
 
 /**

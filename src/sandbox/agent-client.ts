@@ -58,6 +58,25 @@ export async function waitForAgent(agent: AgentClient, deadline: number, portOpe
   return checkString('agent version', agentVersion);
 }
 
+/** ADOPTED_CHECK_MS: one Check's wait on an adopted VM's agent before it is sent again. */
+const ADOPTED_CHECK_MS = 500;
+
+/**
+ * waitForAdoptedAgent answers once the agent of a VM taken over from another process (a pooled
+ * VM) responds to Check, or fails at `deadline`. That agent saw the other process hang up and
+ * reopens its port, which drops what the host sent meanwhile: Check is sent again until answered.
+ */
+export async function waitForAdoptedAgent(agent: AgentClient, deadline: number): Promise<string> {
+  for (;;) {
+    try {
+      const { agentVersion } = await agent.check({}, { timeoutMs: Math.max(1, Math.min(ADOPTED_CHECK_MS, deadline - Date.now())) });
+      return checkString('agent version', agentVersion);
+    } catch (e) {
+      if (Date.now() >= deadline || (e as HullError).code !== 'deadline_exceeded') throw e;
+    }
+  }
+}
+
 /** AgentDebugState is what the agent says it holds (DebugState), checked. */
 export interface AgentDebugState {
   rssBytes: number;

@@ -81,9 +81,10 @@ async function currentCgroups(): Promise<Map<string, string>> {
 /**
  * joinPodCgroup makes `cgroupsPath` in every hierarchy (each level it makes recorded in the ledger
  * before it is made) and moves this process into it, so that everything it starts from now on is
- * the pod's.
+ * the pod's; and `others` too (a pooled VM's processes, started before the pod existed: what they
+ * were charged before stays where it was, as cgroups do when a process moves).
  */
-export async function joinPodCgroup(ledger: Ledger, cgroupsPath: string): Promise<void> {
+export async function joinPodCgroup(ledger: Ledger, cgroupsPath: string, others: readonly number[] = []): Promise<void> {
   const rel = cgroupRelPath(cgroupsPath);
   const now = await currentCgroups();
   for (const h of await hostHierarchies()) {
@@ -100,7 +101,8 @@ export async function joinPodCgroup(ledger: Ledger, cgroupsPath: string): Promis
       if (h.key.split(',').includes('cpuset')) await inheritCpuset(dir);
     }
     const leaf = join(h.mount, ...levels);
-    await writeFile(join(leaf, 'cgroup.procs'), String(process.pid));
+    // One write per process: cgroup.procs takes one pid at a time (the whole thread group moves).
+    for (const pid of [process.pid, ...others]) await writeFile(join(leaf, 'cgroup.procs'), String(pid));
   }
 }
 

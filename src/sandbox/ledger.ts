@@ -16,7 +16,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { readFile, rm, rmdir, unlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
-import { disablePortForward, disconnectTap } from '../net/index.js';
+import { disablePortForward, disconnectTap, removeTap } from '../net/index.js';
 import { mountAt, mountPointsUnder, readMountinfo } from '../common/mountinfo.js';
 import { isInside } from '../common/paths.js';
 import { processStartTime } from '../common/process.js';
@@ -43,7 +43,14 @@ export type Resource =
   /** the lease of the VMM's uid (jail-uid.ts): `/run/hull-uids/<uid>`. */
   | { kind: 'uid-lease'; uid: number }
   /** the port-forward plumbing: NAT rules, sysctl, the veth's address (src/net: disablePortForward). */
-  | { kind: 'port-forward'; netns: string; veth: string; guestIp: string; vethAddress: string };
+  | { kind: 'port-forward'; netns: string; veth: string; guestIp: string; vethAddress: string }
+  /** a bare tap (a pooled VM's, in the pool's netns): removed when it is still there. */
+  | { kind: 'tap'; netns: string; name: string }
+  /**
+   * a VM adopted from the pool (src/pool): its own state directory, whose ledger records what was
+   * made for it (jail, share, uid, tap, processes) and the pod's containers; released by replaying it.
+   */
+  | { kind: 'pool-vm'; dir: string };
 
 export interface LedgerEntry {
   seq: number;
@@ -173,6 +180,14 @@ async function release(entry: LedgerEntry, stateDir: string, log: LedgerLog): Pr
     case 'network':
       await disconnectTap(r.netns, r.veth);
       return;
+    case 'tap':
+      await removeTap(r.netns, r.name);
+      return;
+    case 'pool-vm': {
+      const failures = await replayLedger(r.dir, { log });
+      if (failures > 0) throw new HullError('internal', `${failures} resources of the pooled VM could not be released`);
+      return;
+    }
     case 'port-forward':
       // disablePortForward needs only the netns, the veth's name and these two values.
       await disablePortForward({ netns: r.netns, iface: { name: r.veth, mac: '', mtu: 0, addresses: [] }, routes: [] }, { guestIp: r.guestIp, vethAddress: r.vethAddress, tapMac: '' });
@@ -220,6 +235,10 @@ function describe(r: Resource): string {
     case 'network':
     case 'port-forward':
       return `${r.kind} of ${r.veth} in ${r.netns}`;
+    case 'tap':
+      return `tap ${r.name} in ${r.netns}`;
+    case 'pool-vm':
+      return `pooled VM ${r.dir}`;
     case 'mount':
       return `mount "${r.target}"`;
     default:
@@ -229,6 +248,8 @@ function describe(r: Resource): string {
 
 const isNetns = (path: unknown): boolean => typeof path === 'string' && path.startsWith('/') && posix.normalize(path) === path;
 const IFNAME = /^[A-Za-z0-9_.@-]{1,15}$/;
+/** POOL_VM_DIR: the name of a pooled VM's state directory (src/pool names them so). */
+export const POOL_VM_DIR = /^vm-[0-9a-f]{16}$/;
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 /** checkResource refuses a resource hull would not record: paths outside the state dir, odd values. */
@@ -264,6 +285,13 @@ function checkResource(stateDir: string, r: Resource): void {
       return;
     case 'network':
       if (!isNetns(r.netns) || !IFNAME.test(r.veth)) fail();
+      return;
+    case 'tap':
+      if (!isNetns(r.netns) || !IFNAME.test(r.name)) fail();
+      return;
+    case 'pool-vm':
+      // Only a VM directory of a pool (POOL_VM_DIR), never this state dir or above it.
+      if (!isNetns(r.dir) || !POOL_VM_DIR.test(posix.basename(r.dir)) || isInside(r.dir, stateDir)) fail();
       return;
     default:
       fail();

@@ -4,7 +4,7 @@
  * before it is made; and the SetupNetwork request that gives the guest the pod's interface, routes
  * and the port-forward neighbour.
  */
-import { LINK_ADDRESS, connectTap, enablePortForward, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
+import { LINK_ADDRESS, connectTap, enablePortForward, takeOverTap, readPodNetwork, type PodNetwork, type PortForwardPlumbing } from '../net/index.js';
 import type { VmJail, VmNetSpec } from '../vmm/index.js';
 import type { Ledger } from './ledger.js';
 
@@ -16,13 +16,18 @@ export interface AttachedNetwork {
   vm: VmNetSpec;
 }
 
-/** attachPodNetwork takes over the interface CNI made in `netns` for the VM (the tap owned by the VM's uid). */
-export async function attachPodNetwork(ledger: Ledger, netns: string, jail: VmJail | undefined): Promise<AttachedNetwork> {
+/**
+ * attachPodNetwork takes over the interface CNI made in `netns` for the VM: with a new tap owned by
+ * the VM's uid, or with `pooledTap`, the tap of a running pooled VM, moved here from the pool's netns.
+ */
+export async function attachPodNetwork(ledger: Ledger, netns: string, jail: VmJail | undefined, pooledTap?: { netns: string; name: string }): Promise<AttachedNetwork> {
   const pod = await readPodNetwork(netns);
   ledger.record('', { kind: 'network', netns, veth: pod.iface.name });
   // The guard on the tap lets through only what the guest may send as this pod (src/net/anti-spoof.ts).
   const identity = { mac: pod.iface.mac, addresses: pod.iface.addresses.map((a) => a.cidr) };
-  const tapName = await connectTap(netns, pod.iface.name, pod.iface.mtu, identity, jail);
+  const tapName = pooledTap
+    ? await takeOverTap(pooledTap.netns, pooledTap.name, netns, pod.iface.name, pod.iface.mtu, identity)
+    : await connectTap(netns, pod.iface.name, pod.iface.mtu, identity, jail);
   const v4 = pod.iface.addresses.find((a) => a.family === 4);
   if (v4) ledger.record('', { kind: 'port-forward', netns, veth: pod.iface.name, guestIp: v4.cidr.split('/')[0]!, vethAddress: v4.cidr });
   const portForward = await enablePortForward(pod);

@@ -6,17 +6,21 @@
  * container's create fails or the container is removed (its scope only).
  */
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
+import { run } from '../common/run.js';
 import { join } from 'node:path';
 import { SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
-import type { VmDriver, VmHandle, VmJail, VmNetSpec, VmSpec } from '../vmm/index.js';
-import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAgent, type AgentClient } from './agent-client.js';
+import { createTap } from '../net/index.js';
+import type { RunningVm, VmDriver, VmHandle, VmJail, VmNetSpec, VmSpec } from '../vmm/index.js';
+import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAdoptedAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import type { AgentRpcStats } from './agent-rpc-stats.js';
 import { joinPodCgroup } from './host-cgroup.js';
-import { attachPodNetwork, guestNetwork } from './pod-attach.js';
+import { attachPodNetwork, guestNetwork, type AttachedNetwork } from './pod-attach.js';
+import { adoptPooledVm, type VmPool } from './pool-adopt.js';
 import { leaseJailUid, type UidRange } from './jail-uid.js';
 import { Ledger, replayLedger, type LedgerLog } from './ledger.js';
 import { makeShare, shareContainer, shareLayout, type ShareLayout } from './share.js';
@@ -71,6 +75,13 @@ export interface SandboxOptions {
   netns?: string;
   /** factory, when given, may start the VM faster than a cold boot (needs `image.id`). */
   factory?: VmFactory;
+  /** pool, when given, may lend a warm VM of this shape (needs `image.id`); else the VM is started. */
+  pool?: VmPool;
+  /**
+   * pooled makes this a pool's warm VM (src/pool): it runs on a lifeline (`<stateDir>/lifeline`)
+   * so that a pod's sandbox can adopt it, with a tap of its own in the pool's netns.
+   */
+  pooled?: { tapNetns: string; tapName: string };
   /**
    * protectedRoots are hull's own directories on this host (guest images, templates, template RAM,
    * …): no volume may lie in or contain one. The run root and the factory's directories are added here.
@@ -129,7 +140,7 @@ export interface ProcessExit {
 
 /** StartupPhase is one step of Sandbox.create and how long it took, in ms (for logs and benchmarks). */
 export interface StartupPhase {
-  name: 'network' | 'template' | 'vmm' | 'agent' | 'setup' | 'guest-network';
+  name: 'network' | 'pool' | 'template' | 'vmm' | 'agent' | 'setup' | 'guest-network';
   ms: number;
 }
 
@@ -147,11 +158,18 @@ export class Sandbox {
   /** mountsDir is host-private: where containers' rootfs and volumes are bound. */
   readonly mountsDir: string;
   readonly vm: VmHandle;
+  /** vmSpec is what the VM was started from (a pooled VM's adopter needs it). */
+  readonly vmSpec: VmSpec;
   readonly agent: AgentClient;
   /** startup says where create() spent its time. */
   readonly startup: readonly StartupPhase[];
   readonly #client: TtrpcClient;
   readonly #ledger: Ledger;
+  // The ledger and directory of the VM's share: the sandbox's own, or an adopted pooled VM's.
+  readonly #shareLedger: Ledger;
+  readonly #shareDir: string;
+  // The VM's lifeline held open (a pooled VM's, or one adopted from a pool): closing it ends the VM.
+  #lifelineFd: number | undefined;
   readonly #layout: ShareLayout;
   readonly #protected: ProtectedPaths;
   readonly #log: LedgerLog;
@@ -162,10 +180,14 @@ export class Sandbox {
   readonly #lifetime = new AbortController();
   #destroyed: Promise<void> | undefined;
 
-  private constructor(id: string, parts: { ledger: Ledger; layout: ShareLayout; vm: VmHandle; client: TtrpcClient; agent: AgentClient; startup: StartupPhase[]; protectedPaths: ProtectedPaths; options: SandboxOptions }) {
+  private constructor(id: string, parts: { ledger: Ledger; shareLedger: Ledger; layout: ShareLayout; vm: VmHandle; client: TtrpcClient; agent: AgentClient; startup: StartupPhase[]; protectedPaths: ProtectedPaths; lifelineFd: number | undefined; vmSpec: VmSpec; options: SandboxOptions }) {
     this.id = id;
     this.stateDir = parts.ledger.stateDir;
     this.#ledger = parts.ledger;
+    this.#shareLedger = parts.shareLedger;
+    this.#shareDir = parts.shareLedger.stateDir;
+    this.#lifelineFd = parts.lifelineFd;
+    this.vmSpec = parts.vmSpec;
     this.#layout = parts.layout;
     this.sharedDir = parts.layout.sharedDir;
     this.mountsDir = parts.layout.mountsDir;
@@ -203,9 +225,12 @@ export class Sandbox {
       await rmdir(stateDir).catch(() => {});
       throw e;
     }
-    const layout = shareLayout(stateDir);
+    let layout = shareLayout(stateDir);
+    let shareLedger = ledger;
     let vm: VmHandle | undefined;
     let client: TtrpcClient | undefined;
+    let lifelineFd: number | undefined;
+    let vmSpec: VmSpec | undefined;
     const startup: StartupPhase[] = [];
     let lapStart = performance.now();
     const lap = (name: StartupPhase['name']): void => {
@@ -214,36 +239,68 @@ export class Sandbox {
       lapStart = now;
     };
     try {
-      await makeShare(ledger, layout);
-      if (options.cgroupsPath) await joinPodCgroup(ledger, options.cgroupsPath);
-      const uid = options.jail === false ? undefined : await leaseJailUid(ledger, options.jail ?? DEFAULT_JAIL_UIDS);
-      const jail: VmJail | undefined = uid !== undefined ? { uid, gid: uid } : undefined;
-      const network = options.netns ? await attachPodNetwork(ledger, options.netns, jail) : undefined;
-      const net: VmNetSpec | undefined = network?.vm;
-      if (network) lap('network');
       const bootTimeoutMs = options.bootTimeoutMs ?? 60_000;
       const deadline = Date.now() + bootTimeoutMs;
       const { image } = options;
-      const cold: VmSpec = {
-        id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs, ...(jail ? { jail } : {}),
-        vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel: options.accel ?? 'auto',
-      };
-      const clone = options.factory && image.id ? await options.factory.cloneOf(cold, image.id) : undefined;
-      if (clone) lap('template');
-      vm = await options.driver.start(clone ?? cold);
-      // Recorded once it runs: a shim that dies before this line takes QEMU with it (parent-death signal).
-      await ledger.recordProcess('', vm.pid);
-      lap('vmm');
+      const accel = options.accel ?? 'auto';
+      let network: AttachedNetwork | undefined;
+      const pooled = options.pool && image.id ? await options.pool.claim({ imageId: image.id, vcpus, memoryMiB, accel, jailed: options.jail !== false }, options.id).catch((e: Error) => {
+        log(`sandbox ${options.id}: no VM from the pool: ${e.message}`);
+        return undefined;
+      }) : undefined;
+      if (pooled) {
+        const adopted = await adoptPooledVm(ledger, pooled, { driver: options.driver, netns: options.netns, cgroupsPath: options.cgroupsPath, log });
+        ({ vm, lifelineFd, network } = adopted);
+        vmSpec = pooled.spec;
+        layout = shareLayout(pooled.dir);
+        shareLedger = await Ledger.open(pooled.dir);
+        lap('pool');
+      } else {
+        await makeShare(ledger, layout);
+        if (options.cgroupsPath) await joinPodCgroup(ledger, options.cgroupsPath);
+        const uid = options.jail === false ? undefined : await leaseJailUid(ledger, options.jail ?? DEFAULT_JAIL_UIDS);
+        const jail: VmJail | undefined = uid !== undefined ? { uid, gid: uid } : undefined;
+        network = options.netns ? await attachPodNetwork(ledger, options.netns, jail) : undefined;
+        let net: VmNetSpec | undefined = network?.vm;
+        if (network) lap('network');
+        let lifeline: string | undefined;
+        if (options.pooled) {
+          const { tapNetns, tapName } = options.pooled;
+          ledger.record('', { kind: 'tap', netns: tapNetns, name: tapName });
+          await createTap(tapNetns, tapName, jail);
+          net = { tapName, mac: '02:00:00:00:00:01', netns: tapNetns };
+          lifeline = join(stateDir, 'lifeline');
+          ledger.record('', { kind: 'file', path: lifeline });
+          await run('mkfifo', ['-m', '0600', lifeline]);
+          // Held from before the VM starts: it lives while this process (or its adopter) holds it.
+          lifelineFd = openSync(lifeline, 'r+');
+        }
+        const cold: VmSpec = {
+          id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs, ...(jail ? { jail } : {}), ...(lifeline ? { lifeline } : {}),
+          vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel,
+        };
+        const clone = options.factory && image.id ? await options.factory.cloneOf(cold, image.id) : undefined;
+        if (clone) lap('template');
+        // The lifeline is how the VM is run, not what it is: a clone has it as its cold spec does.
+        vmSpec = clone ? { ...clone, ...(lifeline ? { lifeline } : {}) } : cold;
+        vm = await options.driver.start(vmSpec);
+        // Recorded once it runs: a shim that dies before this line takes QEMU with it (parent-death
+        // signal, or its lifeline).
+        for (const pid of vm.hostPids) await ledger.recordProcess('', pid);
+        lap('vmm');
+      }
       const connection = await connectAgent(vm.agentSocketPath, options.agentRpcStats);
       client = connection.client;
       const bootedVm = vm;
       try {
-        await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
+        if (pooled) await waitForAdoptedAgent(connection.agent, deadline);
+        else await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
       } catch (e) {
         const tail = bootedVm.consoleTail(4096).trim();
         throw new HullError((e as HullError).code ?? 'unavailable', `Sandbox "${options.id}" failed to boot: ${(e as Error).message}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: e });
       }
       lap('agent');
+      // A clone's and a pooled VM's RNGs and clock are their template's until this call reseeds them.
       await connection.agent.setupSandbox(
         {
           sandboxId: options.id,
@@ -262,10 +319,12 @@ export class Sandbox {
         lap('guest-network');
       }
       const roots = [runRoot, ...(options.protectedRoots ?? []), ...(options.factory?.dirs ?? [])];
-      return new Sandbox(options.id, { ledger, layout, vm, client: connection.client, agent: connection.agent, startup, protectedPaths: { stateDir, roots }, options });
+      return new Sandbox(options.id, { ledger, shareLedger, layout, vm, client: connection.client, agent: connection.agent, startup, protectedPaths: { stateDir, roots }, lifelineFd, vmSpec: vmSpec!, options });
     } catch (e) {
       client?.close();
       await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});
+      if (lifelineFd !== undefined) closeSync(lifelineFd);
+      if (shareLedger !== ledger) shareLedger.close();
       ledger.close();
       await replayLedger(stateDir, { log });
       throw e;
@@ -289,7 +348,7 @@ export class Sandbox {
     const rootfsSource = spec.root?.path?.startsWith('/') ? spec.root.path : join(options.bundle, spec.root?.path ?? 'rootfs');
     this.#containers.add(containerId);
     try {
-      await shareContainer(this.#ledger, this.#layout, containerId, rootfsSource, volumes.flatMap((p) => (p.share ? [p.share] : [])));
+      await shareContainer(this.#shareLedger, this.#layout, containerId, rootfsSource, volumes.flatMap((p) => (p.share ? [p.share] : [])));
       await this.#failpoints.beforeGuestCreate?.(containerId);
       await this.agent.createContainer(
         { containerId, specJson: Buffer.from(JSON.stringify(guestSpec)), rootfs: `${containerId}/rootfs`, stdio: options.stdio },
@@ -392,14 +451,43 @@ export class Sandbox {
     this.#client.close();
     // The ledger's process entry SIGKILLs QEMU if this fails.
     await this.vm.shutdown({ deadlineMs: SHUTDOWN_DEADLINE_MS }).catch((e: Error) => this.#log(`shutdown of VM ${this.id}: ${e.message}`));
+    this.#releaseLifeline();
+    if (this.#shareLedger !== this.#ledger) this.#shareLedger.close();
     this.#ledger.close();
     const failures = await replayLedger(this.stateDir, { log: this.#log });
     if (failures > 0) throw new HullError('internal', `Sandbox "${this.id}": ${failures} resources could not be released (see the shim log)`);
   }
 
+  /**
+   * handOff lets go of a pooled VM (one made with `pooled`) for a pod's sandbox to adopt: the agent
+   * connection, the ledger and the VMM's sockets are closed, the VM runs on. The lifeline stays
+   * held until releaseLifeline(). The sandbox is of no more use.
+   */
+  async handOff(): Promise<RunningVm> {
+    if (this.vm.detach === undefined || this.#lifelineFd === undefined) throw new HullError('failed_precondition', `Sandbox "${this.id}" is not a pooled VM`);
+    if (this.#containers.size > 0) throw new HullError('failed_precondition', `Sandbox "${this.id}" still has containers`);
+    const running = await this.vm.detach();
+    this.#destroyed = Promise.resolve();
+    this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was handed over`));
+    this.#client.close();
+    this.#ledger.close();
+    return running;
+  }
+
+  /** releaseLifeline closes this process's hold on the VM's lifeline (the VM ends unless another holds it). */
+  releaseLifeline(): void {
+    this.#releaseLifeline();
+  }
+
+  #releaseLifeline(): void {
+    if (this.#lifelineFd === undefined) return;
+    closeSync(this.#lifelineFd);
+    this.#lifelineFd = undefined;
+  }
+
   /** releaseContainer replays the container's scope of the ledger: its volumes, rootfs and directories. */
   async #releaseContainer(containerId: string): Promise<void> {
-    await replayLedger(this.stateDir, { scope: containerId, log: this.#log });
+    await replayLedger(this.#shareDir, { scope: containerId, log: this.#log });
     this.#containers.delete(containerId);
   }
 }
