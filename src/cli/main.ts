@@ -13,6 +13,7 @@ import { checkHost } from './check.js';
 import { listTemplates, pruneTemplates, removeTemplate, type TemplateListing } from '../factory/index.js';
 import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
+import { poolStatus, servePool, stopPool } from './pool.js';
 import { openConsole } from './console.js';
 import { listSandboxes, psJson, psTable } from './ps.js';
 import { parsePositiveInt, runContainer } from './run.js';
@@ -48,6 +49,9 @@ const USAGE = `Usage:
                                   As root: a root shell in the guest of sandbox SANDBOX (id or unique id
                                   prefix), outside every container, or run CMD there and exit with its
                                   status. Needs debug_console = true in the config when the pod started
+  hull pool serve | status [--json] | stop
+                                  The node's pool of warm VMs (pool_size per shape; shims start its
+                                  owner on demand): run the owner, show it, or stop it (and its VMs)
   hull version
 Options for all commands: --config FILE (default /etc/hull/config.toml)`;
 
@@ -172,6 +176,15 @@ async function main(argv: string[]): Promise<number> {
       const [sandbox, ...args] = positionals;
       if (!sandbox) throw new HullError('invalid_argument', 'hull console needs a sandbox id (hull ps lists them)');
       return openConsole((await loadConfig(values.config)).runRoot, sandbox, args);
+    }
+    case 'pool': {
+      const [sub, ...poolArgs] = rest;
+      const { values } = parseArgs({ args: poolArgs, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
+      const config = await loadConfig(values.config);
+      if (sub === 'serve') return servePool(config, values.config);
+      if (sub === 'status') return poolStatus(config, values.json ?? false);
+      if (sub === 'stop') return stopPool(config);
+      break;
     }
     case 'version':
     case '--version':

@@ -44,6 +44,10 @@ export interface HullConfig {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Let root on the node open a shell or run commands in a sandbox's guest (`hull console`). */
   debugConsole: boolean;
+  /** Warm VMs kept ready per VM shape by `hull pool serve` (src/pool); 0 turns the pool off. */
+  poolSize: number;
+  /** The pool's directory: its socket, its VMs' state, its network namespace. */
+  poolDir: string;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
@@ -65,6 +69,8 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   monitorListen: '127.0.0.1:8090',
   logLevel: 'info',
   debugConsole: false,
+  poolSize: 2,
+  poolDir: '/run/hull-pool',
 };
 
 /** parseListenAddress splits "HOST:PORT" or "[V6]:PORT"; undefined when it is neither. */
@@ -94,6 +100,8 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   monitor_listen: { field: 'monitorListen', check: (v) => typeof v === 'string' && parseListenAddress(v) !== undefined, expect: '"HOST:PORT" (e.g. "127.0.0.1:8090")' },
   log_level: { field: 'logLevel', check: (v) => v === 'debug' || v === 'info' || v === 'warn' || v === 'error', expect: '"debug", "info", "warn" or "error"' },
   debug_console: { field: 'debugConsole', check: (v) => typeof v === 'boolean', expect: 'true or false' },
+  pool_size: { field: 'poolSize', check: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 64, expect: 'an integer 0..64' },
+  pool_dir: { field: 'poolDir', check: (v) => typeof v === 'string' && v.startsWith('/') && v.length > 1, expect: 'an absolute path' },
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
 

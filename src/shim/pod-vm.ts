@@ -9,6 +9,7 @@ import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { AgentRpcStats, Sandbox, readGuestStats, type OciSpec } from '../sandbox/index.js';
 import { TemplateFactory } from '../factory/index.js';
+import { PoolClient } from '../pool/index.js';
 import { QemuDriver } from '../vmm/index.js';
 import { ConsoleServer } from './console.js';
 import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
@@ -77,7 +78,7 @@ export class PodVm {
     const pod = podLabels(spec.annotations);
     this.#options.logger?.setFields({ pod_namespace: pod.namespace, pod_name: pod.name, pod_uid: pod.uid });
     const agentRpc = new AgentRpcStats();
-    const { sandbox, size } = await bootSandbox(config, id, spec, this.#log, agentRpc);
+    const { sandbox, size } = await bootSandbox(config, configPath, id, spec, this.#log, agentRpc);
     this.#sandbox = sandbox;
     this.#containerId = id;
     let exited = false;
@@ -136,7 +137,7 @@ export class PodVm {
   }
 }
 
-async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (line: string) => void, agentRpcStats: AgentRpcStats): Promise<{ sandbox: Sandbox; size: { vcpus: number; memoryMiB: number } }> {
+async function bootSandbox(config: HullConfig, configPath: string, id: string, spec: OciSpec, log: (line: string) => void, agentRpcStats: AgentRpcStats): Promise<{ sandbox: Sandbox; size: { vcpus: number; memoryMiB: number } }> {
   const image = await currentGuestImage(config.guestImagesDir);
   if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
   const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
@@ -153,8 +154,10 @@ async function bootSandbox(config: HullConfig, id: string, spec: OciSpec, log: (
     netns: spec.linux?.namespaces?.find((ns) => ns.type === 'network' && ns.path)?.path,
     driver,
     factory: config.templates ? new TemplateFactory(driver, { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir, maxCount: config.templateMaxCount, maxRamMiB: config.templateMaxRamMiB, log }) : undefined,
+    // A warm VM from the node's pool when one of this shape is ready (src/pool).
+    pool: config.poolSize > 0 ? new PoolClient({ dir: config.poolDir, configPath, log }) : undefined,
     // No volume may lie in or contain one of hull's own directories.
-    protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir],
+    protectedRoots: [config.guestImagesDir, config.templatesDir, config.templateRamDir, config.poolDir],
     log,
     agentRpcStats,
     jail: config.jail ? { base: config.jailUidBase, count: config.jailUidCount } : false,
