@@ -293,8 +293,10 @@ export class Sandbox {
       client = connection.client;
       const bootedVm = vm;
       try {
-        if (pooled) await waitForAdoptedAgent(connection.agent, deadline);
-        else await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
+        if (pooled) {
+          await waitForAdoptedAgent(connection.agent, deadline);
+          vm.agentConnected?.();
+        } else await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
       } catch (e) {
         const tail = bootedVm.consoleTail(4096).trim();
         throw new HullError((e as HullError).code ?? 'unavailable', `Sandbox "${options.id}" failed to boot: ${(e as Error).message}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: e });

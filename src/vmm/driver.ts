@@ -177,6 +177,12 @@ export interface VmHandle {
    */
   saveTemplate?(stateFile: string): Promise<void>;
   /**
+   * agentConnected tells an adopted VM's handle that the caller's agent connection answered. Until
+   * then its agent port opens and closes as the agent notices its starter hung up and reopens the
+   * port: agentPortClosed counts only closes after this call. Not needed for a started VM.
+   */
+  agentConnected?(): void;
+  /**
    * detach lets go of a VM started with a lifeline, leaving it running for another process to
    * adopt; the handle is of no more use. Fails for a VM without a lifeline.
    */

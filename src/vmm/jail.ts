@@ -19,7 +19,8 @@
  *   through /proc/self/fd); `pivot_root` into it, the old root detached. No host /etc, /home,
  *   /proc/sys, other sandboxes or host processes.
  * - a new PID namespace: QEMU is its PID 1 and sees no host process; it dies with `unshare`
- *   (--kill-child), which dies with the shim (--pdeathsig).
+ *   (the inner setpriv's --pdeathsig: the one of --kill-child is cleared when setpriv changes the
+ *   uid), which dies with the shim (--pdeathsig) or with its lifeline's holder.
  * - an unprivileged uid/gid of its own per VM, no supplementary groups, no_new_privs, and only the
  *   capabilities 9p passthrough needs, ambient (see JAIL_CAPABILITIES); the bounding set holds only
  *   those, so nothing can regain more.
@@ -119,7 +120,8 @@ export function jailCommand(o: JailCommandOptions): string[] {
     dirs.add(posix.dirname(device));
   }
   const inner = [
-    o.tools.setpriv, `--reuid=${o.jail.uid}`, `--regid=${o.jail.gid}`, '--clear-groups', '--no-new-privs',
+    // --pdeathsig again: changing the uid cleared the one unshare --kill-child set, and QEMU must die with unshare.
+    o.tools.setpriv, '--pdeathsig', 'KILL', `--reuid=${o.jail.uid}`, `--regid=${o.jail.gid}`, '--clear-groups', '--no-new-privs',
     `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`,
     '--', o.binary, ...o.args,
   ];

@@ -53,6 +53,8 @@ export class QemuVm implements VmHandle {
   private readonly outputTail = new ByteTail(16 * 1024);
   private qmp: QmpClient | undefined;
   private console: ConsoleCapture | undefined;
+  /** portOpened: the agent had the port open (for an adopted VM: its adopter's connection answered). */
+  private portOpened = false;
   /** stopping is set once shutdown() began; start() stops attaching things from then on. */
   private stopping = false;
   private shutdownOnce: Promise<void> | undefined;
@@ -152,6 +154,10 @@ export class QemuVm implements VmHandle {
     return this.shutdownOnce;
   }
 
+  agentConnected(): void {
+    this.portOpened = true;
+  }
+
   /**
    * detach lets go of a VM on a lifeline without ending it: QMP and the console are closed (their
    * sockets then accept its adopter), the process is no longer watched. What it returns is what
@@ -183,15 +189,15 @@ export class QemuVm implements VmHandle {
       this.checkStopping();
       // Listen before the guest runs: the event cannot be missed. (A clone's port comes back open
       // from its saved state, announced by the same event once it runs.)
-      // A running VM's agent has the port open already (its starter talked to it).
-      let portOpened = running;
+      // A running VM's agent had the port open (its starter talked to it); its closes count once
+      // the adopter's connection answered (agentConnected).
       if (running) this.markAgentPortOpened();
       this.qmp.on('event', (e) => {
         if (e.event !== 'VSERPORT_CHANGE' || e.data['id'] !== AGENT_PORT_ID) return;
         if (e.data['open'] === true) {
-          portOpened = true;
+          if (!running) this.portOpened = true;
           this.markAgentPortOpened();
-        } else if (e.data['open'] === false && portOpened) this.markAgentPortClosed(); // a close counts once the agent was there
+        } else if (e.data['open'] === false && this.portOpened) this.markAgentPortClosed(); // a close counts once the agent was there
       });
       if (this.spec.template !== undefined && !running) {
         await restoreTemplateState(this.qmp, this.paths.migrateSocket, this.spec.template.stateFile, deadline, () => this.checkStopping(), this.qemuMigrateSocket);
