@@ -13,6 +13,7 @@ import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } fro
 import { HullError } from '../errors/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { listTemplates } from '../factory/index.js';
+import { PoolClient } from '../pool/index.js';
 import { JAIL_CAPABILITIES, JAIL_RLIMITS } from '../vmm/index.js';
 import { CONFIG_KEYS, hullBinDir } from './install.js';
 
@@ -56,6 +57,15 @@ export interface EnvReport {
     /** ramMiB is the tmpfs their RAM files hold. */
     ramMiB: number;
     maxRamMiB: number;
+  };
+  /**
+   * pool: the warm VMs (pool_size per shape, src/pool) and what each ready VM costs in host memory
+   * now (PSS of its processes), from the running owner; owner null when none runs.
+   */
+  pool: {
+    size: number;
+    dir: string;
+    owner: { pid: number; ready: number; warming: number; lent: number; readyPssMiB: number[] } | null;
   };
   /** confinement: what each VM's QEMU runs with here (src/vmm/jail.ts), and the host's cgroup version. */
   confinement: {
@@ -109,6 +119,7 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
   const shim = await findOnPath('containerd-shim-hull-v2');
   const bin = await hullBinDir().catch(() => undefined);
   const templates = await listTemplates({ templatesRoot: config.templatesDir, ramRoot: config.templateRamDir }).catch(() => []);
+  const poolStatus = config.poolSize > 0 ? await new PoolClient({ dir: config.poolDir, configPath: path, log: () => undefined }).status().catch(() => undefined) : undefined;
   const [qemu, crun, containerd] = await Promise.all([
     firstLine('qemu-system-x86_64', ['--version']),
     firstLine('crun', ['--version']),
@@ -139,6 +150,19 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
       maxCount: config.templateMaxCount,
       ramMiB: Math.round(templates.reduce((sum, t) => sum + t.ramAllocatedBytes, 0) / (1024 * 1024)),
       maxRamMiB: config.templateMaxRamMiB,
+    },
+    pool: {
+      size: config.poolSize,
+      dir: config.poolDir,
+      owner: poolStatus
+        ? {
+            pid: poolStatus.pid,
+            ready: poolStatus.shapes.reduce((n, s) => n + s.ready, 0),
+            warming: poolStatus.shapes.reduce((n, s) => n + s.warming, 0),
+            lent: poolStatus.lent,
+            readyPssMiB: poolStatus.readyPssBytes.map((b) => Math.round((b / (1024 * 1024)) * 10) / 10),
+          }
+        : null,
     },
     confinement: {
       jail: config.jail,
@@ -187,6 +211,13 @@ export function formatEnv(r: EnvReport): string {
   out.push(`templates ${t.dir} (RAM in ${t.ramDir})`);
   out.push(`  kept              ${t.count} of at most ${t.maxCount}`);
   out.push(`  RAM on tmpfs      ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
+  const pool = r.pool;
+  out.push(`VM pool ${pool.dir}: ${pool.size === 0 ? 'off (pool_size = 0)' : `${pool.size} ready VMs per shape`}`);
+  if (pool.size > 0) {
+    const o = pool.owner;
+    out.push(`  owner             ${o ? `pid ${o.pid}: ${o.ready} ready, ${o.warming} warming, ${o.lent} lent` : 'not running (the next pod starts it)'}`);
+    if (o && o.readyPssMiB.length > 0) out.push(`  memory per ready VM  ${o.readyPssMiB.join(', ')} MiB (PSS of its host processes)`);
+  }
   const c = r.confinement;
   out.push(`QEMU confinement  ${c.jail ? 'jailed' : 'NOT jailed (jail = false)'}`);
   out.push(`  namespaces        ${c.namespaces.join(', ')}`);

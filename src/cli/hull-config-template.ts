@@ -74,6 +74,16 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     field: 'debugConsole',
     doc: ['Let root on this node run a shell or a command in a sandbox\'s guest, outside every container', '(`hull console`); each use is logged. Applies to sandboxes started after the change.'],
   },
+  {
+    key: 'pool_size',
+    field: 'poolSize',
+    doc: [
+      'Warm VMs kept ready per VM shape by `hull pool serve` (started by the first pod that finds none),',
+      'each a clone that already ran a throwaway container: a pod adopts one instead of starting its VM.',
+      'Each ready VM holds host memory (`hull env` and `hull pool status` report it); 0 turns the pool off.',
+    ],
+  },
+  { key: 'pool_dir', field: 'poolDir', doc: ['The VM pool\'s directory: its socket, its log, its VMs\' state and network namespace.'] },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

@@ -11,14 +11,14 @@
  * lives on a lifeline only the owner held) and the next owner replays what it left: the ledgers
  * of VM directories whose processes are all gone, then the old owner's ledger.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { processStartTime } from '../common/process.js';
 import { run } from '../common/run.js';
 import { listenUnix } from '../common/unix-socket.js';
-import type { HullConfig } from '../config/index.js';
+import { DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { TemplateFactory } from '../factory/index.js';
 import { currentGuestImage } from '../guest/index.js';
@@ -31,8 +31,13 @@ const OWNER_PID_FILE = 'owner.pid';
 const VMS_DIR = 'vms';
 const NETNS_FILE = 'netns';
 const WARM_DIR = 'warm';
-/** POOL_CGROUP: where ready VMs (and the owner) are charged until a pod adopts them. */
+/** POOL_CGROUP: where ready VMs (and the owner) are charged until a pod adopts them (poolCgroup). */
 export const POOL_CGROUP = '/hull-pool';
+
+/** poolCgroup is POOL_CGROUP for the default pool_dir, and one of its own for any other pool (tests'). */
+export function poolCgroup(dir: string): string {
+  return dir === DEFAULT_CONFIG.poolDir ? POOL_CGROUP : `${POOL_CGROUP}-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
+}
 /** A ready VM older than this is replaced (its clock and memory were made long ago). */
 const MAX_AGE_MS = 30 * 60_000;
 /** A shape nobody asked for this long is no longer kept (the default shape always is). */
@@ -104,18 +109,13 @@ export class PoolOwner {
 
   async #takeOver(): Promise<void> {
     await mkdir(join(this.#dir, VMS_DIR), { recursive: true, mode: 0o700 });
-    const pidFile = join(this.#dir, OWNER_PID_FILE);
-    const other = (await readFile(pidFile, 'utf8').catch(() => '')).trim().split(' ');
-    if (other.length === 2 && Number(other[0]) !== process.pid && processStartTime(Number(other[0])) === other[1]) {
-      throw new HullError('failed_precondition', `The VM pool in ${this.#dir} has an owner already (pid ${other[0]})`);
-    }
-    await writeFile(pidFile, `${process.pid} ${processStartTime(process.pid)}\n`, { mode: 0o600 });
+    await this.#lock();
     await this.#reap();
     // The owner's own resources left by one that was killed.
     await replayLedger(this.#dir, { log: this.#log });
     await rm(join(this.#dir, 'ledger'), { force: true });
     const ledger = (this.#ledger = await Ledger.open(this.#dir));
-    await joinPodCgroup(ledger, POOL_CGROUP);
+    await joinPodCgroup(ledger, poolCgroup(this.#dir));
     const netns = join(this.#dir, NETNS_FILE);
     ledger.record('', { kind: 'file', path: netns });
     await writeFile(netns, '', { mode: 0o600 });
@@ -130,6 +130,29 @@ export class PoolOwner {
     this.#server = createServer((socket) => void this.#serve(socket).catch((e: Error) => this.#log(`pool socket: ${e.message}`)));
     await listenUnix(this.#server, join(this.#dir, POOL_SOCKET));
     this.#log(`VM pool in ${this.#dir}: pid ${process.pid}, ${this.#config.poolSize} ready VMs per shape`);
+  }
+
+  /**
+   * lock makes this process the pool's one owner: `owner.pid` ("pid start-time") is created
+   * exclusively; one naming a process that is gone is removed, once, and the creation retried.
+   */
+  async #lock(): Promise<void> {
+    const pidFile = join(this.#dir, OWNER_PID_FILE);
+    const mine = `${process.pid} ${processStartTime(process.pid)}\n`;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFile(pidFile, mine, { flag: 'wx', mode: 0o600 });
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const [pid, startTime] = (await readFile(pidFile, 'utf8').catch(() => '')).trim().split(' ');
+      if (startTime !== undefined && processStartTime(Number(pid)) === startTime) {
+        throw new HullError('failed_precondition', `The VM pool in ${this.#dir} has an owner already (pid ${pid})`);
+      }
+      await rm(pidFile, { force: true });
+    }
+    throw new HullError('failed_precondition', `Another VM pool owner is starting in ${this.#dir}`);
   }
 
   /** reap replays the ledger of every VM directory none of whose recorded processes runs (left by a killed owner, or a pod's that ended). */
