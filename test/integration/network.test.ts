@@ -9,13 +9,11 @@ import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
-import { prepareHullRuntime } from '../harness/hull-runtime.js';
+import { podQemuPids, prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig, portForwardOnce } from '../harness/cri.js';
-import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
 const hullRuntime = prepareHullRuntime({ name: 'net' });
-const { work, runRoot } = hullRuntime;
 
 let ctrd: PrivateContainerd;
 let cri: CriClient;
@@ -30,11 +28,7 @@ before(async () => {
 
 after(async () => {
   cri?.close();
-  const report = await ctrd?.stop();
-  const left = { vms: qemuPidsUnder(runRoot), mounts: mountsUnder(work), state: entriesIn(runRoot) };
-  hullRuntime.remove();
-  assert.deepEqual(report?.leakedShims ?? [], [], 'leaked shims');
-  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
+  await stopAndAssertClean(ctrd, hullRuntime);
 });
 
 interface RunningPod {
@@ -115,6 +109,6 @@ describe('pod networking', () => {
     for (const pod of pods) assert.equal(existsSync(pod.netns), false, `netns ${pod.netns} left`);
     // Nothing of hull's is left in the netns either (checked while it still existed would need it alive;
     // CRI removed it, and with it any tap: the shim's teardown ran first, see the sandbox log).
-    assert.deepEqual(qemuPidsUnder(runRoot), []);
+    assert.deepEqual(podQemuPids(hullRuntime), []);
   });
 });

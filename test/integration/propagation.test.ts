@@ -12,13 +12,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
-import { prepareHullRuntime } from '../harness/hull-runtime.js';
+import { prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
-import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
 
 const hullRuntime = prepareHullRuntime({ name: 'prop' });
-const { work, runRoot } = hullRuntime;
+const { work } = hullRuntime;
 // How long the test waits for a host mount to show in the container (the README states the bound).
 const APPEAR_WITHIN_MS = 10_000;
 let ctrd: PrivateContainerd;
@@ -40,11 +39,8 @@ before(async () => {
 
 after(async () => {
   cri?.close();
-  await ctrd?.stop();
   for (const point of testMounts.reverse()) execFileSync('umount', ['-l', point]);
-  const left = { vms: qemuPidsUnder(runRoot), mounts: mountsUnder(work).concat(mountsUnder(runRoot)), state: entriesIn(runRoot) };
-  hullRuntime.remove();
-  assert.deepEqual(left, { vms: [], mounts: [], state: [] });
+  await stopAndAssertClean(ctrd, hullRuntime);
 });
 
 describe('hostPath mount propagation', () => {

@@ -9,7 +9,7 @@ import { release } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { startContainerd, findShims, type PrivateContainerd } from '../harness/containerd.js';
-import { HULL_RUNTIME, prepareHullRuntime } from '../harness/hull-runtime.js';
+import { HULL_RUNTIME, podQemuPids, prepareHullRuntime, stopPoolOwner } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig } from '../harness/cri.js';
 import { entriesIn, mountsUnder, qemuPidsUnder } from '../helpers/leaks.js';
@@ -40,10 +40,12 @@ after(async () => {
   const tasks = ctrd ? await ctrd.ctr(['tasks', 'ls', '-q']) : undefined;
   const shims = ctrd ? findShims(ctrd.address).filter((s) => s.cmdline.includes('hull')) : [];
   const report = await ctrd?.stop();
-  const leftVms = qemuPidsUnder(runRoot);
-  const leftMounts = mountsUnder(work);
-  const leftState = entriesIn(runRoot);
+  const poolStop = stopPoolOwner(hullRuntime);
+  const leftVms = [...qemuPidsUnder(runRoot), ...qemuPidsUnder(hullRuntime.poolDir)];
+  const leftMounts = [...mountsUnder(work), ...mountsUnder(hullRuntime.poolDir)];
+  const leftState = [...entriesIn(runRoot), ...entriesIn(hullRuntime.poolDir).filter((e) => !e.startsWith('pool.log'))];
   hullRuntime.remove();
+  assert.equal(poolStop, 0, 'hull pool stop failed');
   assert.equal(tasks?.stdout.trim() ?? '', '', 'ctr tasks ls is not empty');
   assert.deepEqual(shims, [], 'hull shims still running');
   assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');
@@ -131,7 +133,7 @@ describe('CRI with runtime handler hull', () => {
       await cri.stopPodSandbox(podId);
       await cri.removePodSandbox(podId);
     }
-    assert.deepEqual(qemuPidsUnder(runRoot), []);
+    assert.deepEqual(podQemuPids(hullRuntime), []);
   });
 
   it('runs a pod of two containers in one VM, next to a runc pod', async () => {
@@ -147,7 +149,7 @@ describe('CRI with runtime handler hull', () => {
         ids.push(id);
       }
       const [app, sidecar] = ids as [string, string];
-      assert.equal(qemuPidsUnder(runRoot).length, 1, 'one QEMU process for the pod');
+      assert.equal(podQemuPids(hullRuntime).length, 1, 'one QEMU process for the pod');
 
       const uname = await cri.execSync(app, ['uname', '-r']);
       assert.equal(uname.exitCode, 0);
@@ -187,7 +189,7 @@ describe('CRI with runtime handler hull', () => {
       // The pod's sandbox container runs nothing in the guest (src/shim/pod-holder.ts): it is ready
       // while the VM runs, and StopPodSandbox sees it exit when it kills it.
       assert.equal((await cri.podSandboxStatus(podId)).status?.state, 'SANDBOX_READY');
-      assert.equal(qemuPidsUnder(runRoot).length, 1);
+      assert.equal(podQemuPids(hullRuntime).length, 1);
       await cri.stopPodSandbox(podId);
       assert.equal((await cri.podSandboxStatus(podId)).status?.state, 'SANDBOX_NOTREADY');
     } finally {
@@ -196,7 +198,7 @@ describe('CRI with runtime handler hull', () => {
       await cri.stopPodSandbox(runcPodId);
       await cri.removePodSandbox(runcPodId);
     }
-    assert.deepEqual(qemuPidsUnder(runRoot), []);
+    assert.deepEqual(podQemuPids(hullRuntime), []);
     assert.deepEqual(entriesIn(runRoot), []);
   });
 
@@ -241,7 +243,7 @@ describe('CRI with runtime handler hull', () => {
   it('refuses a hostNetwork pod clearly and leaves nothing behind', async () => {
     const pod = podConfig({ name: 'host-net', namespace: 'hull-test', hostNetwork: true });
     await assert.rejects(cri.runPodSandbox(pod, 'hull'), /hull pods cannot use the host network/);
-    assert.deepEqual(qemuPidsUnder(runRoot), []);
+    assert.deepEqual(podQemuPids(hullRuntime), []);
     assert.deepEqual(entriesIn(runRoot), []);
     assert.deepEqual(await cri.listPodSandbox(), []);
   });
