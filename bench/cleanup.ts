@@ -13,6 +13,7 @@ import { entriesIn, mountsUnder, qemuPidsUnder } from '../test/helpers/leaks.js'
 import { removePods, type PodContext } from './pods.js';
 import { killTree, pidsWithArg } from './procs.js';
 import type { BenchRuntimes } from './runtimes.js';
+import { stopPoolOwner } from '../test/harness/hull-runtime.js';
 
 /** runscStateLeft lists runsc container state still in our roots (the CRI and ctr roots have a level per namespace). */
 function runscStateLeft(rt: BenchRuntimes): string[] {
@@ -65,14 +66,28 @@ export async function cleanup(o: CleanupInput): Promise<string[]> {
   }
   const shims = o.ctrd ? findShims(o.ctrd.address) : [];
   const report = await o.ctrd?.stop();
+  const hulls = [o.rt.hull, o.rt.hullPoolBatch, o.rt.hullNoPool];
+  // The pools' owners end their ready VMs; a failure to stop one is a leak like any other.
+  for (const hull of hulls) if (stopPoolOwner(hull) !== 0) left.push(`VM pool owner of ${hull.poolDir}`);
+  const poolDirs = hulls.map((h) => h.poolDir);
+  for (const dir of poolDirs) {
+    left.push(
+      ...qemuPidsUnder(dir).map((p) => `pooled qemu ${p}`),
+      ...mountsUnder(dir).map((m) => `mount ${m}`),
+      ...entriesIn(dir).filter((e) => !e.startsWith('pool.log')).map((e) => `pool state ${dir}/${e}`),
+    );
+    for (const pid of qemuPidsUnder(dir)) killTree(pid);
+    for (const m of mountsUnder(dir).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
+  }
+  const runRoots = hulls.map((h) => h.runRoot);
   const { runRoot } = o.rt.hull;
   left.push(
     ...shims.map((s) => `shim ${s.pid}`),
     ...(report?.leakedShims ?? []).map((s) => `killed shim ${s.pid}`),
     ...(report?.leakedMounts ?? []).map((m) => `mount ${m}`),
-    ...mountsUnder(runRoot).map((m) => `mount ${m}`),
-    ...qemuPidsUnder(runRoot).map((p) => `qemu ${p}`),
-    ...entriesIn(runRoot).map((e) => `hull state ${runRoot}/${e}`),
+    ...runRoots.flatMap((r) => mountsUnder(r).map((m) => `mount ${m}`)),
+    ...runRoots.flatMap((r) => qemuPidsUnder(r).map((p) => `qemu ${p}`)),
+    ...runRoots.flatMap((r) => entriesIn(r).map((e) => `hull state ${r}/${e}`)),
     ...pidsWithArg(o.rt.gvisor.dir).map((p) => `runsc process ${p}`),
     ...runscStateLeft(o.rt).map((s) => `runsc state ${s}`),
     ...mountsUnder(o.rt.gvisor.dir).map((m) => `mount ${m}`),

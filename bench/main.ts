@@ -21,7 +21,9 @@ import { chooseAccel } from '../src/vmm/index.js';
 import { startContainerd, type PrivateContainerd } from '../test/harness/containerd.js';
 import { CriClient } from '../test/harness/cri.js';
 import { BUSYBOX_REF, ensureTestImages } from '../test/harness/oci-image.js';
-import { measureBatch } from './batch.js';
+import { measureBatch, measureHullBatch } from './batch.js';
+import { poolStatus } from './pool.js';
+import { stopPoolOwner } from '../test/harness/hull-runtime.js';
 import { measureBoot, RUN_PREFIX } from './boot.js';
 import { cleanup } from './cleanup.js';
 import { measureCtrRun } from './ctr-run.js';
@@ -30,8 +32,8 @@ import { CPU_WINDOW_MS, measureIdle } from './idle.js';
 import { machineInfo } from './machine.js';
 import type { PodContext } from './pods.js';
 import { formatTable, tableRows } from './report.js';
-import { prepareRuntimes, RUNTIMES, VM_MEMORY_MIB, type RuntimeName } from './runtimes.js';
-import { positiveInt, round } from './stats.js';
+import { HULL_NO_POOL, HULL_POOL_BATCH, prepareRuntimes, RUNTIMES, VM_MEMORY_MIB, type RuntimeName } from './runtimes.js';
+import { median, positiveInt, round } from './stats.js';
 
 const BATCH = 10;
 const RESULTS = join(process.cwd(), 'bench-results.json');
@@ -41,7 +43,7 @@ const options = {
   repeats: positiveInt('HULL_BENCH_REPEATS', 3),
   batch: BATCH,
   image: BUSYBOX_REF,
-  hull: { memoryMiB: VM_MEMORY_MIB, vcpus: 1, templates: true },
+  hull: { memoryMiB: VM_MEMORY_MIB, vcpus: 1, templates: true, poolSize: Number(process.env['HULL_BENCH_POOL'] ?? DEFAULT_CONFIG.poolSize) },
   gvisor: { network: 'none', platform: 'runsc default (ptrace)', via: 'containerd-shim-runc-v2 with runsc as its binary' },
   p6: `dd if=/dev/zero of=/bench.dat bs=1M count=${WRITE_MIB} conv=fsync via CRI ExecSync, timed on the host around the exec`,
 };
@@ -52,7 +54,7 @@ const image = await currentGuestImage();
 if (!image) throw new Error('No guest image: run `make image` first');
 const accel = await chooseAccel();
 
-const rt = prepareRuntimes();
+const rt = prepareRuntimes(BATCH);
 let ctrd: PrivateContainerd | undefined;
 let cri: CriClient | undefined;
 let ctx: PodContext | undefined;
@@ -69,10 +71,23 @@ try {
   const p1CtrRunMs = await measureCtrRun(ctrd, rt, options.runs);
   log(`P4/P6: exec true, ${WRITE_MIB} MiB write, ${options.runs} rounds`);
   const exec = await measureExec(ctx, options.runs);
-  const p3BatchMs = await measureBatch(ctx, BATCH, options.repeats);
+  const p3BatchMs = await measureBatch(ctx, BATCH, options.repeats, rt.hull);
+  const p3PoolBatch = await measureHullBatch(ctx, HULL_POOL_BATCH, rt.hullPoolBatch, BATCH, options.repeats);
+  // The ready VMs of a full batch-sized pool: what each costs in host memory.
+  const readyPssMiB = ((await poolStatus(rt.hullPoolBatch))?.readyPssBytes ?? []).map((b) => round(b / (1024 * 1024), 1));
+  const p3NoPool = await measureHullBatch(ctx, HULL_NO_POOL, rt.hullNoPool, BATCH, options.repeats);
+  // Only the main runtime's pool stays for the rest: the others' ready VMs would be counted in P2/P5's host.
+  stopPoolOwner(rt.hullPoolBatch);
   const p2p5Idle = await measureIdle(ctx, options.pods);
+  const pool = {
+    size: rt.hull.poolSize,
+    p3PoolBatchMs: p3PoolBatch.summary,
+    p3NoPoolMs: p3NoPool.summary,
+    batchPoolFillMs: p3PoolBatch.fillMs.map((ms) => round(ms, 0)),
+    readyVmPssMiB: { median: median(readyPssMiB), samples: readyPssMiB },
+  };
 
-  const results = { p1CtrRunMs, p2p5Idle, p3BatchMs, exec, boot };
+  const results = { p1CtrRunMs, p2p5Idle, p3BatchMs, exec, boot, pool };
   const rows = tableRows(results, { ...options, cpuWindowS: CPU_WINDOW_MS / 1000, writeMiB: WRITE_MIB });
   const machine = machineInfo({ accel: accel.accel, accelReason: accel.reason, guestKernel: image.kernelRelease, guestImage: image.id, templateRamDir: DEFAULT_CONFIG.templateRamDir });
   const durationS = round((performance.now() - started) / 1000, 0);
@@ -83,6 +98,7 @@ try {
   const split = (r: RuntimeName): string => Object.entries(p2p5Idle[r].pssMiBPerPodByCommand).map(([c, m]) => `${c} ${m}`).join(', ');
   console.log(`P2 per pod by process, MiB: ${RUNTIMES.map((r) => `${r}: ${split(r)}`).join('; ')}`);
   console.log(`hull's VM templates hold ${machine.hullTemplateRamMiB ?? '?'} MiB of tmpfs in all (shared by every clone; in no process's PSS in full).`);
+  console.log(`hull's pool: pool_size ${pool.size} for the table (every timed start waited for a full pool); P3 with a pool of ${BATCH}: ${pool.p3PoolBatchMs.median} ms, with no pool: ${pool.p3NoPoolMs.median} ms (medians ×${options.repeats}); refilling a pool of ${BATCH} took ${pool.batchPoolFillMs.join(', ')} ms; each ready VM holds ${pool.readyVmPssMiB.median} MiB of host memory (PSS, median of ${readyPssMiB.length}).`);
   console.log('P6 is timed on the host around one exec; B2\'s runc column repeats B1\'s `runc run`.');
   console.log(`total ${Math.floor(durationS / 60)} min ${durationS % 60} s`);
   writeFileSync(RESULTS, JSON.stringify({ bench: 'hull issue #5', date: new Date().toISOString(), durationS, machine, options, table: rows, results }, null, 2) + '\n');

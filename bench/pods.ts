@@ -9,6 +9,7 @@ import { findShims } from '../test/harness/containerd.js';
 import { containerConfig, podConfig, type CriClient, type PodSandboxConfig } from '../test/harness/cri.js';
 import { BUSYBOX_REF } from '../test/harness/oci-image.js';
 import { qemuPidsUnder } from '../test/helpers/leaks.js';
+import { processStartTime } from '../src/common/process.js';
 import { killTree, withDescendants } from './procs.js';
 import type { RuntimeName } from './runtimes.js';
 import { inParallel, sleep } from './stats.js';
@@ -172,7 +173,25 @@ export function podProcesses(ctx: PodContext, pods: Pod[]): number[] {
   for (const pid of qemuPidsUnder(ctx.hullRunRoot)) {
     if (pods.some((p) => p.podId && readCmdline(pid).includes(`${ctx.hullRunRoot}/${p.podId}/`))) roots.push(pid);
   }
-  return withDescendants(roots);
+  // A VM adopted from hull's pool is not below the pod's shim: its sandbox's ledger records its processes.
+  for (const pod of pods) if (pod.runtime === 'hull' && pod.podId) roots.push(...ledgerProcesses(join(ctx.hullRunRoot, pod.podId)));
+  return [...new Set(withDescendants(roots))].sort((a, b) => a - b);
+}
+
+/** ledgerProcesses are the live processes a hull sandbox's ledger records (pid and start time). */
+function ledgerProcesses(stateDir: string): number[] {
+  let text = '';
+  try {
+    text = readFileSync(join(stateDir, 'ledger'), 'utf8');
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const line of text.split('\n')) {
+    const m = /"kind":"process","pid":(\d+),"startTime":"(\d+)"/.exec(line);
+    if (m && processStartTime(Number(m[1])) === m[2]) pids.push(Number(m[1]));
+  }
+  return pids;
 }
 
 function readCmdline(pid: number): string {

@@ -4,7 +4,9 @@
  * - runc: containerd's default runtime (CRI handler '', `ctr run --runtime io.containerd.runc.v2`);
  * - gVisor: Debian's `runsc` (no containerd-shim-runsc-v1 in Debian), driven by containerd's runc
  *   shim with runsc as its OCI binary (CRI handler `runsc`; `ctr run --runc-binary`);
- * - hull: its shim, a VM per pod (CRI handler `hull`), 512 MiB / 1 vCPU, templates on.
+ * - hull: its shim, a VM per pod (CRI handler `hull`), 512 MiB / 1 vCPU, templates on, the pool of
+ *   warm VMs at its default size (HULL_BENCH_POOL overrides); for P3 also `hull-pool-batch` (a pool
+ *   of the batch's size) and `hull-no-pool` (pool_size 0), each a runtime of its own.
  *
  * gVisor through the runc shim needs a wrapper, written at bench time into our own directory:
  * - `--network=none`: runsc 20221219 decides it is in the root network namespace when
@@ -20,6 +22,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_CONFIG } from '../src/config/index.js';
 import type { RuntimeSpec } from '../test/harness/containerd.js';
 import { HULL_RUNTIME, prepareHullRuntime, type HullRuntime } from '../test/harness/hull-runtime.js';
 import { BUSYBOX_REF } from '../test/harness/oci-image.js';
@@ -73,6 +76,9 @@ function prepareGvisor(): Gvisor {
 
 export interface BenchRuntimes {
   hull: HullRuntime;
+  /** hullPoolBatch has a pool of P3's batch size; hullNoPool none (CRI handlers HULL_POOL_BATCH, HULL_NO_POOL). */
+  hullPoolBatch: HullRuntime;
+  hullNoPool: HullRuntime;
   gvisor: Gvisor;
   /** hullConfigs are `hull run` configs with templates on and off (run root and VM size as the shim's). */
   hullConfigs: { templates: string; cold: string };
@@ -83,8 +89,14 @@ export interface BenchRuntimes {
   remove(): void;
 }
 
-export function prepareRuntimes(): BenchRuntimes {
-  const hull = prepareHullRuntime({ name: 'bench', memoryMiB: VM_MEMORY_MIB });
+export const HULL_POOL_BATCH = 'hull-pool-batch';
+export const HULL_NO_POOL = 'hull-no-pool';
+
+export function prepareRuntimes(batch: number): BenchRuntimes {
+  const poolSize = Number(process.env['HULL_BENCH_POOL'] ?? DEFAULT_CONFIG.poolSize);
+  const hull = prepareHullRuntime({ name: 'bench', memoryMiB: VM_MEMORY_MIB, poolSize });
+  const hullPoolBatch = prepareHullRuntime({ name: 'bench-pb', memoryMiB: VM_MEMORY_MIB, poolSize: batch });
+  const hullNoPool = prepareHullRuntime({ name: 'bench-np', memoryMiB: VM_MEMORY_MIB, poolSize: 0 });
   const gvisor = prepareGvisor();
   const hullConfig = (name: string, templates: boolean): string => {
     const path = join(hull.work, name);
@@ -94,9 +106,11 @@ export function prepareRuntimes(): BenchRuntimes {
   const handlers: Record<RuntimeName, string> = { runc: '', gvisor: 'runsc', hull: 'hull' };
   return {
     hull,
+    hullPoolBatch,
+    hullNoPool,
     gvisor,
     hullConfigs: { templates: hullConfig('templates.toml', true), cold: hullConfig('cold.toml', false) },
-    containerd: { ...hull.runtimes, runsc: { runtimeType: RUNC_RUNTIME, options: { BinaryName: gvisor.wrapper, Root: gvisor.criRoot } } },
+    containerd: { ...hull.runtimes, [HULL_POOL_BATCH]: hullPoolBatch.runtimes['hull']!, [HULL_NO_POOL]: hullNoPool.runtimes['hull']!, runsc: { runtimeType: RUNC_RUNTIME, options: { BinaryName: gvisor.wrapper, Root: gvisor.criRoot } } },
     handler: (name) => handlers[name],
     ctrRunArgs(name, id) {
       const runtime = {
@@ -108,6 +122,8 @@ export function prepareRuntimes(): BenchRuntimes {
     },
     remove() {
       hull.remove();
+      hullPoolBatch.remove();
+      hullNoPool.remove();
       gvisor.remove();
     },
   };
