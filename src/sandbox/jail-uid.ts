@@ -19,6 +19,9 @@ export interface UidRange {
   count: number;
 }
 
+/** DEFAULT_JAIL_UIDS: config's jail_uid_base and jail_uid_count defaults. */
+export const DEFAULT_JAIL_UIDS: UidRange = { base: 2_000_000_000, count: 65_536 };
+
 /** leasePath is the lease file of `uid`. */
 export function leasePath(uid: number): string {
   return join(LEASES_DIR, String(uid));

@@ -6,24 +6,22 @@
  * container's create fails or the container is removed (its scope only).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
-import { run } from '../common/run.js';
 import { join } from 'node:path';
 import { SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
 import type { TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
-import { createTap } from '../net/index.js';
-import type { RunningVm, VmDriver, VmHandle, VmJail, VmNetSpec, VmSpec } from '../vmm/index.js';
+import type { RunningVm, VmDriver, VmHandle, VmSpec } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAdoptedAgent, waitForAgent, type AgentClient } from './agent-client.js';
 import type { AgentRpcStats } from './agent-rpc-stats.js';
-import { joinPodCgroup } from './host-cgroup.js';
-import { attachPodNetwork, guestNetwork, type AttachedNetwork } from './pod-attach.js';
+import { guestNetwork, type AttachedNetwork } from './pod-attach.js';
 import { adoptPooledVm, type VmPool } from './pool-adopt.js';
-import { leaseJailUid, type UidRange } from './jail-uid.js';
+import { startSandboxVm } from './vm-start.js';
+import { DEFAULT_JAIL_UIDS, type UidRange } from './jail-uid.js';
 import { Ledger, replayLedger, type LedgerLog } from './ledger.js';
-import { makeShare, shareContainer, shareLayout, type ShareLayout } from './share.js';
+import { shareContainer, shareLayout, type ShareLayout } from './share.js';
 import { pumpOutput, pumpStdin, type HostStdio } from './stdio.js';
 import { readBundleSpec, guestContainerSpec, type OciProcess, type OciSpec } from './spec.js';
 import { guestMounts, planVolumes, type ProtectedPaths } from './volumes.js';
@@ -37,8 +35,7 @@ const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
 // answer by then is ended anyway.
 const DESTROY_AGENT_TIMEOUT_MS = 3000;
 const SHUTDOWN_DEADLINE_MS = 3000;
-/** DEFAULT_JAIL_UIDS: config's jail_uid_base and jail_uid_count defaults. */
-export const DEFAULT_JAIL_UIDS: UidRange = { base: 2_000_000_000, count: 65_536 };
+export { DEFAULT_JAIL_UIDS };
 
 export interface GuestAssets {
   /** id of the guest image (templates are keyed by it). */
@@ -256,38 +253,7 @@ export class Sandbox {
         shareLedger = await Ledger.open(pooled.dir);
         lap('pool');
       } else {
-        await makeShare(ledger, layout);
-        if (options.cgroupsPath) await joinPodCgroup(ledger, options.cgroupsPath);
-        const uid = options.jail === false ? undefined : await leaseJailUid(ledger, options.jail ?? DEFAULT_JAIL_UIDS);
-        const jail: VmJail | undefined = uid !== undefined ? { uid, gid: uid } : undefined;
-        network = options.netns ? await attachPodNetwork(ledger, options.netns, jail) : undefined;
-        let net: VmNetSpec | undefined = network?.vm;
-        if (network) lap('network');
-        let lifeline: string | undefined;
-        if (options.pooled) {
-          const { tapNetns, tapName } = options.pooled;
-          ledger.record('', { kind: 'tap', netns: tapNetns, name: tapName });
-          await createTap(tapNetns, tapName, jail);
-          net = { tapName, mac: '02:00:00:00:00:01', netns: tapNetns };
-          lifeline = join(stateDir, 'lifeline');
-          ledger.record('', { kind: 'file', path: lifeline });
-          await run('mkfifo', ['-m', '0600', lifeline]);
-          // Held from before the VM starts: it lives while this process (or its adopter) holds it.
-          lifelineFd = openSync(lifeline, 'r+');
-        }
-        const cold: VmSpec = {
-          id: options.id, stateDir, sharedDir: layout.sharedDir, net, startTimeoutMs: bootTimeoutMs, ...(jail ? { jail } : {}), ...(lifeline ? { lifeline } : {}),
-          vcpus, memoryMiB, kernel: image.kernel, initrd: image.initrd, rootDisk: image.rootDisk, accel,
-        };
-        const clone = options.factory && image.id ? await options.factory.cloneOf(cold, image.id) : undefined;
-        if (clone) lap('template');
-        // The lifeline is how the VM is run, not what it is: a clone has it as its cold spec does.
-        vmSpec = clone ? { ...clone, ...(lifeline ? { lifeline } : {}) } : cold;
-        vm = await options.driver.start(vmSpec);
-        // Recorded once it runs: a shim that dies before this line takes QEMU with it (parent-death
-        // signal, or its lifeline).
-        for (const pid of vm.hostPids) await ledger.recordProcess('', pid);
-        lap('vmm');
+        ({ vm, vmSpec, lifelineFd, network } = await startSandboxVm(ledger, layout, options, { vcpus, memoryMiB, accel, bootTimeoutMs }, lap));
       }
       const connection = await connectAgent(vm.agentSocketPath, options.agentRpcStats);
       client = connection.client;
