@@ -15,7 +15,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { copyFile, mkdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { DEFAULT_CONFIG_PATH, loadConfig } from '../config/index.js';
+import { DEFAULT_CONFIG, DEFAULT_CONFIG_PATH, loadConfig, parseConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { checkHost, type CheckLine } from './check.js';
 import {
@@ -32,6 +32,7 @@ import {
 } from './containerd-config.js';
 import { restartContainerd, verifyWithContainerd, type RestartMode } from './containerd-service.js';
 import { hullConfigTemplate } from './hull-config-template.js';
+import { stopPool } from './pool.js';
 import { BINARIES, hullBinDir, linkState, placeLink, readIfExists, realFile, writeAtomic, type LinkState } from './install-files.js';
 
 // This file is the entry point of hull install: the names of the files it is built from are importable here too.
@@ -242,6 +243,9 @@ export async function uninstall(opts: InstallOptions): Promise<UninstallResult> 
   }
 
   const hullConfigText = await readIfExists(opts.hullConfig);
+  // The pool's owner (started by pods, detached) ends with hull: it and its ready VMs go first.
+  const poolConfig = hullConfigText === undefined ? DEFAULT_CONFIG : parseConfig(hullConfigText, opts.hullConfig);
+  if (await stopPool(poolConfig)) note(`stopped the VM pool's owner in ${poolConfig.poolDir} (its ready VMs with it)`);
   if (hullConfigText === hullConfigTemplate()) {
     await rm(opts.hullConfig);
     note(`removed ${opts.hullConfig} (unchanged since hull install)`);

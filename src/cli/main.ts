@@ -183,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
       const config = await loadConfig(values.config);
       if (sub === 'serve') return servePool(config, values.config);
       if (sub === 'status') return poolStatus(config, values.json ?? false);
-      if (sub === 'stop') return stopPool(config);
+      if (sub === 'stop') return (await stopPool(config), 0);
       break;
     }
     case 'version':

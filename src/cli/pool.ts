@@ -40,16 +40,17 @@ export async function poolStatus(config: HullConfig, json: boolean): Promise<num
   return 0;
 }
 
-export async function stopPool(config: HullConfig): Promise<number> {
+/** stopPool ends the pool's owner (SIGTERM: it ends its ready VMs) and waits for it; false when none ran. */
+export async function stopPool(config: HullConfig): Promise<boolean> {
   const [pid, startTime] = (await readFile(join(config.poolDir, 'owner.pid'), 'utf8').catch(() => '')).trim().split(' ');
-  if (pid === undefined || startTime === undefined || processStartTime(Number(pid)) !== startTime) return 0;
+  if (pid === undefined || startTime === undefined || processStartTime(Number(pid)) !== startTime) return false;
   process.kill(Number(pid), 'SIGTERM');
   const deadline = Date.now() + STOP_WAIT_MS;
   while (processStartTime(Number(pid)) === startTime) {
     if (Date.now() > deadline) throw new HullError('deadline_exceeded', `the VM pool owner (pid ${pid}) did not stop within ${STOP_WAIT_MS} ms`);
     await sleep(50);
   }
-  return 0;
+  return true;
 }
 
 export function formatStatus(s: PoolStatus): string {

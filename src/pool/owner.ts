@@ -178,8 +178,8 @@ export class PoolOwner {
       socket.end();
       return;
     }
-    if (request.op !== 'claim' || typeof request.shape !== 'object' || request.shape === null) {
-      send(socket, { error: 'expected a claim or a status request' });
+    if (request.op !== 'claim' || !isShape(request.shape)) {
+      send(socket, { error: 'expected a claim of a VM shape or a status request' });
       socket.end();
       return;
     }
@@ -372,6 +372,16 @@ export class PoolOwner {
     await rmdir(join(this.#dir, VMS_DIR)).catch(() => undefined);
     await rmdir(this.#dir).catch(() => undefined);
   }
+}
+
+/** isShape checks a claimer's shape (root's, but a shape the owner may warm VMs of). */
+function isShape(s: unknown): s is PoolShape {
+  const v = s as Partial<PoolShape> | null;
+  return (
+    typeof v === 'object' && v !== null && typeof v.imageId === 'string' && /^[0-9a-f]{1,64}$/.test(v.imageId) &&
+    Number.isInteger(v.vcpus) && v.vcpus! >= 1 && v.vcpus! <= 255 && Number.isInteger(v.memoryMiB) && v.memoryMiB! >= 128 &&
+    (v.accel === 'auto' || v.accel === 'kvm' || v.accel === 'tcg') && typeof v.jailed === 'boolean'
+  );
 }
 
 /** pssOf sums the PSS of processes (smaps_rollup), 0 for those gone. */
