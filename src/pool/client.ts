@@ -90,9 +90,9 @@ export class PoolClient implements VmPool {
  * must not die with the shim that needed it. Two shims starting one at once is fine: the second
  * owner finds the first's pid file and exits.
  */
-export function startOwner(options: Pick<PoolClientOptions, 'configPath' | 'log'>): void {
+export function startOwner(options: Pick<PoolClientOptions, 'configPath' | 'log'> & { hull?: string }): void {
   // bin/hull sits beside the shim's real file (the checkout's bin/), whatever links lead to it.
-  const hull = join(dirname(realpathSync(process.argv[1] ?? '')), 'hull');
+  const hull = options.hull ?? join(dirname(realpathSync(process.argv[1] ?? '')), 'hull');
   options.log(`starting the VM pool's owner: ${hull} pool serve --config ${options.configPath}`);
   const child = spawn(process.execPath, [hull, 'pool', 'serve', '--config', options.configPath], { detached: true, stdio: 'ignore', env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   child.on('error', (e) => options.log(`start of the VM pool's owner failed: ${e.message}`));
