@@ -15,6 +15,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { mountAt, readMountinfo } from '../common/mountinfo.js';
 import { processStartTime } from '../common/process.js';
 import { run } from '../common/run.js';
 import { listenUnix } from '../common/unix-socket.js';
@@ -118,6 +119,8 @@ export class PoolOwner {
     await joinPodCgroup(ledger, poolCgroup(this.#dir));
     const netns = join(this.#dir, NETNS_FILE);
     ledger.record('', { kind: 'file', path: netns });
+    // One left mounted with no ledger to say so (a killed owner whose ledger was lost): only hull mounts there.
+    while (mountAt(await readMountinfo(), netns)) await run('umount', ['--lazy', netns]);
     await writeFile(netns, '', { mode: 0o600 });
     ledger.record('', { kind: 'mount', target: netns });
     // A network namespace of the pool's own, pinned by a bind mount on the file: the taps of ready
@@ -310,7 +313,7 @@ export class PoolOwner {
       log: this.#log,
     });
     try {
-      await warmUp(sandbox, join(this.#dir, WARM_DIR));
+      await warmUp(sandbox, join(this.#dir, WARM_DIR), this.#driver.templating.guestMac);
     } catch (e) {
       await sandbox.destroy().catch(() => undefined);
       throw e;

@@ -16,11 +16,13 @@ import { findExecutable } from '../vmm/index.js';
 export const WARM_CONTAINER_IDS = ['hull-warm-up-run', 'hull-warm-up-exec'] as const;
 const APPLETS = ['sh', 'true', 'sleep'];
 /** WARM_MOUNT_POINTS: the directories warmSpec mounts on (made in the bundle: its rootfs is read-only). */
-export const WARM_MOUNT_POINTS = ['dev', 'proc', 'sys'];
+export const WARM_MOUNT_POINTS = ['dev', 'proc', 'sys', 'etc'];
+/** ETC_FILES: bound into the container as CRI binds the pod's (each a volume shared over 9p). */
+const ETC_FILES = ['hosts', 'hostname', 'resolv.conf'];
 /** WARM_FILES: what makeWarmBundle writes below its directory, directories first (for the caller's ledger). */
 export const WARM_FILES = {
-  dirs: ['rootfs', 'rootfs/bin', ...WARM_MOUNT_POINTS.map((p) => `rootfs/${p}`)],
-  files: ['config.json', 'rootfs/bin/busybox', ...APPLETS.map((a) => `rootfs/bin/${a}`)],
+  dirs: ['rootfs', 'rootfs/bin', ...WARM_MOUNT_POINTS.map((p) => `rootfs/${p}`), 'etc'],
+  files: ['config.json', 'rootfs/bin/busybox', ...APPLETS.map((a) => `rootfs/bin/${a}`), ...ETC_FILES.flatMap((f) => [`rootfs/etc/${f}`, `etc/${f}`])],
 };
 const SIGKILL = 9;
 
@@ -36,22 +38,29 @@ export async function makeWarmBundle(dir: string): Promise<void> {
   for (const applet of APPLETS) {
     if (!(await lstat(join(bin, applet)).then(() => true, () => false))) await symlink('busybox', join(bin, applet));
   }
-  await writeFile(join(dir, 'config.json'), JSON.stringify(warmSpec(['/bin/true'])));
+  await mkdir(join(dir, 'etc'), { mode: 0o755 });
+  for (const file of ETC_FILES) {
+    await writeFile(join(dir, 'rootfs', 'etc', file), '');
+    await writeFile(join(dir, 'etc', file), file === 'hosts' ? '127.0.0.1 localhost\n' : file === 'hostname' ? 'hull-warm-up\n' : '');
+  }
+  await writeFile(join(dir, 'config.json'), JSON.stringify(warmSpec(['/bin/true'], dir)));
 }
 
 /** warmUp runs the throwaway containers in `sandbox` and removes them. */
-export async function warmUp(sandbox: Sandbox, bundle: string): Promise<void> {
+export async function warmUp(sandbox: Sandbox, bundle: string, guestMac: string): Promise<void> {
   const [runId, execId] = WARM_CONTAINER_IDS;
+  // The guest's `ip`, as SetupNetwork will run it for the pod: its NIC up (the tap stays down in the pool's netns).
+  await sandbox.agent.setupNetwork({ interfaces: [{ mac: guestMac, mtu: 1500, addresses: [] }], routes: [], neighbors: [] }, { timeoutMs: 30_000 });
   await sandbox.createContainer(runId, { bundle, stdio: {} });
   await sandbox.startContainer(runId);
   await sandbox.wait(runId);
   await sandbox.removeContainer(runId);
 
-  await sandbox.createContainer(execId, { bundle, spec: warmSpec(['/bin/sleep', '600']), stdio: {} });
+  await sandbox.createContainer(execId, { bundle, spec: warmSpec(['/bin/sleep', '600'], bundle), stdio: {} });
   await sandbox.startContainer(execId);
   for (const n of [1, 2]) {
     const id = `exec-${n}`;
-    await sandbox.exec(execId, id, warmSpec(['/bin/true']).process!, {});
+    await sandbox.exec(execId, id, warmSpec(['/bin/true'], bundle).process!, {});
     const exit = await sandbox.wait(execId, id);
     if (exit.exitStatus !== 0) throw new HullError('internal', `warm-up exec exited ${exit.exitStatus}`);
     await sandbox.removeExec(execId, id);
@@ -61,8 +70,8 @@ export async function warmUp(sandbox: Sandbox, bundle: string): Promise<void> {
   await sandbox.removeContainer(execId);
 }
 
-/** warmSpec is a container as containerd's default spec makes it, running `args`. */
-function warmSpec(args: string[]): OciSpec {
+/** warmSpec is a container as containerd's CRI spec makes it (with its /etc binds from `bundle`), running `args`. */
+function warmSpec(args: string[], bundle: string): OciSpec {
   const caps = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE'];
   return {
     ociVersion: '1.0.2',
@@ -83,6 +92,7 @@ function warmSpec(args: string[]): OciSpec {
       { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      ...ETC_FILES.map((f) => ({ destination: `/etc/${f}`, type: 'bind', source: join(bundle, 'etc', f), options: ['rbind', 'rprivate', 'rw'] })),
     ],
     linux: {
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
