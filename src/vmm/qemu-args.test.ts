@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { isInvalidArgument } from '../errors/index.js';
 import type { VmSpec } from './driver.js';
-import { BASE_KERNEL_ARGS, TEMPLATE_MAC, kernelCommandLine, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
+import { DEFAULT_CONFIG } from '../config/index.js';
+import { BASE_KERNEL_ARGS, TCG_TB_SIZE_MIB, TEMPLATE_MAC, kernelCommandLine, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
 
 const spec: VmSpec = {
   id: 'abc123',
@@ -25,8 +26,14 @@ describe('qemuArgs()', () => {
 
   it('uses multi-threaded TCG and -cpu max for tcg', () => {
     const args = qemuArgs(spec, 'tcg', paths);
-    assert.deepEqual(valuesOf(args, '-accel'), ['tcg,thread=multi,tb-size=256']);
+    assert.deepEqual(valuesOf(args, '-accel'), [`tcg,thread=multi,tb-size=${TCG_TB_SIZE_MIB}`]);
     assert.deepEqual(valuesOf(args, '-cpu'), ['max,erms=off,fsrm=off']);
+  });
+
+  it('sizes the TCG code buffer as told, by default as the config does', () => {
+    assert.deepEqual(valuesOf(qemuArgs(spec, 'tcg', paths, { tcgTbSizeMiB: 48 }), '-accel'), ['tcg,thread=multi,tb-size=48']);
+    assert.deepEqual(valuesOf(qemuArgs(spec, 'kvm', paths, { tcgTbSizeMiB: 48 }), '-accel'), ['kvm']);
+    assert.equal(DEFAULT_CONFIG.tcgTbSizeMiB, TCG_TB_SIZE_MIB);
   });
 
   it('uses kvm and -cpu host for kvm', () => {

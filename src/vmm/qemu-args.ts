@@ -128,6 +128,8 @@ export interface QemuArgsOptions {
   paused?: boolean;
   /** pidFile: QEMU writes paths.pidFile (default). A jailed QEMU would write its PID-namespace pid, 1: the driver writes it. */
   pidFile?: boolean;
+  /** tcgTbSizeMiB sizes TCG's translated-code buffer (default TCG_TB_SIZE_MIB); unused under kvm. */
+  tcgTbSizeMiB?: number;
 }
 
 /** kernelCommandLine is BASE_KERNEL_ARGS, then tsc_early_khz when known, then spec.kernelArgs. */
@@ -145,7 +147,7 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
   const args = [
     '-name', `hull-${spec.id}`,
     '-machine', 'microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram',
-    '-accel', accel === 'kvm' ? 'kvm' : `tcg,thread=multi,tb-size=${TCG_TB_SIZE_MIB}`,
+    '-accel', accel === 'kvm' ? 'kvm' : `tcg,thread=multi,tb-size=${options.tcgTbSizeMiB ?? TCG_TB_SIZE_MIB}`,
     '-cpu', accel === 'kvm' ? 'host' : TCG_CPU,
     '-smp', String(spec.vcpus),
     '-m', memory,

@@ -17,20 +17,23 @@ import { HullError } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
 import { jailCommand, type JailTools } from './jail.js';
-import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
+import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec, type QemuArgsOptions } from './qemu-args.js';
 import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
 import { findExecutable, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
 import { checkTemplateFiles, qemuIdentity } from './qemu-template.js';
-import { QemuVm, type QemuDriverOptions } from './qemu-vm.js';
+import { QemuVm, type QemuDriverOptions as QemuVmOptions } from './qemu-vm.js';
 
-export type { QemuDriverOptions };
+export interface QemuDriverOptions extends QemuVmOptions {
+  /** tcgTbSizeMiB sizes TCG's translated-code buffer (qemu-args.ts TCG_TB_SIZE_MIB is the default). */
+  tcgTbSizeMiB?: number;
+}
 
 export class QemuDriver implements VmDriver {
   readonly name = 'qemu';
 
   /** templating: QemuVm.saveTemplate saves, a spec with `template` restores (qemu-template.ts). */
   readonly templating: VmTemplating = {
-    identity: (machine) => qemuIdentity(this.options.binary ?? 'qemu-system-x86_64', machine),
+    identity: (machine) => qemuIdentity(this.options.binary ?? 'qemu-system-x86_64', machine, this.argsOptions()),
     guestMac: TEMPLATE_MAC,
   };
 
@@ -48,7 +51,7 @@ export class QemuDriver implements VmDriver {
       const paths = qemuPaths(spec.stateDir);
       await refuseIfRunning(spec, paths);
       await removeFiles(paths);
-      const args = qemuArgs(spec, accel, paths, { tscKhz, paused: true });
+      const args = qemuArgs(spec, accel, paths, { ...this.argsOptions(), tscKhz, paused: true });
       return QemuVm.launch(spec, accel, { host: paths, qemu: paths }, qemuCommand(spec, binary, args), binary, this.options);
     }
     const layout = jailLayout(spec, accel);
@@ -56,9 +59,14 @@ export class QemuDriver implements VmDriver {
     await refuseIfRunning(spec, layout.hostPaths);
     await removeFiles(layout.hostPaths);
     await prepareJailDirs(spec, layout);
-    const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { tscKhz, paused: true, pidFile: false });
+    const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { ...this.argsOptions(), tscKhz, paused: true, pidFile: false });
     const argv = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(), binary: (await findExecutable(binary)) ?? binary, args });
     return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options);
+  }
+
+  /** argsOptions are the command-line choices of this driver (the same for a template and its clones). */
+  private argsOptions(): QemuArgsOptions {
+    return this.options.tcgTbSizeMiB === undefined ? {} : { tcgTbSizeMiB: this.options.tcgTbSizeMiB };
   }
 }
 
