@@ -58,3 +58,9 @@ test('parseConfig() reads tcg_tb_size_mib and checks it', () => {
     assert.throws(() => parseConfig(bad, 'x'), /Invalid "tcg_tb_size_mib" in config "x": expected an integer 8\.\.2048 \(MiB\)/, bad);
   }
 });
+
+test('parseConfig() reads memory_merge, off by default', () => {
+  assert.equal(DEFAULT_CONFIG.memoryMerge, false);
+  assert.equal(parseConfig('memory_merge = true\n', 'x').memoryMerge, true);
+  assert.throws(() => parseConfig('memory_merge = 1', 'x'), /Invalid "memory_merge" in config "x": expected true or false/);
+});

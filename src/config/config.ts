@@ -34,6 +34,8 @@ export interface HullConfig {
   templateMaxRamMiB: number;
   /** MiB of TCG's translated-code buffer per VM (host memory that only grows); unused under KVM. */
   tcgTbSizeMiB: number;
+  /** Let the node's KSM merge equal guest pages across VMs (saves memory, opens a side channel). */
+  memoryMerge: boolean;
   /** Confine each VM's QEMU (own mount and PID namespaces, own uid, 9p's capabilities only). */
   jail: boolean;
   /** First uid (and gid) of the range leased to jailed VMs, one per VM. */
@@ -63,6 +65,7 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   templateMaxRamMiB: 2048,
   // As TCG_TB_SIZE_MIB in src/vmm/qemu-args.ts (a test checks).
   tcgTbSizeMiB: 256,
+  memoryMerge: false,
   jail: true,
   jailUidBase: 2_000_000_000,
   jailUidCount: 65_536,
@@ -91,6 +94,7 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   templates_dir: { field: 'templatesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
   template_max_count: { field: 'templateMaxCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1024, expect: 'an integer 1..1024' },
+  memory_merge: { field: 'memoryMerge', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   tcg_tb_size_mib: { field: 'tcgTbSizeMiB', check: (v) => Number.isInteger(v) && (v as number) >= 8 && (v as number) <= 2048, expect: 'an integer 8..2048 (MiB)' },
   jail: { field: 'jail', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   jail_uid_base: { field: 'jailUidBase', check: (v) => Number.isInteger(v) && (v as number) >= 65_536 && (v as number) < 0xffff0000, expect: 'an integer >= 65536 (above host users and subuid ranges)' },

@@ -130,6 +130,18 @@ export interface QemuArgsOptions {
   pidFile?: boolean;
   /** tcgTbSizeMiB sizes TCG's translated-code buffer (default TCG_TB_SIZE_MIB); unused under kvm. */
   tcgTbSizeMiB?: number;
+  /** memoryMerge marks guest RAM mergeable by the host's KSM (default false: see memoryMergeOption). */
+  memoryMerge?: boolean;
+}
+
+/**
+ * memoryMergeOption is the RAM backend's `merge=`. QEMU's default (on) lets KSM, where the node runs
+ * it, share equal pages between VMs: ~5 MiB per idle pod measured here, but a page shared across
+ * pods leaks through write timing what another pod's memory holds, and flips through Rowhammer: an
+ * isolation boundary should not offer that unless the operator asks (config memory_merge).
+ */
+export function memoryMergeOption(options: QemuArgsOptions): string {
+  return `merge=${options.memoryMerge === true ? 'on' : 'off'}`;
 }
 
 /** kernelCommandLine is BASE_KERNEL_ARGS, then tsc_early_khz when known, then spec.kernelArgs. */
@@ -151,7 +163,7 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
     '-cpu', accel === 'kvm' ? 'host' : TCG_CPU,
     '-smp', String(spec.vcpus),
     '-m', memory,
-    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'}`,
+    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'},${memoryMergeOption(options)}`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     ...(options.pidFile === false ? [] : ['-pidfile', paths.pidFile]),

@@ -26,6 +26,8 @@ import { QemuVm, type QemuDriverOptions as QemuVmOptions } from './qemu-vm.js';
 export interface QemuDriverOptions extends QemuVmOptions {
   /** tcgTbSizeMiB sizes TCG's translated-code buffer (qemu-args.ts TCG_TB_SIZE_MIB is the default). */
   tcgTbSizeMiB?: number;
+  /** memoryMerge lets the host's KSM merge guest RAM across VMs (qemu-args.ts memoryMergeOption). */
+  memoryMerge?: boolean;
 }
 
 export class QemuDriver implements VmDriver {
@@ -66,7 +68,8 @@ export class QemuDriver implements VmDriver {
 
   /** argsOptions are the command-line choices of this driver (the same for a template and its clones). */
   private argsOptions(): QemuArgsOptions {
-    return this.options.tcgTbSizeMiB === undefined ? {} : { tcgTbSizeMiB: this.options.tcgTbSizeMiB };
+    const { tcgTbSizeMiB, memoryMerge } = this.options;
+    return { ...(tcgTbSizeMiB !== undefined ? { tcgTbSizeMiB } : {}), ...(memoryMerge !== undefined ? { memoryMerge } : {}) };
   }
 }
 
