@@ -105,10 +105,11 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
 
 /**
  * TCG_TB_SIZE_MIB caps TCG's translated-code buffer, host memory of the pod that only grows:
- * QEMU's default is 1 GiB. A clone has ~55-70 MiB of it resident once its first containers ran.
- * When the buffer is full QEMU flushes it and translates the guest's code again, so a cap below a
- * pod's working set thrashes (measured on `ctr run`: 2.4 s at 64 MiB, 3.6 s at 32, 5.7 s at 16);
- * 256 MiB leaves room for guests that run JITs while still bounding the pod.
+ * QEMU's default is 1 GiB. A clone has ~48 MiB of it resident when idle after its first container
+ * started, ~76 MiB after a few execs. When the buffer is full QEMU flushes it and translates the
+ * guest's code again, so a cap below a pod's working set thrashes (`exec true` in a clone: ~1.7x
+ * the time at 48 MiB, ~2.4x at 32; `ctr run` cold: 2.4 s at 64 MiB, 3.6 s at 32, 5.7 s at 16);
+ * 256 MiB leaves room for guests that run JITs while still bounding the pod. Config: tcg_tb_size_mib.
  */
 export const TCG_TB_SIZE_MIB = 256;
 
