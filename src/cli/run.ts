@@ -34,7 +34,7 @@ export async function runContainer(config: HullConfig, image: GuestAssets, optio
   process.on('SIGTERM', onSignal);
   const stdin = process.stdin;
   const tty = options.tty;
-  const driver = new QemuDriver();
+  const driver = new QemuDriver({ tcgTbSizeMiB: config.tcgTbSizeMiB, memoryMerge: config.memoryMerge });
   try {
     sandbox = await Sandbox.create({
       id,

@@ -51,3 +51,16 @@ test('parseConfig() reads debug_console, off by default', () => {
   assert.equal(parseConfig('debug_console = true\n', 'x').debugConsole, true);
   assert.throws(() => parseConfig('debug_console = "yes"', 'x'), /Invalid "debug_console" in config "x": expected true or false/);
 });
+
+test('parseConfig() reads tcg_tb_size_mib and checks it', () => {
+  assert.equal(parseConfig('tcg_tb_size_mib = 64\n', 'x').tcgTbSizeMiB, 64);
+  for (const bad of ['tcg_tb_size_mib = 4', 'tcg_tb_size_mib = 4096', 'tcg_tb_size_mib = 1.5', 'tcg_tb_size_mib = "64"']) {
+    assert.throws(() => parseConfig(bad, 'x'), /Invalid "tcg_tb_size_mib" in config "x": expected an integer 8\.\.2048 \(MiB\)/, bad);
+  }
+});
+
+test('parseConfig() reads memory_merge, off by default', () => {
+  assert.equal(DEFAULT_CONFIG.memoryMerge, false);
+  assert.equal(parseConfig('memory_merge = true\n', 'x').memoryMerge, true);
+  assert.throws(() => parseConfig('memory_merge = 1', 'x'), /Invalid "memory_merge" in config "x": expected true or false/);
+});

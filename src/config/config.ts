@@ -32,6 +32,10 @@ export interface HullConfig {
   templateMaxCount: number;
   /** At most this much tmpfs (MiB) is held by template RAM files together. */
   templateMaxRamMiB: number;
+  /** MiB of TCG's translated-code buffer per VM (host memory that only grows); unused under KVM. */
+  tcgTbSizeMiB: number;
+  /** Let the node's KSM merge equal guest pages across VMs (saves memory, opens a side channel). */
+  memoryMerge: boolean;
   /** Confine each VM's QEMU (own mount and PID namespaces, own uid, 9p's capabilities only). */
   jail: boolean;
   /** First uid (and gid) of the range leased to jailed VMs, one per VM. */
@@ -63,6 +67,9 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/factory/template.ts (a test checks).
   templateMaxCount: 8,
   templateMaxRamMiB: 2048,
+  // As TCG_TB_SIZE_MIB in src/vmm/qemu-args.ts (a test checks).
+  tcgTbSizeMiB: 256,
+  memoryMerge: false,
   jail: true,
   jailUidBase: 2_000_000_000,
   jailUidCount: 65_536,
@@ -93,7 +100,8 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   templates_dir: { field: 'templatesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
   template_max_count: { field: 'templateMaxCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1024, expect: 'an integer 1..1024' },
-  // One template of a small VM holds ~150-200 MiB: a smaller bound would never keep any.
+  memory_merge: { field: 'memoryMerge', check: (v) => typeof v === 'boolean', expect: 'true or false' },
+  tcg_tb_size_mib: { field: 'tcgTbSizeMiB', check: (v) => Number.isInteger(v) && (v as number) >= 8 && (v as number) <= 2048, expect: 'an integer 8..2048 (MiB)' },
   jail: { field: 'jail', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   jail_uid_base: { field: 'jailUidBase', check: (v) => Number.isInteger(v) && (v as number) >= 65_536 && (v as number) < 0xffff0000, expect: 'an integer >= 65536 (above host users and subuid ranges)' },
   jail_uid_count: { field: 'jailUidCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1 << 24, expect: 'an integer 1..16777216' },
@@ -102,6 +110,7 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   debug_console: { field: 'debugConsole', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   pool_size: { field: 'poolSize', check: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 64, expect: 'an integer 0..64' },
   pool_dir: { field: 'poolDir', check: (v) => typeof v === 'string' && v.startsWith('/') && v.length > 1, expect: 'an absolute path' },
+  // One template of a small VM holds ~150-200 MiB: a smaller bound would never keep any.
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
 

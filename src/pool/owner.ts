@@ -75,7 +75,7 @@ export class PoolOwner {
   readonly #config: HullConfig;
   readonly #log: (line: string) => void;
   readonly #dir: string;
-  readonly #driver = new QemuDriver();
+  readonly #driver: QemuDriver;
   readonly #shapes = new Map<string, Shape>();
   #ready: ReadyVm[] = [];
   #lent = 0;
@@ -91,6 +91,8 @@ export class PoolOwner {
     this.#config = options.config;
     this.#log = options.log;
     this.#dir = options.config.poolDir;
+    // As the shims' driver: the same command line, so the same templates.
+    this.#driver = new QemuDriver({ tcgTbSizeMiB: options.config.tcgTbSizeMiB, memoryMerge: options.config.memoryMerge });
   }
 
   /**

@@ -141,7 +141,7 @@ async function bootSandbox(config: HullConfig, configPath: string, id: string, s
   const image = await currentGuestImage(config.guestImagesDir);
   if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
   const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
-  const driver = new QemuDriver();
+  const driver = new QemuDriver({ tcgTbSizeMiB: config.tcgTbSizeMiB, memoryMerge: config.memoryMerge });
   const sandbox = await Sandbox.create({
     id,
     image,

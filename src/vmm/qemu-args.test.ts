@@ -2,7 +2,8 @@ import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { isInvalidArgument } from '../errors/index.js';
 import type { VmSpec } from './driver.js';
-import { BASE_KERNEL_ARGS, TEMPLATE_MAC, kernelCommandLine, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
+import { DEFAULT_CONFIG } from '../config/index.js';
+import { BASE_KERNEL_ARGS, TCG_TB_SIZE_MIB, TEMPLATE_MAC, kernelCommandLine, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
 
 const spec: VmSpec = {
   id: 'abc123',
@@ -25,8 +26,20 @@ describe('qemuArgs()', () => {
 
   it('uses multi-threaded TCG and -cpu max for tcg', () => {
     const args = qemuArgs(spec, 'tcg', paths);
-    assert.deepEqual(valuesOf(args, '-accel'), ['tcg,thread=multi,tb-size=256']);
+    assert.deepEqual(valuesOf(args, '-accel'), [`tcg,thread=multi,tb-size=${TCG_TB_SIZE_MIB}`]);
     assert.deepEqual(valuesOf(args, '-cpu'), ['max,erms=off,fsrm=off']);
+  });
+
+  it('sizes the TCG code buffer as told, by default as the config does', () => {
+    assert.deepEqual(valuesOf(qemuArgs(spec, 'tcg', paths, { tcgTbSizeMiB: 48 }), '-accel'), ['tcg,thread=multi,tb-size=48']);
+    assert.deepEqual(valuesOf(qemuArgs(spec, 'kvm', paths, { tcgTbSizeMiB: 48 }), '-accel'), ['kvm']);
+    assert.equal(DEFAULT_CONFIG.tcgTbSizeMiB, TCG_TB_SIZE_MIB);
+  });
+
+  it('keeps guest RAM away from KSM unless told', () => {
+    assert.match(valuesOf(qemuArgs(spec, 'tcg', paths), '-object')[0]!, /,merge=off$/);
+    assert.match(valuesOf(qemuArgs(spec, 'kvm', paths, { memoryMerge: true }), '-object')[0]!, /,merge=on$/);
+    assert.equal(DEFAULT_CONFIG.memoryMerge, false);
   });
 
   it('uses kvm and -cpu host for kvm', () => {
@@ -47,7 +60,7 @@ describe('qemuArgs()', () => {
     assert.deepEqual(valuesOf(args, '-smp'), ['2']);
     assert.deepEqual(valuesOf(args, '-m'), ['1024M']);
     assert.deepEqual(valuesOf(args, '-machine'), ['microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram']);
-    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/run/hull/abc123/ram,share=off']);
+    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/run/hull/abc123/ram,share=off,merge=off']);
   });
 
   it('isolates QEMU: no defaults, no reboot, seccomp sandbox', () => {
@@ -99,7 +112,7 @@ describe('qemuArgs()', () => {
 
   it('puts a template source\'s RAM in its RAM file, shared, with a NIC on an isolated hub', () => {
     const args = qemuArgs({ ...spec, templateRamFile: '/dev/shm/hull-templates/k/ram.1.ab' }, 'tcg', paths);
-    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/hull-templates/k/ram.1.ab,share=on']);
+    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/hull-templates/k/ram.1.ab,share=on,merge=off']);
     assert.deepEqual(valuesOf(args, '-netdev'), ['hubport,id=net0,hubid=0']);
     assert.ok(valuesOf(args, '-device').includes(`virtio-net-device,netdev=net0,mac=${TEMPLATE_MAC}`));
     assert.ok(!args.includes('-incoming'));
@@ -108,7 +121,7 @@ describe('qemuArgs()', () => {
   it('gives a clone the same machine: the template RAM private (share=off), -incoming defer, same devices', () => {
     const source = qemuArgs({ ...spec, templateRamFile: '/dev/shm/t/ram' }, 'tcg', paths, { paused: true });
     const clone = qemuArgs({ ...spec, template: { stateFile: '/var/lib/hull/templates/k/state', ramFile: '/dev/shm/t/ram' } }, 'tcg', paths, { paused: true });
-    assert.deepEqual(valuesOf(clone, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/t/ram,share=off']);
+    assert.deepEqual(valuesOf(clone, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/dev/shm/t/ram,share=off,merge=off']);
     assert.deepEqual(valuesOf(clone, '-incoming'), ['defer']);
     assert.deepEqual(valuesOf(clone, '-device'), valuesOf(source, '-device'));
     assert.deepEqual(valuesOf(clone, '-netdev'), valuesOf(source, '-netdev'));

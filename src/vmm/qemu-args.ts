@@ -105,10 +105,11 @@ export const BASE_KERNEL_ARGS: readonly string[] = [
 
 /**
  * TCG_TB_SIZE_MIB caps TCG's translated-code buffer, host memory of the pod that only grows:
- * QEMU's default is 1 GiB. A clone has ~55-70 MiB of it resident once its first containers ran.
- * When the buffer is full QEMU flushes it and translates the guest's code again, so a cap below a
- * pod's working set thrashes (measured on `ctr run`: 2.4 s at 64 MiB, 3.6 s at 32, 5.7 s at 16);
- * 256 MiB leaves room for guests that run JITs while still bounding the pod.
+ * QEMU's default is 1 GiB. A clone has ~48 MiB of it resident when idle after its first container
+ * started, ~76 MiB after a few execs. When the buffer is full QEMU flushes it and translates the
+ * guest's code again, so a cap below a pod's working set thrashes (`exec true` in a clone: ~1.7x
+ * the time at 48 MiB, ~2.4x at 32; `ctr run` cold: 2.4 s at 64 MiB, 3.6 s at 32, 5.7 s at 16);
+ * 256 MiB leaves room for guests that run JITs while still bounding the pod. Config: tcg_tb_size_mib.
  */
 export const TCG_TB_SIZE_MIB = 256;
 
@@ -128,6 +129,20 @@ export interface QemuArgsOptions {
   paused?: boolean;
   /** pidFile: QEMU writes paths.pidFile (default). A jailed QEMU would write its PID-namespace pid, 1: the driver writes it. */
   pidFile?: boolean;
+  /** tcgTbSizeMiB sizes TCG's translated-code buffer (default TCG_TB_SIZE_MIB); unused under kvm. */
+  tcgTbSizeMiB?: number;
+  /** memoryMerge marks guest RAM mergeable by the host's KSM (default false: see memoryMergeOption). */
+  memoryMerge?: boolean;
+}
+
+/**
+ * memoryMergeOption is the RAM backend's `merge=`. QEMU's default (on) lets KSM, where the node runs
+ * it, share equal pages between VMs: ~5 MiB per idle pod measured here, but a page shared across
+ * pods leaks through write timing what another pod's memory holds, and flips through Rowhammer: an
+ * isolation boundary should not offer that unless the operator asks (config memory_merge).
+ */
+export function memoryMergeOption(options: QemuArgsOptions): string {
+  return `merge=${options.memoryMerge === true ? 'on' : 'off'}`;
 }
 
 /** kernelCommandLine is BASE_KERNEL_ARGS, then tsc_early_khz when known, then spec.kernelArgs. */
@@ -145,11 +160,11 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
   const args = [
     '-name', `hull-${spec.id}`,
     '-machine', 'microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram',
-    '-accel', accel === 'kvm' ? 'kvm' : `tcg,thread=multi,tb-size=${TCG_TB_SIZE_MIB}`,
+    '-accel', accel === 'kvm' ? 'kvm' : `tcg,thread=multi,tb-size=${options.tcgTbSizeMiB ?? TCG_TB_SIZE_MIB}`,
     '-cpu', accel === 'kvm' ? 'host' : TCG_CPU,
     '-smp', String(spec.vcpus),
     '-m', memory,
-    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'}`,
+    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'},${memoryMergeOption(options)}`,
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     ...(options.pidFile === false ? [] : ['-pidfile', paths.pidFile]),

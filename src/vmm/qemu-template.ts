@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { HullError, errorCode } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { VmIdentity, VmMachine, VmSpec, VmTemplateRef } from './driver.js';
-import { qemuArgs, qemuPaths } from './qemu-args.js';
+import { qemuArgs, qemuPaths, type QemuArgsOptions } from './qemu-args.js';
 import { findExecutable } from './qemu-process.js';
 import type { QmpClient } from './qmp.js';
 
@@ -43,7 +43,7 @@ const MIB = 1024 * 1024;
  * versioned machine types) and QEMU's whole command line with placeholder paths, so that any device
  * change makes another template.
  */
-export async function qemuIdentity(binary: string, machine: VmMachine): Promise<VmIdentity> {
+export async function qemuIdentity(binary: string, machine: VmMachine, argsOptions: QemuArgsOptions = {}): Promise<VmIdentity> {
   const facts = await readHostFacts();
   const { accel } = decideAccel(facts, machine.accel);
   // As QemuDriver.start does: only TCG guests get tsc_early_khz.
@@ -64,7 +64,7 @@ export async function qemuIdentity(binary: string, machine: VmMachine): Promise<
     kernelArgs: [...machine.kernelArgs],
     templateRamFile: '/ram',
   };
-  const argv = qemuArgs(canonical, accel, qemuPaths(canonical.stateDir), { tscKhz, paused: true });
+  const argv = qemuArgs(canonical, accel, qemuPaths(canonical.stateDir), { ...argsOptions, tscKhz, paused: true });
   return {
     accel,
     hypervisor: {

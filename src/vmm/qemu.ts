@@ -17,20 +17,25 @@ import { HullError } from '../errors/index.js';
 import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { RunningVm, VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
 import { jailCommand, type JailTools } from './jail.js';
-import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec } from './qemu-args.js';
+import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec, type QemuArgsOptions } from './qemu-args.js';
 import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
 import { findExecutable, lifelineCommand, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
 import { checkTemplateFiles, qemuIdentity } from './qemu-template.js';
-import { QemuVm, type QemuDriverOptions } from './qemu-vm.js';
+import { QemuVm, type QemuDriverOptions as QemuVmOptions } from './qemu-vm.js';
 
-export type { QemuDriverOptions };
+export interface QemuDriverOptions extends QemuVmOptions {
+  /** tcgTbSizeMiB sizes TCG's translated-code buffer (qemu-args.ts TCG_TB_SIZE_MIB is the default). */
+  tcgTbSizeMiB?: number;
+  /** memoryMerge lets the host's KSM merge guest RAM across VMs (qemu-args.ts memoryMergeOption). */
+  memoryMerge?: boolean;
+}
 
 export class QemuDriver implements VmDriver {
   readonly name = 'qemu';
 
   /** templating: QemuVm.saveTemplate saves, a spec with `template` restores (qemu-template.ts). */
   readonly templating: VmTemplating = {
-    identity: (machine) => qemuIdentity(this.options.binary ?? 'qemu-system-x86_64', machine),
+    identity: (machine) => qemuIdentity(this.options.binary ?? 'qemu-system-x86_64', machine, this.argsOptions()),
     guestMac: TEMPLATE_MAC,
   };
 
@@ -48,7 +53,7 @@ export class QemuDriver implements VmDriver {
       const paths = qemuPaths(spec.stateDir);
       await refuseIfRunning(spec, paths);
       await removeFiles(paths);
-      const args = qemuArgs(spec, accel, paths, { tscKhz, paused: true });
+      const args = qemuArgs(spec, accel, paths, { ...this.argsOptions(), tscKhz, paused: true });
       const argv = await this.onLifeline(spec, qemuCommand(spec, binary, args));
       return QemuVm.launch(spec, accel, { host: paths, qemu: paths }, argv, binary, this.options, spec.lifeline !== undefined ? 1 : 0);
     }
@@ -57,7 +62,7 @@ export class QemuDriver implements VmDriver {
     await refuseIfRunning(spec, layout.hostPaths);
     await removeFiles(layout.hostPaths);
     await prepareJailDirs(spec, layout);
-    const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { tscKhz, paused: true, pidFile: false });
+    const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { ...this.argsOptions(), tscKhz, paused: true, pidFile: false });
     const jailed = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(), binary: (await findExecutable(binary)) ?? binary, args });
     const argv = await this.onLifeline(spec, jailed);
     return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options, spec.lifeline !== undefined ? 2 : 1);
@@ -76,6 +81,12 @@ export class QemuDriver implements VmDriver {
     // An absolute path: busybox's shell would run its own applet for a bare "setpriv".
     if (argv[0] !== 'setpriv') throw new HullError('internal', `a VM on a lifeline must start with setpriv, not ${argv[0]}`);
     return lifelineCommand(tools.busybox, spec.lifeline, [tools.setpriv, ...argv.slice(1)]);
+  }
+
+  /** argsOptions are the command-line choices of this driver (the same for a template and its clones). */
+  private argsOptions(): QemuArgsOptions {
+    const { tcgTbSizeMiB, memoryMerge } = this.options;
+    return { ...(tcgTbSizeMiB !== undefined ? { tcgTbSizeMiB } : {}), ...(memoryMerge !== undefined ? { memoryMerge } : {}) };
   }
 }
 
