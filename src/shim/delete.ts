@@ -6,13 +6,12 @@
  * container's scope for the others — as recorded in its bundle at Create.
  * Prints a raw DeleteResponse on stdout, as containerd expects.
  */
-import { create, toBinary } from '@bufbuild/protobuf';
-import { timestampNow } from '@bufbuild/protobuf/wkt';
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import { readFile, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { replayLedger } from '../sandbox/index.js';
-import { DeleteResponseSchema } from '../proto/gen/task_pb.js';
+// Not the sandbox's index: through it, the bundle's `delete` chunk would load all of the sandbox.
+import { replayLedger } from '../sandbox/ledger.js';
 import { readCleanupRecord, unmountQuietly } from './cleanup.js';
 import type { ShimFlags } from './flags.js';
 import { SHIM_SOCKET_DIR } from './address.js';
@@ -41,5 +40,22 @@ export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   }
   await unmountQuietly(join(bundle, 'rootfs'));
   if (record.stateDir) await removeStaleSocket(bundle);
-  return toBinary(DeleteResponseSchema, create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }));
+  return deleteResponse(0, 137, Date.now());
+}
+
+/**
+ * deleteResponse is containerd.task.v2.DeleteResponse {pid = 1, exit_status = 2, exited_at = 3}
+ * as toBinary would write it (delete.test.ts compares them), written by hand: the task API's schema
+ * would make `delete` load and decode all the shim's protobuf descriptors for three fields.
+ */
+export function deleteResponse(pid: number, exitStatus: number, exitedAtMs: number): Uint8Array {
+  const w = new BinaryWriter();
+  if (pid !== 0) w.tag(1, WireType.Varint).uint32(pid);
+  if (exitStatus !== 0) w.tag(2, WireType.Varint).uint32(exitStatus);
+  const seconds = Math.floor(exitedAtMs / 1000);
+  const nanos = (exitedAtMs - seconds * 1000) * 1_000_000;
+  w.tag(3, WireType.LengthDelimited).fork();
+  if (seconds !== 0) w.tag(1, WireType.Varint).int64(seconds);
+  if (nanos !== 0) w.tag(2, WireType.Varint).int32(nanos);
+  return w.join().finish();
 }
