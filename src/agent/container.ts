@@ -27,6 +27,8 @@ export class Container {
   readonly init: GuestProcess;
   // exec id -> process; changed only by exec() and removeExec().
   readonly execs = new Map<string, GuestProcess>();
+  // exec id -> the removal of its files, started once the exec is running; gone when done.
+  readonly #fileRemovals = new Map<string, Promise<void>>();
   #state: ContainerState = 'created';
 
   // sharesPid: in the pod's PID namespace, which outlives this container's init.
@@ -95,6 +97,8 @@ export class Container {
     const process = checkProcess(processSpec, `process of exec "${execId}"`);
     process.terminal = stdio.terminal;
     if (stdio.terminal) setConsoleSize(process, stdio);
+    // A removed exec's id may come back: its files must be gone before the new ones are written.
+    await this.#fileRemovals.get(execId);
     const processFile = join(this.bundleDir, `exec-${execId}.json`);
     await writeFile(processFile, JSON.stringify(process));
     const proc = new GuestProcess({
@@ -104,15 +108,26 @@ export class Container {
       logFile: join(this.bundleDir, `exec-${execId}.log`),
     });
     this.execs.set(execId, proc);
+    let pid: number;
     try {
-      return await proc.start();
+      pid = await proc.start();
     } catch (e) {
       // The host never learns of an exec that did not start: nothing of it may stay.
       this.execs.delete(execId);
       await proc.release();
-      await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
+      await this.#removeExecFiles(execId);
       throw e;
     }
+    // crun has read the process file and written the pid; its log is read only when a start fails.
+    // Removed now, not by RemoveExec: that call is off the host's path (an exec's Delete does not wait
+    // for it), and files of an exec that ended would otherwise wait for it.
+    const removal = this.#removeExecFiles(execId).finally(() => this.#fileRemovals.delete(execId));
+    this.#fileRemovals.set(execId, removal);
+    return pid;
+  }
+
+  async #removeExecFiles(execId: string): Promise<void> {
+    await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
   }
 
   process(execId: string): GuestProcess {
@@ -140,9 +155,10 @@ export class Container {
   }
 
   /**
-   * removeExec forgets an exec: its record (and with it its stdio buffers) and its files in the
-   * bundle. The host removes an exec once it has ended; one that still runs (its exit was forced
-   * on the host) is killed first.
+   * removeExec forgets an exec: its record, and with it its stdio buffers (its files went when it
+   * started). The host removes an exec once it has ended; one that still runs (its exit was forced
+   * on the host) is killed first. The record goes before the first await: an Exec of the same id
+   * that the host sends next finds it gone.
    */
   async removeExec(execId: string): Promise<void> {
     checkId('exec id', execId);
@@ -150,7 +166,7 @@ export class Container {
     if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in container "${this.id}"`);
     this.execs.delete(execId);
     await proc.release();
-    await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
+    await this.#fileRemovals.get(execId);
   }
 
   /** bundleFiles counts the entries of the bundle directory (DebugState). */
