@@ -27,4 +27,5 @@ test('planDirectExec leaves to crun what it would not do exactly as crun', async
   await crun(target(), proc, false, new Set(['user']));
   await crun(target(), proc, false, new Set(['time']));
   await crun(target({ initPid: 0 }), proc);
+  await crun(target({ initPid: process.pid }), { ...proc, env: ['HOME=/', 'PATH=/bin', `BIG=${'x'.repeat(1 << 20)}`] });
 });

@@ -120,7 +120,12 @@ export async function planDirectExec(target: ExecTarget, process: OciProcess, te
   const cached = target.plans.get(key);
   if (cached) return cached;
   lastCap ??= Number(readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8').trim());
-  const plan = buildTape({ target, process, env, caps, rlimits, umask, namespaces, lastCap, user });
+  let plan: DirectExecPlan;
+  try {
+    plan = buildTape({ target, process, env, caps, rlimits, umask, namespaces, lastCap, user });
+  } catch {
+    return undefined; // a tape past the program's buffer (huge arguments or environment): crun takes it
+  }
   if (target.plans.size >= PLAN_CACHE_SIZE) target.plans.delete(target.plans.keys().next().value!);
   target.plans.set(key, plan);
   return plan;
