@@ -15,6 +15,7 @@ import { run } from '../common/run.js';
 import { guestSpec, checkId, checkProcess, podTmpfsMounts } from './guest-spec.js';
 import { podPidNamespace, sharesPodPidNamespace } from './pod-pid-namespace.js';
 import { GuestProcess, crunCommand, crunErrorMessages, type StdioRequest } from './process.js';
+import { differingNamespaces, planDirectExec, tapeProgram, type ExecTarget } from './direct-exec.js';
 
 // The files exec() writes (json) and crun writes (pid, log) for each exec, in the bundle directory.
 const EXEC_FILES = ['json', 'pid', 'log'] as const;
@@ -27,13 +28,21 @@ export class Container {
   readonly init: GuestProcess;
   // exec id -> process; changed only by exec() and removeExec().
   readonly execs = new Map<string, GuestProcess>();
+  // exec id -> the removal of its files, started once the exec is running; gone when done.
+  readonly #fileRemovals = new Map<string, Promise<void>>();
   #state: ContainerState = 'created';
+  #paused = false;
+  // The init's namespaces that differ from the agent's, read at the first exec.
+  #namespaces: Promise<Set<string>> | undefined;
+  // What direct exec knows of this container, its caches with it (direct-exec.ts).
+  readonly #execTarget: ExecTarget;
 
   // sharesPid: in the pod's PID namespace, which outlives this container's init.
   readonly #sharesPid: boolean;
 
-  private constructor(id: string, bundleDir: string, stdio: StdioRequest, sharesPid: boolean) {
+  private constructor(id: string, bundleDir: string, stdio: StdioRequest, sharesPid: boolean, config: OciSpec) {
     this.#sharesPid = sharesPid;
+    this.#execTarget = { initPid: 0, spec: config, cgroupProcs: join(containerCgroup(id), 'cgroup.procs'), paused: false, plans: new Map() };
     this.id = id;
     this.bundleDir = bundleDir;
     this.init = new GuestProcess({
@@ -61,7 +70,7 @@ export class Container {
       throw e;
     }
     await writeFile(join(bundleDir, 'config.json'), JSON.stringify(config));
-    return new Container(id, bundleDir, stdio, sharesPid);
+    return new Container(id, bundleDir, stdio, sharesPid, config);
   }
 
   get state(): ContainerState {
@@ -95,24 +104,52 @@ export class Container {
     const process = checkProcess(processSpec, `process of exec "${execId}"`);
     process.terminal = stdio.terminal;
     if (stdio.terminal) setConsoleSize(process, stdio);
+    // A removed exec's id may come back: its files must be gone before the new ones are written.
+    await this.#fileRemovals.get(execId);
+    const direct = await this.#planDirectExec(process, stdio);
+    const proc = direct ? new GuestProcess({ command: [await tapeProgram()], stdio, direct }) : await this.#crunExec(execId, process, stdio);
+    this.execs.set(execId, proc);
+    let pid: number;
+    try {
+      pid = await proc.start();
+    } catch (e) {
+      // The host never learns of an exec that did not start: nothing of it may stay.
+      this.execs.delete(execId);
+      await proc.release();
+      await this.#removeExecFiles(execId);
+      throw e;
+    }
+    if (direct) return pid;
+    // crun has read the process file and written the pid; its log is read only when a start fails.
+    // Removed now, not by RemoveExec: that call is off the host's path (an exec's Delete does not wait
+    // for it), and files of an exec that ended would otherwise wait for it.
+    const removal = this.#removeExecFiles(execId).finally(() => this.#fileRemovals.delete(execId));
+    this.#fileRemovals.set(execId, removal);
+    return pid;
+  }
+
+  /** #planDirectExec has the agent start the exec itself when it can do exactly what crun would (direct-exec.ts). */
+  async #planDirectExec(process: OciProcess, stdio: StdioRequest) {
+    if (this.init.pid <= 0) return undefined;
+    this.#namespaces ??= differingNamespaces(this.init.pid);
+    this.#execTarget.initPid = this.init.pid;
+    this.#execTarget.paused = this.#paused;
+    return planDirectExec(this.#execTarget, process, stdio.terminal, await this.#namespaces);
+  }
+
+  async #crunExec(execId: string, process: OciProcess, stdio: StdioRequest): Promise<GuestProcess> {
     const processFile = join(this.bundleDir, `exec-${execId}.json`);
     await writeFile(processFile, JSON.stringify(process));
-    const proc = new GuestProcess({
+    return new GuestProcess({
       command: crunCommand(join(this.bundleDir, `exec-${execId}.log`), ['exec', '--pid-file', join(this.bundleDir, `exec-${execId}.pid`), '--process', processFile, ...(stdio.terminal ? ['--tty'] : []), this.id]),
       stdio,
       pidFile: join(this.bundleDir, `exec-${execId}.pid`),
       logFile: join(this.bundleDir, `exec-${execId}.log`),
     });
-    this.execs.set(execId, proc);
-    try {
-      return await proc.start();
-    } catch (e) {
-      // The host never learns of an exec that did not start: nothing of it may stay.
-      this.execs.delete(execId);
-      await proc.release();
-      await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
-      throw e;
-    }
+  }
+
+  async #removeExecFiles(execId: string): Promise<void> {
+    await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
   }
 
   process(execId: string): GuestProcess {
@@ -140,9 +177,10 @@ export class Container {
   }
 
   /**
-   * removeExec forgets an exec: its record (and with it its stdio buffers) and its files in the
-   * bundle. The host removes an exec once it has ended; one that still runs (its exit was forced
-   * on the host) is killed first.
+   * removeExec forgets an exec: its record, and with it its stdio buffers (its files went when it
+   * started). The host removes an exec once it has ended; one that still runs (its exit was forced
+   * on the host) is killed first. The record goes before the first await: an Exec of the same id
+   * that the host sends next finds it gone.
    */
   async removeExec(execId: string): Promise<void> {
     checkId('exec id', execId);
@@ -150,7 +188,7 @@ export class Container {
     if (!proc) throw new HullError('not_found', `Exec "${execId}" not found in container "${this.id}"`);
     this.execs.delete(execId);
     await proc.release();
-    await Promise.all(EXEC_FILES.map((ext) => rm(join(this.bundleDir, `exec-${execId}.${ext}`), { force: true })));
+    await this.#fileRemovals.get(execId);
   }
 
   /** bundleFiles counts the entries of the bundle directory (DebugState). */
@@ -159,11 +197,14 @@ export class Container {
   }
 
   async pause(): Promise<void> {
+    // Marked before crun runs: no direct exec may start into a cgroup being frozen.
+    this.#paused = true;
     await this.#crun(['pause', this.id]);
   }
 
   async resume(): Promise<void> {
     await this.#crun(['resume', this.id]);
+    this.#paused = false;
   }
 
   async update(resources: Record<string, unknown>): Promise<void> {

@@ -1,17 +1,21 @@
 /**
  * GuestProcess is one process the agent runs: a container's init or exec as a foreground
  * `crun run` / `crun exec` child, so the agent is its parent and learns its exit status without
- * being a subreaper (Node cannot be one), or a console process (console.ts). In terminal mode the
+ * being a subreaper (Node cannot be one), an exec started by the syscall tape program (direct
+ * exec, direct-exec.ts: its parent stays the agent's child and reports the exit), or a console
+ * process (console.ts). In terminal mode the
  * command runs under util-linux `script`, which gives it a terminal on its stdin (crun requires
  * one, and relays it to the container's own pty).
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { basename, dirname } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { OutputBuffer } from './output-buffer.js';
+import { EXIT_RECORD, PID_RECORD, type DirectExecPlan } from './direct-exec.js';
 
 export interface StdioRequest {
   stdin: boolean;
@@ -32,12 +36,17 @@ export interface GuestProcessOptions {
   /** command: the program and its arguments (crunCommand's for a container process). */
   command: string[];
   stdio: StdioRequest;
-  /** pidFile the command writes once the process exists. */
-  pidFile: string;
+  /** pidFile the command writes once the process exists (not for `direct`). */
+  pidFile?: string;
   /** logFile crun writes its own errors to (JSON lines); none for other commands. */
   logFile?: string;
   /** env of the command (default: a minimal PATH, SHELL and TERM). */
   env?: Record<string, string>;
+  /**
+   * direct: the command is the syscall tape program running this tape (direct-exec.ts), which
+   * reports the pid, a failure or the exit status on fd 4 instead of a pid file.
+   */
+  direct?: DirectExecPlan;
 }
 
 const CRUN = '/usr/bin/crun';
@@ -76,9 +85,10 @@ export class GuestProcess {
     const [file, args] = stdio.terminal
       ? [SCRIPT, ['-q', '-e', '-E', 'never', '-c', shellQuote(command), '/dev/null']]
       : [command[0]!, command.slice(1)];
+    const direct = this.#options.direct;
     const child = spawn(file, args, {
-      stdio: [stdio.stdin ? 'pipe' : 'ignore', stdio.stdout ? 'pipe' : 'ignore', stdio.stderr && !stdio.terminal ? 'pipe' : 'ignore'],
-      env: this.#options.env ?? DEFAULT_ENV,
+      stdio: [stdio.stdin ? 'pipe' : 'ignore', stdio.stdout ? 'pipe' : 'ignore', stdio.stderr && !stdio.terminal ? 'pipe' : 'ignore', ...(direct ? (['pipe', 'pipe'] as const) : [])],
+      env: direct ? {} : (this.#options.env ?? DEFAULT_ENV),
     });
     this.#child = child;
     if (child.stdout) this.stdout.attach(child.stdout);
@@ -86,16 +96,35 @@ export class GuestProcess {
     if (child.stderr) this.stderr.attach(child.stderr);
     else this.stderr.end();
     child.stdin?.on('error', () => {}); // EPIPE after the process exited is expected
+    const records = direct ? readRecords(child.stdio[4] as Readable) : undefined;
+    if (direct) {
+      const tapeIn = child.stdio[3] as Writable;
+      tapeIn.on('error', () => {}); // the program died before reading it: its exit says so
+      tapeIn.end(direct.tape);
+    }
     child.once('exit', (code, signal) => {
-      const exitStatus = code ?? 128 + signalNumber(signal);
-      this.exit = { exitStatus, exitedAtMs: Date.now() };
-      this.#resolveExited(this.exit);
+      const finish = (waitStatus: number | undefined): void => {
+        this.exit = { exitStatus: waitStatus !== undefined ? shellStatus(waitStatus) : (code ?? 128 + signalNumber(signal)), exitedAtMs: Date.now() };
+        this.#resolveExited(this.exit);
+      };
+      // The tape program reports the process's wait status on fd 4 before it exits (none if it was killed).
+      if (records) void records.ended.then(() => finish(records.exitStatus));
+      else finish(undefined);
     });
     const spawnFailed = new Promise<never>((_, reject) =>
       child.once('error', (e) => reject(new HullError('internal', `Cannot run ${file}: ${e.message}`, { cause: e }))),
     );
 
-    const pid = await Promise.race([waitForPidFile(this.#options.pidFile, this.exited), spawnFailed]);
+    if (records && direct) {
+      const started = await Promise.race([records.started, spawnFailed]);
+      if (typeof started === 'number') {
+        this.pid = started;
+        return started;
+      }
+      const detail = started ? direct.describe(started.op, started.errno) : `the exec program ended with status ${(await this.exited).exitStatus}`;
+      throw new HullError('failed_precondition', `Cannot start process: ${detail}`);
+    }
+    const pid = await Promise.race([waitForPidFile(this.#options.pidFile ?? '', this.exited), spawnFailed]);
     if (pid === undefined) throw await this.#startError();
     this.pid = pid;
     return pid;
@@ -165,6 +194,47 @@ export class GuestProcess {
     this.stderr.end();
     this.#child = undefined;
   }
+}
+
+interface Records {
+  /** started: the pid, the failed step, or undefined if the stream ended without either. */
+  started: Promise<number | { op: number; errno: number } | undefined>;
+  ended: Promise<void>;
+  exitStatus: number | undefined;
+}
+
+/** readRecords follows the tape program's 16-byte records (direct-exec.ts) on `stream`. */
+function readRecords(stream: Readable): Records {
+  let pending = Buffer.alloc(0);
+  let resolveStarted!: Records['started'] extends Promise<infer T> ? (v: T) => void : never;
+  const out: Records = { started: new Promise((r) => (resolveStarted = r)), ended: Promise.resolve(), exitStatus: undefined };
+  out.ended = new Promise<void>((resolve) => {
+    stream.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 16) {
+        const kind = pending.readBigInt64LE(0);
+        const value = pending.readBigInt64LE(8);
+        pending = pending.subarray(16);
+        if (kind === PID_RECORD) resolveStarted(Number(value));
+        else if (kind === EXIT_RECORD) out.exitStatus = Number(value & 0xffffn);
+        else resolveStarted({ op: Number(kind), errno: Number(value) });
+      }
+    });
+    const end = (): void => {
+      resolveStarted(undefined);
+      resolve();
+    };
+    stream.once('end', end);
+    stream.once('close', end);
+    stream.once('error', end);
+  });
+  return out;
+}
+
+/** shellStatus is a wait status as a shell reports it: the exit code, or 128 + the signal. */
+function shellStatus(waitStatus: number): number {
+  const signal = waitStatus & 0x7f;
+  return signal === 0 ? (waitStatus >> 8) & 0xff : 128 + signal;
 }
 
 /** waitForPidFile resolves with the pid crun wrote, or undefined if `exited` settles first. */

@@ -52,9 +52,11 @@ export const SHIM_VERSION = 'hull 0.1.0';
  */
 const GUEST_REMOVE_TIMEOUT_MS = 5_000;
 /**
- * EXEC_REMOVE_TIMEOUT_MS bounds the RemoveExec call of an exec's Delete. A live agent answers at
- * once; one that does not keeps the exec's few records until the VM ends, but must not fail (or
- * slow down for long) the Delete that every exec probe ends with.
+ * EXEC_REMOVE_TIMEOUT_MS bounds the RemoveExec call an exec's Delete sends. A live agent answers at
+ * once; one that does not keeps the exec's few records until the VM ends. The Delete does not wait
+ * for the answer (every exec probe ends with one, and the guest has nothing left to tell about an
+ * exec that ended): calls on the agent's channel are handled in the order sent, so an Exec of the
+ * same id that follows finds the old one gone.
  */
 const EXEC_REMOVE_TIMEOUT_MS = 2_000;
 
@@ -248,9 +250,9 @@ export class TaskService implements TaskImpl {
     const exitedAt = timestampFromDate(proc.exit?.at ?? new Date());
     if (req.execId) {
       container.execs.delete(req.execId);
-      // An exec that never started has nothing in the guest; one that did leaves its record and files there until told.
+      // An exec that never started has nothing in the guest; one that did leaves its record there until told.
       if (started && this.#vm.sandbox) {
-        await this.#vm.sandbox.removeExec(req.id, req.execId, EXEC_REMOVE_TIMEOUT_MS).catch((e: Error) => this.#options.log(`remove exec ${req.id}/${req.execId} in guest: ${e.message}`));
+        void this.#vm.sandbox.removeExec(req.id, req.execId, EXEC_REMOVE_TIMEOUT_MS).catch((e: Error) => this.#options.log(`remove exec ${req.id}/${req.execId} in guest: ${e.message}`));
       }
       return { pid, exitStatus, exitedAt };
     }

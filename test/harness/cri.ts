@@ -81,7 +81,15 @@ export interface ContainerConfig {
   tty?: boolean;
   linux?: {
     resources?: LinuxContainerResources;
-    securityContext?: { privileged?: boolean; namespaceOptions?: { network?: NamespaceMode; pid?: NamespaceMode; ipc?: NamespaceMode } };
+    securityContext?: {
+      privileged?: boolean;
+      namespaceOptions?: { network?: NamespaceMode; pid?: NamespaceMode; ipc?: NamespaceMode };
+      runAsUser?: { value: number };
+      runAsGroup?: { value: number };
+      supplementalGroups?: number[];
+      noNewPrivs?: boolean;
+      capabilities?: { addCapabilities?: string[]; dropCapabilities?: string[] };
+    };
   };
 }
 

@@ -15,7 +15,8 @@ import { QemuDriver } from '../../src/vmm/index.js';
 import { makeBusyboxBundle, type TestBundle } from '../helpers/bundle.js';
 import { entriesIn, mountsUnder, processAlive } from '../helpers/leaks.js';
 
-const image = await currentGuestImage();
+// HULL_TEST_GUEST_IMAGES_DIR: a guest images directory of its own (where other work rebuilds the shared one).
+const image = await currentGuestImage(process.env['HULL_TEST_GUEST_IMAGES_DIR']);
 const runRoot = (() => {
   mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
   return mkdtempSync('/run/hull-test/sb-');
