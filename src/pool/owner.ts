@@ -47,6 +47,12 @@ const MAX_SHAPES = 4;
 /** How long a claimer may take between the lent VM and "taken" (it records it and opens the lifeline). */
 const TAKE_TIMEOUT_MS = 30_000;
 const IDLE_CHECK_MS = 5_000;
+/**
+ * REFILL_DELAY_MS: no warm-up starts this soon after a VM was lent. A warm-up is seconds of CPU
+ * (TCG); right after a lend it would compete with the pod that is starting, and with the pods of
+ * the same burst that may follow.
+ */
+const REFILL_DELAY_MS = 3_000;
 const MAX_BACKOFF_MS = 60_000;
 
 interface ReadyVm {
@@ -79,6 +85,7 @@ export class PoolOwner {
   readonly #shapes = new Map<string, Shape>();
   #ready: ReadyVm[] = [];
   #lent = 0;
+  #lentAt = 0;
   #replaced = 0;
   #warmFailures = 0;
   #ledger: Ledger | undefined;
@@ -197,6 +204,7 @@ export class PoolOwner {
       return;
     }
     const [vm] = this.#ready.splice(index, 1) as [ReadyVm];
+    this.#lentAt = Date.now();
     this.#wakeUp();
     let running;
     try {
@@ -248,6 +256,11 @@ export class PoolOwner {
       const next = image ? this.#wanted(image.id) : undefined;
       if (next === undefined || image === undefined) {
         await this.#sleep(IDLE_CHECK_MS);
+        continue;
+      }
+      const sinceLent = Date.now() - this.#lentAt;
+      if (sinceLent < REFILL_DELAY_MS) {
+        await this.#sleep(REFILL_DELAY_MS - sinceLent);
         continue;
       }
       next.warming++;
