@@ -4,7 +4,11 @@
 // - the shim (dist/shim/containerd-shim-hull-v2.mjs, run by bin/containerd-shim-hull-v2). containerd
 //   starts it twice per pod on the critical path (`start`, then the daemon) and once more for
 //   `delete`: as one file it loads in ~55 ms less than as ~60 separate modules.
+// Then it makes the shim daemon's startup snapshot (src/shim/snapshot-file.ts) with this node.
 import { build } from 'esbuild-wasm';
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { snapshotFileName } from '../dist/src/shim/snapshot-file.js';
 
 const common = { bundle: true, platform: 'node', target: 'node20', legalComments: 'none', logLevel: 'warning', keepNames: true };
 
@@ -22,3 +26,15 @@ await build({
   // Bundled CommonJS dependencies call require(); an ES module has none of its own.
   banner: { js: "import { createRequire as hullCreateRequire } from 'node:module'; const require = hullCreateRequire(import.meta.url);" },
 });
+
+// Only for making the snapshot: the blob holds all of it.
+const snapshotBundle = 'dist/shim-snapshot/daemon.cjs';
+await build({ ...common, entryPoints: ['src/shim/daemon-snapshot.ts'], outfile: snapshotBundle, format: 'cjs' });
+const blob = `dist/shim/${snapshotFileName()}`;
+const made = spawnSync(process.execPath, ['--snapshot-blob', blob, '--build-snapshot', 'scripts/shim-snapshot.cjs', snapshotBundle], { stdio: 'inherit' });
+rmSync('dist/shim-snapshot', { recursive: true, force: true });
+if (made.status !== 0) {
+  // The shim runs without it (start.ts), only slower: a node that cannot make one must not fail the build.
+  rmSync(blob, { force: true });
+  console.warn(`bundle: no startup snapshot for the shim daemon (node ${process.version} could not make one); the daemon will load its bundle`);
+}

@@ -11,6 +11,7 @@ import { HullError } from '../errors/index.js';
 import { parseSpec } from '../sandbox/spec.js';
 import { groupId, shimSocketPath, SHIM_SOCKET_DIR, writeAddressFile } from './address.js';
 import type { ShimFlags } from './flags.js';
+import { daemonSnapshot } from './snapshot-file.js';
 
 const DAEMON_START_TIMEOUT_MS = 10_000;
 
@@ -25,7 +26,8 @@ function socketAnswers(path: string): Promise<boolean> {
   });
 }
 
-export async function startCommand(flags: ShimFlags): Promise<string> {
+/** startCommand prints the pod shim's address; `shimDir` holds the daemon's startup snapshot, if any. */
+export async function startCommand(flags: ShimFlags, shimDir?: string): Promise<string> {
   const bundle = process.cwd();
   const spec = parseSpec(await readFile('config.json', 'utf8'), `${bundle}/config.json`);
   const socketPath = shimSocketPath(flags.address, flags.namespace, groupId(flags.id, spec.annotations));
@@ -33,7 +35,14 @@ export async function startCommand(flags: ShimFlags): Promise<string> {
   if (!(await socketAnswers(socketPath))) {
     await rm(socketPath, { force: true });
     await mkdir(SHIM_SOCKET_DIR, { recursive: true, mode: 0o711 });
-    const outcome = await spawnDaemon(flags, bundle, socketPath);
+    const snapshot = shimDir === undefined ? undefined : daemonSnapshot(shimDir);
+    let outcome = await spawnDaemon(flags, bundle, socketPath, snapshot);
+    // A daemon that ended without a word never ran hull's code: the snapshot did not load (a node
+    // that differs from the one that built it in more than version and architecture).
+    if (snapshot && outcome === 'exited') {
+      await rm(socketPath, { force: true });
+      outcome = await spawnDaemon(flags, bundle, socketPath, undefined);
+    }
     // Two containers of one pod may race to start the shim: the loser uses the winner's.
     if (outcome !== 'ready' && !(await socketAnswers(socketPath))) throw new HullError('unavailable', `Shim daemon failed to start: ${outcome}`);
   }
@@ -41,10 +50,10 @@ export async function startCommand(flags: ShimFlags): Promise<string> {
   return address;
 }
 
-function spawnDaemon(flags: ShimFlags, bundle: string, socketPath: string): Promise<string> {
+function spawnDaemon(flags: ShimFlags, bundle: string, socketPath: string, snapshot: string | undefined): Promise<string> {
   // The daemon is this same program (process.argv[1]: bin/containerd-shim-hull-v2 as containerd
-  // found it), so `ps` names it and it loads the same bundle.
-  const args = [process.argv[1]!, '-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-bundle', bundle, '-socket', socketPath];
+  // found it), so `ps` names it; it loads the same bundle, or starts from the snapshot of it.
+  const args = [...(snapshot ? ['--snapshot-blob', snapshot] : []), process.argv[1]!, '-namespace', flags.namespace, '-address', flags.address, '-publish-binary', flags.publishBinary, '-id', flags.id, '-bundle', bundle, '-socket', socketPath];
   if (flags.debug) args.push('-debug');
   const child = spawn(process.execPath, args, { cwd: bundle, detached: true, stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
   return new Promise((resolve) => {
