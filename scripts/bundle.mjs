@@ -7,8 +7,11 @@
 // Then it makes the shim daemon's startup snapshot (src/shim/snapshot-file.ts) with this node.
 import { build } from 'esbuild-wasm';
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { snapshotFileName } from '../dist/src/shim/snapshot-file.js';
+
+// A snapshot of an older bundle must never outlive it, whatever happens below.
+for (const name of existsSync('dist/shim') ? readdirSync('dist/shim') : []) if (name.endsWith('.blob')) rmSync(`dist/shim/${name}`);
 
 const common = { bundle: true, platform: 'node', target: 'node20', legalComments: 'none', logLevel: 'warning', keepNames: true };
 
