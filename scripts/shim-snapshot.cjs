@@ -7,10 +7,14 @@
 const { readFileSync } = require('node:fs');
 const { dirname, resolve } = require('node:path');
 
-process.on('warning', (w) => {
+// While the snapshot is built, a warning fails it. The listener must not be in the snapshot: the
+// daemon would then exit on any warning it prints at run time (e.g. MaxListenersExceeded).
+const failOnWarning = (w) => {
   process.stderr.write(`shim snapshot: ${w.message}\n`);
   process.exit(1);
-});
+};
+process.on('warning', failOnWarning);
+require('node:v8').startupSnapshot.addSerializeCallback(() => process.off('warning', failOnWarning));
 
 function lazyBuiltin(name) {
   let loaded;
