@@ -5,6 +5,8 @@
  * static busybox, nothing of any pod): one that runs `true` to its end, as `ctr run IMAGE true`
  * does, and one that sleeps while `true` is exec'd into it, then is killed. Both are removed: the
  * agent forgets them (crun state, process records, guest files), the host unbinds their rootfs.
+ * The bundle's rootfs is bound read-only on the host: the owner's ledger later removes its files by
+ * path, which must not lead through anything a guest could have changed. Its /etc binds are files.
  */
 import { copyFile, lstat, mkdir, realpath, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -51,12 +53,12 @@ export async function warmUp(sandbox: Sandbox, bundle: string, guestMac: string)
   const [runId, execId] = WARM_CONTAINER_IDS;
   // The guest's `ip`, as SetupNetwork will run it for the pod: its NIC up (the tap stays down in the pool's netns).
   await sandbox.agent.setupNetwork({ interfaces: [{ mac: guestMac, mtu: 1500, addresses: [] }], routes: [], neighbors: [] }, { timeoutMs: 30_000 });
-  await sandbox.createContainer(runId, { bundle, stdio: {} });
+  await sandbox.createContainer(runId, { bundle, stdio: {}, readOnlyRootfs: true });
   await sandbox.startContainer(runId);
   await sandbox.wait(runId);
   await sandbox.removeContainer(runId);
 
-  await sandbox.createContainer(execId, { bundle, spec: warmSpec(['/bin/sleep', '600'], bundle), stdio: {} });
+  await sandbox.createContainer(execId, { bundle, spec: warmSpec(['/bin/sleep', '600'], bundle), stdio: {}, readOnlyRootfs: true });
   await sandbox.startContainer(execId);
   for (const n of [1, 2]) {
     const id = `exec-${n}`;

@@ -117,6 +117,12 @@ export interface ContainerOptions {
   /** args replaces the spec's process.args. */
   args?: string[];
   stdio: StdioRequest;
+  /**
+   * readOnlyRootfs binds the rootfs read-only on the host, so the guest cannot change it at all
+   * (not only inside the container): for a rootfs the host later walks, as the pool's warm-up
+   * bundle. Every mount point the spec needs must exist in it.
+   */
+  readOnlyRootfs?: boolean;
 }
 
 /** StdioRequest says which streams the host attaches to a process, and the terminal's first size. */
@@ -316,7 +322,7 @@ export class Sandbox {
     const rootfsSource = spec.root?.path?.startsWith('/') ? spec.root.path : join(options.bundle, spec.root?.path ?? 'rootfs');
     this.#containers.add(containerId);
     try {
-      await shareContainer(this.#shareLedger, this.#layout, containerId, rootfsSource, volumes.flatMap((p) => (p.share ? [p.share] : [])));
+      await shareContainer(this.#shareLedger, this.#layout, containerId, rootfsSource, volumes.flatMap((p) => (p.share ? [p.share] : [])), options.readOnlyRootfs ?? false);
       await this.#failpoints.beforeGuestCreate?.(containerId);
       await this.agent.createContainer(
         { containerId, specJson: Buffer.from(JSON.stringify(guestSpec)), rootfs: `${containerId}/rootfs`, stdio: options.stdio },

@@ -73,11 +73,12 @@ export function containerShareDir(layout: ShareLayout, containerId: string): str
  * shareContainer binds a container's rootfs and volumes into mounts/<cid>/ (all recorded under
  * the container's scope). On failure the caller replays that scope.
  */
-export async function shareContainer(ledger: Ledger, layout: ShareLayout, containerId: string, rootfsSource: string, volumes: readonly HostShare[]): Promise<void> {
+export async function shareContainer(ledger: Ledger, layout: ShareLayout, containerId: string, rootfsSource: string, volumes: readonly HostShare[], readOnlyRootfs = false): Promise<void> {
   const dir = containerShareDir(layout, containerId);
   await makeDir(ledger, containerId, dir);
   // nodev: QEMU must never open a device node for the guest, whatever its 9p client asks for.
-  await shareStaged(ledger, layout, containerId, { source: rootfsSource, target: join(dir, 'rootfs'), name: 'rootfs', file: false, flags: 'nosuid,nodev', slave: false, what: `rootfs "${rootfsSource}"` });
+  const flags = `nosuid,nodev${readOnlyRootfs ? ',ro' : ''}`;
+  await shareStaged(ledger, layout, containerId, { source: rootfsSource, target: join(dir, 'rootfs'), name: 'rootfs', file: false, flags, slave: false, what: `rootfs "${rootfsSource}"` });
   if (volumes.length === 0) return;
   const volumesDir = join(dir, VOLUMES_DIR);
   await makeDir(ledger, containerId, volumesDir);
