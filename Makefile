@@ -29,8 +29,9 @@ test-integration: image
 
 test: image
 	node --test --test-concurrency=1 dist/src/ dist/test/integration/
-	# The CRI suites again with every pod after the first adopting a warm VM (src/pool).
-	HULL_TEST_POOL=1 node --test --test-concurrency=1 dist/test/integration/shim.test.js dist/test/integration/network.test.js dist/test/integration/propagation.test.js
+	# The CRI suites again with every pod after the first adopting a warm VM (src/pool), the
+	# privileged-guest attacks among them.
+	HULL_TEST_POOL=1 node --test --test-concurrency=1 dist/test/integration/shim.test.js dist/test/integration/network.test.js dist/test/integration/propagation.test.js dist/test/integration/privileged-guest.test.js
 
 demo: image
 	scripts/demo.sh
