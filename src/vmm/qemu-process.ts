@@ -87,8 +87,7 @@ export async function spawnQemu(spec: VmSpec, argv: readonly string[], binary: s
 
 /** firstChild waits for the first child of `pid` (a descendant of `spawned`), while `spawned` runs. */
 async function firstChild(spawned: ChildProcess, pid: number, deadline: number): Promise<number | undefined> {
-  const parent = spawned;
-  while (Date.now() < deadline && parent.exitCode === null && parent.signalCode === null) {
+  while (Date.now() < deadline && spawned.exitCode === null && spawned.signalCode === null) {
     const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).trim();
     const first = Number(children.split(' ')[0]);
     if (Number.isSafeInteger(first) && first > 1) return first;
