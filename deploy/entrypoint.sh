@@ -1,7 +1,8 @@
 #!/bin/sh
 # hull-deploy: the entrypoint of the installer image (`make oci-image`), run by deploy/daemonset.yaml.
 #
-#   install (the default): copy hull to the host's /opt/hull and the guest image to the host's
+#   install (the default): copy hull (with its node runtime: node, QEMU and the programs hull runs, each
+#     with its own libraries) to the host's /opt/hull and the guest image to the host's
 #     /var/lib/hull/guest, run `hull install`, check the host, label the node hull.dev/enabled=true and
 #     mark the pod ready; then wait. On SIGTERM or SIGINT (the pod is deleted) undo it: label off,
 #     `hull uninstall`, /opt/hull emptied; exit 0.
@@ -56,10 +57,16 @@ copy_guest() {
   mv -fT "$GUEST_ROOT/.current-deploy" "$GUEST_ROOT/current"
 }
 
+# hull_from_image runs the image's hull CLI with the image's runtime through its loader: the programs
+# of the runtime name their loader at its host path, /opt/hull/runtime, which uninstall may have emptied.
+hull_from_image() {
+  "$SRC/runtime/lib/ld-linux-x86-64.so.2" "$SRC/runtime/bin/node" "$SRC/dist/src/cli/main.js" "$@"
+}
+
 host_check() {
   case "${HULL_HOST_CHECK:-nsenter}" in
     none) say "host check skipped (HULL_HOST_CHECK=none)" ;;
-    # The host's own view: its node runs the shim, its QEMU the VMs (the image has neither for them).
+    # The host's own view, where the shim and QEMU will run: its kernel, its containerd, /opt/hull.
     nsenter) nsenter -t 1 -m -- /usr/local/bin/hull check ;;
     *) say "HULL_HOST_CHECK must be nsenter or none"; return 1 ;;
   esac
@@ -68,7 +75,7 @@ host_check() {
 undo() {
   rm -f "$READY"
   if [ -n "${NODE_NAME:-}" ]; then kubectl label node "$NODE_NAME" hull.dev/enabled- || true; fi
-  "$SRC/bin/hull" uninstall --restart-containerd "$RESTART"
+  hull_from_image uninstall --restart-containerd "$RESTART"
   for entry in $(ls -A "$SRC"); do rm -rf "${OPT:?}/$entry"; done
   # With hostPID this shell is not its PID namespace's init: nothing else would end the sleep.
   if [ -n "${sleeper:-}" ]; then kill "$sleeper" 2>/dev/null || true; fi

@@ -1,28 +1,32 @@
 /**
  * installer-image — the image deploy/daemonset.yaml runs on every node (`make oci-image`).
  *
- * Four layers, written by oci-archive.ts:
+ * Five layers, written by oci-archive.ts:
  *  1. static busybox: the entrypoint's shell, cp, nsenter;
- *  2. node, kubectl and systemctl of this machine, each with the libraries ldd resolves for it, at
- *     the paths ldd names: the entrypoint runs `hull install` with this node, labels the node with
- *     kubectl, and `hull install` restarts the host's containerd with systemctl;
- *  3. the guest image of this build (kernel, initramfs, root disk, manifest) in /usr/share/hull-guest/<id>/,
+ *  2. kubectl and systemctl of this machine, each with the libraries ldd resolves for it, at the
+ *     paths ldd names: the entrypoint labels the node with kubectl, and `hull install` restarts the
+ *     host's containerd with systemctl;
+ *  3. the node runtime in /usr/share/hull/runtime (node-runtime.ts): node, QEMU and every program
+ *     hull runs on a node, with their own loader and libraries, for /opt/hull/runtime;
+ *  4. the guest image of this build (kernel, initramfs, root disk, manifest) in /usr/share/hull-guest/<id>/,
  *     shipped built rather than built on each node: a build needs apt, Debian's kernel package and
  *     the host programs it copies, none of which a node has to provide then; every node boots the
  *     same, tested guest, matched to the agent bundled next to it;
- *  4. hull in /usr/share/hull: bin/, the compiled CLI (dist/src without tests), the bundled shim and
- *     agent, the production node_modules, and deploy/entrypoint.sh, the image's entrypoint.
+ *  5. hull in /usr/share/hull: bin/ (its launchers run the runtime's node), the compiled CLI (dist/src
+ *     without tests), the bundled shim and agent, the production node_modules, and
+ *     deploy/entrypoint.sh, the image's entrypoint.
  *
  * The entrypoint copies /usr/share/hull to the host's /opt/hull (the host's containerd runs the shim
- * from there, with the host's node) and the guest image to the host's /var/lib/hull/guest.
+ * from there, with the runtime's node) and the guest image to the host's /var/lib/hull/guest.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readdir, readFile, realpath, stat } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join, relative } from 'node:path';
 import { builtGuestImage, sharedLibraries } from '../src/guest/index.js';
 import { DEFAULT_CONFIG } from '../src/config/index.js';
 import { DEFAULT_ENV, buildOciArchive, busyboxKey, fillBusyboxRoot, goArch, sha256, type BuiltImage, type ImageLayer } from './oci-archive.js';
+import { RUNTIME_PREFIX, fillRuntime, planRuntime } from './node-runtime.js';
 
 export const INSTALLER_NAME = 'localhost/hull-deploy';
 /** HULL_DIR holds what the entrypoint copies to the host's /opt/hull. */
@@ -30,9 +34,11 @@ export const HULL_DIR = '/usr/share/hull';
 /** GUEST_DIR holds the guest image (one directory, named by its id). */
 export const GUEST_DIR = '/usr/share/hull-guest';
 export const ENTRYPOINT = `${HULL_DIR}/deploy/entrypoint.sh`;
-/** PROGRAMS go into the image with their libraries; the optional ones only when this machine has them. */
-const PROGRAMS = [{ name: 'node', required: true }, { name: 'kubectl', required: true }, { name: 'systemctl', required: false }];
-const FORMAT = 'hull-installer-image/1';
+/** RUNTIME_DIR holds the node runtime, which the entrypoint copies to RUNTIME_PREFIX with the rest of HULL_DIR. */
+export const RUNTIME_DIR = `${HULL_DIR}/runtime`;
+/** PROGRAMS go into the image with their libraries, for the installer itself; the optional ones only when this machine has them. */
+const PROGRAMS = [{ name: 'kubectl', required: true }, { name: 'systemctl', required: false }];
+const FORMAT = 'hull-installer-image/2';
 
 export interface InstallerImageOptions {
   /** repo is the checkout, built (`npm run build`): its bin/, dist/, node_modules/, deploy/entrypoint.sh. */
@@ -47,12 +53,15 @@ export interface InstallerImage extends BuiltImage {
   guestImageId: string;
   /** programs maps each program put in /usr/bin to the file it came from. */
   programs: Record<string, string>;
+  /** runtimePrograms maps each program of the node runtime to the file it came from. */
+  runtimePrograms: Record<string, string>;
 }
 
-/** File is one regular file of a layer: `src` on this machine, `dst` in the image. */
+/** File is one regular file of a layer: `src` on this machine (or its `content`), `dst` in the image. */
 interface File {
   src: string;
   dst: string;
+  content?: string;
 }
 
 export function installerRef(version: string): string {
@@ -109,7 +118,13 @@ async function hullFiles(repo: string): Promise<File[]> {
   const add = (src: string): void => void files.push({ src, dst: join(HULL_DIR, relative(repo, src)) });
   add(join(repo, 'package.json'));
   add(join(repo, 'deploy', 'entrypoint.sh'));
-  for (const name of ['hull', 'containerd-shim-hull-v2']) add(join(repo, 'bin', name));
+  for (const name of ['hull', 'containerd-shim-hull-v2']) {
+    // On the node, the launchers run the runtime's node, not whatever `node` the node may have.
+    const src = join(repo, 'bin', name);
+    const launcher = await readFile(src, 'utf8');
+    if (!launcher.startsWith('#!/usr/bin/env node\n')) throw new Error(`${src} does not start with #!/usr/bin/env node`);
+    files.push({ src, dst: join(HULL_DIR, 'bin', name), content: `#!${RUNTIME_PREFIX}/bin/node\n${launcher.slice(launcher.indexOf('\n') + 1)}` });
+  }
   const dist = join(repo, 'dist');
   if (!existsSync(join(dist, 'src', 'cli', 'main.js')) || !existsSync(join(dist, 'shim')) || !existsSync(join(dist, 'agent'))) {
     throw new Error(`${dist} is not a built hull: run npm run build`);
@@ -121,7 +136,7 @@ async function hullFiles(repo: string): Promise<File[]> {
   return files;
 }
 
-/** programFiles are node, kubectl, systemctl in /usr/bin and their libraries at the paths ldd names. */
+/** programFiles are kubectl and systemctl in /usr/bin and their libraries at the paths ldd names. */
 async function programFiles(log: (line: string) => void): Promise<{ files: File[]; programs: Record<string, string> }> {
   const files = new Map<string, File>();
   const programs: Record<string, string> = {};
@@ -149,7 +164,8 @@ function copyLayer(comment: string, files: File[]): ImageLayer {
       for (const f of files) {
         const to = join(root, f.dst);
         await mkdir(dirname(to), { recursive: true });
-        await copyFile(f.src, to);
+        if (f.content !== undefined) await writeFile(to, f.content);
+        else await copyFile(f.src, to);
         await chmod(to, (await stat(f.src)).mode & 0o7777);
       }
     },
@@ -186,9 +202,11 @@ export async function buildInstallerImage(opts: InstallerImageOptions): Promise<
     Labels: { 'org.opencontainers.image.title': 'hull-deploy', 'org.opencontainers.image.version': version, 'dev.hull.guest-image': guest.id },
   };
   const hullHash = createHash('sha256');
-  for (const f of hull) hullHash.update(`${f.dst}\0${sha256(await readFile(f.src))}\0${(await stat(f.src)).mode}\n`);
+  for (const f of hull) hullHash.update(`${f.dst}\0${sha256(f.content ?? (await readFile(f.src)))}\0${(await stat(f.src)).mode}\n`);
+  const runtime = await planRuntime();
+  const runtimeKey = `${RUNTIME_PREFIX}\0${JSON.stringify(runtime.links)}\0${await statKey(runtime.files)}`;
   const key = sha256(JSON.stringify({
-    FORMAT, ref, config, arch: goArch(), busybox: await busyboxKey(), programs: await statKey(progFiles), guest: guest.id, hull: hullHash.digest('hex'),
+    FORMAT, ref, config, arch: goArch(), busybox: await busyboxKey(), programs: await statKey(progFiles), runtime: runtimeKey, guest: guest.id, hull: hullHash.digest('hex'),
   }));
   log(`installer image: ${ref} (guest image ${guest.id}, ${hull.length} hull files, programs ${Object.keys(programs).join(', ')})`);
   const built = await buildOciArchive(opts.outDir, {
@@ -197,10 +215,11 @@ export async function buildInstallerImage(opts: InstallerImageOptions): Promise<
     layers: [
       { comment: 'static busybox', fill: fillBusyboxRoot },
       copyLayer(`${Object.keys(programs).join(', ')} with their libraries`, progFiles),
+      { comment: `node runtime for ${RUNTIME_PREFIX}: ${Object.keys(runtime.programs).join(', ')}`, fill: (root) => fillRuntime(join(root, RUNTIME_DIR), runtime) },
       copyLayer(`guest image ${guest.id}`, guestFiles),
       copyLayer(`hull ${version}`, hull),
     ],
     config,
   });
-  return { ...built, guestImageId: guest.id, programs };
+  return { ...built, guestImageId: guest.id, programs, runtimePrograms: runtime.programs };
 }

@@ -18,6 +18,7 @@ packages=(
   iproute2          # ip and tc: the tap and its tc redirect in the pod netns (and the harness's bridge)
   iptables          # port-forward into VM pods: the pod netns hands loopback TCP to the guest
   nftables          # nft: the anti-spoofing guard on each pod's tap (only the pod's own MAC and addresses leave the VM)
+  patchelf          # make oci-image: points the node runtime's programs at their own loader and libraries
   # kubectl parses deploy/*.yaml offline in test/integration/deploy.test.ts. Only when no kubectl is on
   # PATH: another package's kubectl (e.g. Google Cloud's `kubectl`) owns /usr/bin/kubectl too, and
   # dpkg refuses to overwrite it.

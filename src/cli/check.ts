@@ -8,7 +8,7 @@ import { run } from '../common/run.js';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { guardRuleset } from '../net/index.js';
-import { JAIL_CAPABILITIES, JAIL_RLIMITS, chooseAccel, findExecutable, readHostFacts } from '../vmm/index.js';
+import { JAIL_CAPABILITIES, JAIL_RLIMITS, chooseAccel, findExecutable, jailSystemDir, readHostFacts } from '../vmm/index.js';
 
 export interface CheckLine {
   ok: boolean;
@@ -38,8 +38,9 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
     detail: image ? `${image.id} (kernel ${image.kernelRelease}) in ${image.dir}` : `none in ${config.guestImagesDir} (run: hull image build)`,
     required: true,
   });
+  // Only `hull image build` copies crun into a guest: a node given a built guest image (the installer image's) needs none.
   const crun = await version('crun', ['--version']);
-  lines.push({ ok: crun !== undefined, what: 'crun (copied into the guest)', detail: crun ?? 'not found (apt-get install crun)', required: true });
+  lines.push({ ok: crun !== undefined, what: 'crun (for hull image build)', detail: crun ?? 'not found: hull image build needs it (apt-get install crun); the current guest image has its own', required: image === undefined });
   const mountBinary = await version('mount', ['--version']);
   lines.push({ ok: mountBinary !== undefined, what: 'mount', detail: mountBinary ?? 'util-linux mount not found', required: true });
   const filesystems = await readFile('/proc/filesystems', 'utf8').catch(() => '');
@@ -82,7 +83,7 @@ async function checkGuardKernel(): Promise<CheckLine> {
 /**
  * checkJail says which confinement QEMU gets here (jail.ts): required, so a config that turns it
  * off fails the check, and a host that cannot build the jail (no mount or PID namespaces, QEMU
- * outside /usr) fails it too.
+ * outside /usr and hull's runtime) fails it too.
  */
 async function checkJail(config: HullConfig): Promise<CheckLine[]> {
   const what = 'QEMU jail';
@@ -93,15 +94,21 @@ async function checkJail(config: HullConfig): Promise<CheckLine[]> {
   const namespaces = await run('unshare', ['--mount', '--pid', '--fork', '--', 'true']).then(() => true, () => false);
   const binary = await findExecutable('qemu-system-x86_64');
   const real = binary ? await realpath(binary).catch(() => binary) : undefined;
-  const underUsr = real?.startsWith('/usr/') ?? false;
-  const ok = namespaces && underUsr;
-  const why = !namespaces ? 'the kernel refuses new mount and PID namespaces' : !underUsr ? `QEMU is at ${real ?? '?'}, outside /usr, which is all of the host the jail holds` : '';
+  let systemDir: string | undefined;
+  let refusal = '';
+  try {
+    systemDir = jailSystemDir(real ?? '?');
+  } catch (e) {
+    refusal = (e as Error).message;
+  }
+  const ok = namespaces && systemDir !== undefined;
+  const why = !namespaces ? 'the kernel refuses new mount and PID namespaces' : refusal;
   return [
     {
       ok,
       what,
       detail: ok
-        ? `on: own mount and PID namespaces, a uid of its own from ${config.jailUidBase}..${config.jailUidBase + config.jailUidCount - 1}, no_new_privs, seccomp (-sandbox), capabilities ${caps} only, rlimits core ${JAIL_RLIMITS.core}, nofile ${JAIL_RLIMITS.nofile}, nproc ${JAIL_RLIMITS.nproc}`
+        ? `on: own mount and PID namespaces, ${systemDir} read-only, a uid of its own from ${config.jailUidBase}..${config.jailUidBase + config.jailUidCount - 1}, no_new_privs, seccomp (-sandbox), capabilities ${caps} only, rlimits core ${JAIL_RLIMITS.core}, nofile ${JAIL_RLIMITS.nofile}, nproc ${JAIL_RLIMITS.nproc}`
         : `cannot be built: ${why}`,
       required: true,
     },

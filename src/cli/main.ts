@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { HullError } from '../errors/index.js';
+import { useHostRuntime } from '../common/host-runtime.js';
 import { loadConfig, parseListenAddress } from '../config/index.js';
 import { Monitor } from '../monitor/index.js';
 import { createLogger } from '../shim/log.js';
@@ -200,6 +201,8 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
+// The programs hull brought (the installer image's runtime) come first, as for the shim.
+useHostRuntime();
 main(process.argv.slice(2)).then(
   (code) => (process.exitCode = code),
   (e: unknown) => {

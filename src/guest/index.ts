@@ -10,7 +10,7 @@ export { verifyImageFiles } from './manifest.js';
 export type { GuestImage, GuestManifest, GuestInputs } from './manifest.js';
 export { GUEST_KERNEL_MODULES } from './modules.js';
 export { AGENT_PATH } from './rootfs.js';
-export { sharedLibraries } from './host-files.js';
+export { hasInterpreter, sharedLibraries } from './host-files.js';
 
 export { AGENT_PORT_NAME } from '../common/names.js';
 /** ROOT_DEVICE is where the guest finds its root disk unless hull.root= says otherwise. */

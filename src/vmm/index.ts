@@ -8,6 +8,7 @@
 export type { Accel, RunningVm, VmDriver, VmExit, VmHandle, VmIdentity, VmJail, VmMachine, VmNetSpec, VmSpec, VmTemplateRef, VmTemplating } from './driver.js';
 export { JAIL_CAPABILITIES, JAIL_RLIMITS } from './jail.js';
 export { findExecutable } from './qemu-process.js';
+export { jailSystemDir } from './qemu-jail.js';
 export { chooseAccel, decideAccel, hostTscKhz, readHostFacts, type AccelChoice, type AccelRequest, type HostFacts } from './accel.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu.js';
 export { TEMPLATE_MAC, qemuArgs, qemuPaths, type QemuPaths } from './qemu-args.js';

@@ -6,10 +6,11 @@
  *   /image/kernel, /image/initrd, /image/root     the guest image, read-only
  *   /shared           the share's read-only view, with the rootfs and volumes mounted below it
  *   /ram              a template's RAM file (template source, or clone: QEMU opens it read-write)
- *   /usr, /dev/{null,zero,random,urandom,net/tun,kvm}
+ *   /usr (or hull's own runtime, at its path: jailSystemDir), /dev/{null,zero,random,urandom,net/tun,kvm}
  */
 import { chown, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { hostRuntimeOf } from '../common/host-runtime.js';
 import { HullError } from '../errors/index.js';
 import type { Accel, VmSpec } from './driver.js';
 import { type JailMount } from './jail.js';
@@ -35,7 +36,7 @@ export interface JailLayout {
 }
 
 /** jailLayout maps a VM's files into its jail; pure. */
-export function jailLayout(spec: VmSpec, accel: Accel): JailLayout {
+export function jailLayout(spec: VmSpec, accel: Accel, systemDir: string): JailLayout {
   const vmDir = join(spec.stateDir, JAIL_VM_DIR);
   // The console log is the driver's, not QEMU's: it stays where an unjailed VM keeps it.
   const hostPaths = { ...qemuPaths(vmDir), consoleLog: join(spec.stateDir, 'console.log') };
@@ -48,7 +49,7 @@ export function jailLayout(spec: VmSpec, accel: Accel): JailLayout {
     // Recursive: the containers' rootfs and volumes are mounts below the view; later ones arrive
     // through propagation (the jail's mounts are slaves of the host's).
     { source: spec.sharedDir, target: IN_JAIL.shared, kind: 'dir', readOnly: true, recursive: true },
-    { source: '/usr', target: '/usr', kind: 'dir', readOnly: true },
+    { source: systemDir, target: systemDir, kind: 'dir', readOnly: true },
   ];
   const qemuSpec: VmSpec = { ...spec, stateDir: IN_JAIL.run, kernel: IN_JAIL.kernel, initrd: IN_JAIL.initrd, rootDisk: IN_JAIL.rootDisk, sharedDir: IN_JAIL.shared };
   const ramFile = spec.templateRamFile ?? spec.template?.ramFile;
@@ -73,9 +74,15 @@ export async function prepareJailDirs(spec: VmSpec, layout: JailLayout): Promise
   await chown(vmDir, spec.jail.uid, spec.jail.gid);
 }
 
-/** checkJailable refuses a QEMU the jail cannot run: it sees only /usr of the host. */
-export function checkJailable(binaryRealPath: string): void {
-  if (!binaryRealPath.startsWith('/usr/')) {
-    throw new HullError('failed_precondition', `Cannot jail QEMU "${binaryRealPath}": the jail holds only /usr of the host; install QEMU under /usr or set jail = false (hull check reports it)`);
-  }
+/**
+ * jailSystemDir is the one directory of the host's programs the jail holds, read-only at its own
+ * path: the host runtime QEMU is part of (its own loader, libraries and data: common/host-runtime.ts),
+ * or /usr (QEMU, its libraries and firmware as Debian installs them). The jail's busybox and setpriv
+ * must be there too. A QEMU elsewhere is refused.
+ */
+export function jailSystemDir(qemuRealPath: string): string {
+  const runtime = hostRuntimeOf(qemuRealPath);
+  if (runtime !== undefined) return runtime;
+  if (qemuRealPath.startsWith('/usr/')) return '/usr';
+  throw new HullError('failed_precondition', `Cannot jail QEMU "${qemuRealPath}": the jail holds only /usr of the host or hull's own runtime; install QEMU under /usr or set jail = false (hull check reports it)`);
 }

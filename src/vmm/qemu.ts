@@ -18,7 +18,7 @@ import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { RunningVm, VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
 import { jailCommand, type JailTools } from './jail.js';
 import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec, type QemuArgsOptions } from './qemu-args.js';
-import { checkJailable, jailLayout, prepareJailDirs } from './qemu-jail.js';
+import { jailLayout, jailSystemDir, prepareJailDirs } from './qemu-jail.js';
 import { findExecutable, lifelineCommand, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
 import { checkTemplateFiles, qemuIdentity } from './qemu-template.js';
 import { QemuVm, type QemuDriverOptions as QemuVmOptions } from './qemu-vm.js';
@@ -57,27 +57,29 @@ export class QemuDriver implements VmDriver {
       const argv = await this.onLifeline(spec, qemuCommand(spec, binary, args));
       return QemuVm.launch(spec, accel, { host: paths, qemu: paths }, argv, binary, this.options, spec.lifeline !== undefined ? 1 : 0);
     }
-    const layout = jailLayout(spec, accel);
-    checkJailable(await realpath((await findExecutable(binary)) ?? binary).catch(() => binary));
+    const found = (await findExecutable(binary)) ?? binary;
+    const systemDir = jailSystemDir(await realpath(found).catch(() => found));
+    const layout = jailLayout(spec, accel, systemDir);
     await refuseIfRunning(spec, layout.hostPaths);
     await removeFiles(layout.hostPaths);
     await prepareJailDirs(spec, layout);
     const args = qemuArgs(layout.qemuSpec, accel, layout.qemuPaths, { ...this.argsOptions(), tscKhz, paused: true, pidFile: false });
-    const jailed = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(), binary: (await findExecutable(binary)) ?? binary, args });
+    const jailed = jailCommand({ jail: spec.jail, dir: layout.rootDir, mounts: layout.mounts, devices: layout.devices, netns: spec.net?.netns, tools: await jailTools(systemDir), binary: found, args });
     const argv = await this.onLifeline(spec, jailed);
     return QemuVm.launch(spec, accel, { host: layout.hostPaths, qemu: layout.qemuPaths }, argv, binary, this.options, spec.lifeline !== undefined ? 2 : 1);
   }
 
   async adopt(spec: VmSpec, running: RunningVm): Promise<VmHandle> {
     validateSpec(spec);
-    const paths = spec.jail === undefined ? qemuPaths(spec.stateDir) : jailLayout(spec, running.accel).hostPaths;
+    // The host paths of a jailed VM do not depend on the jail's system directory.
+    const paths = spec.jail === undefined ? qemuPaths(spec.stateDir) : jailLayout(spec, running.accel, '/usr').hostPaths;
     return QemuVm.adopt(spec, paths, running, this.options);
   }
 
   /** onLifeline wraps argv in the lifeline's holder when the VM has one. */
   private async onLifeline(spec: VmSpec, argv: string[]): Promise<string[]> {
     if (spec.lifeline === undefined) return argv;
-    const tools = await jailTools();
+    const tools = await jailTools(undefined);
     // An absolute path: busybox's shell would run its own applet for a bare "setpriv".
     if (argv[0] !== 'setpriv') throw new HullError('internal', `a VM on a lifeline must start with setpriv, not ${argv[0]}`);
     return lifelineCommand(tools.busybox, spec.lifeline, [tools.setpriv, ...argv.slice(1)]);
@@ -90,13 +92,16 @@ export class QemuDriver implements VmDriver {
   }
 }
 
-/** jailTools finds busybox and setpriv; the jail sees only the host's /usr, so both must be there. */
-async function jailTools(): Promise<JailTools> {
+/**
+ * jailTools finds busybox and setpriv; in a jail they must be in its system directory (the inner
+ * setpriv runs there), with no jail (a lifeline only) anywhere.
+ */
+async function jailTools(systemDir: string | undefined): Promise<JailTools> {
   const find = async (tool: string, pkg: string): Promise<string> => {
     const path = await findExecutable(tool);
     if (path === undefined) throw new HullError('failed_precondition', `Cannot jail QEMU: ${tool} not found (apt-get install ${pkg}; hull check reports it)`);
     const real = await realpath(path);
-    if (!real.startsWith('/usr/')) throw new HullError('failed_precondition', `Cannot jail QEMU: "${real}" is not under /usr, the only host directory the jail holds`);
+    if (systemDir !== undefined && !real.startsWith(`${systemDir}/`)) throw new HullError('failed_precondition', `Cannot jail QEMU: "${real}" is not under ${systemDir}, the only host directory the jail holds`);
     return real;
   };
   return { busybox: await find('busybox', 'busybox-static'), setpriv: await find('setpriv', 'util-linux') };

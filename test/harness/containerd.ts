@@ -46,6 +46,11 @@ export interface StartOptions {
   configHook?: (configPath: string) => Promise<void>;
   /** ipv6 gives pods an IPv6 address too (a unique-local /64 on the test's own bridge). */
   ipv6?: boolean;
+  /**
+   * launcher runs containerd: its argv, then containerd's (it must exec it, keeping the pid), e.g. an
+   * unshare into a mount namespace that looks like another node. Default: containerd itself.
+   */
+  launcher?: string[];
 }
 
 export interface CtrOptions {
@@ -110,7 +115,7 @@ export async function startContainerd(opts: StartOptions = {}): Promise<PrivateC
   try {
     ctrd.writeConfig(opts);
     await opts.configHook?.(ctrd.configPath);
-    ctrd.spawn(opts.extraPath);
+    ctrd.spawn(opts.extraPath, opts.launcher);
     await ctrd.waitReady(opts.startTimeoutMs ?? 20_000);
     return ctrd;
   } catch (e) {
@@ -147,6 +152,7 @@ class Instance implements PrivateContainerd {
   readonly subnet: string;
   #child: ChildProcess | undefined;
   #extraPath: string | undefined;
+  #launcher: string[] = [];
   #stopping: Promise<StopReport> | undefined;
   readonly #killOnExit = (): void => {
     if (this.#child?.pid && this.#child.exitCode === null && this.#child.signalCode === null) this.#child.kill('SIGKILL');
@@ -230,12 +236,14 @@ class Instance implements PrivateContainerd {
     writeFileSync(this.configPath, stringify(config));
   }
 
-  spawn(extraPath: string | undefined): void {
+  spawn(extraPath: string | undefined, launcher: string[] = []): void {
     this.#extraPath = extraPath;
+    this.#launcher = launcher;
     const log = openSync(this.logPath, 'a');
     try {
       const path = [extraPath, process.env['PATH'] ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'].filter(Boolean).join(':');
-      this.#child = spawn('containerd', ['--config', this.configPath], { stdio: ['ignore', log, log], env: { ...process.env, PATH: path }, cwd: this.dir });
+      const argv = [...launcher, 'containerd', '--config', this.configPath];
+      this.#child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', log, log], env: { ...process.env, PATH: path }, cwd: this.dir });
     } finally {
       closeSync(log);
     }
@@ -299,7 +307,7 @@ class Instance implements PrivateContainerd {
 
   async restart(opts: { kill?: boolean } = {}): Promise<void> {
     await this.#killContainerd(opts.kill ? 'SIGKILL' : 'SIGTERM');
-    this.spawn(this.#extraPath);
+    this.spawn(this.#extraPath, this.#launcher);
     await this.waitReady(20_000);
   }
 

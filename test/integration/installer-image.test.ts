@@ -10,8 +10,8 @@
  * own mount namespace is not the "host" of the test.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,12 +20,29 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parse } from 'smol-toml';
 import { hullConfigTemplate, RUNTIME_TYPE } from '../../src/cli/install.js';
 import { buildInstallerImage, ENTRYPOINT, type InstallerImage } from '../../packaging/installer-image.js';
-import { startContainerd, type PrivateContainerd, type StopReport } from '../harness/containerd.js';
-import { defaultImageDir } from '../harness/oci-image.js';
+import { HOST_RUNTIME_MARKER } from '../../src/common/host-runtime.js';
+import { RUNTIME_PREFIX, RUNTIME_PROGRAMS } from '../../packaging/node-runtime.js';
+import { findShims, startContainerd, type PrivateContainerd, type StopReport } from '../harness/containerd.js';
+import { CriClient, containerConfig, podConfig, portForwardOnce } from '../harness/cri.js';
+import { podQemuPids, prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
+import { BUSYBOX_REF, defaultImageDir, ensureTestImages } from '../harness/oci-image.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const DAEMONSET = join(REPO, 'deploy', 'daemonset.yaml');
 const READY_FILE = '/tmp/hull-deploy.ready';
+
+// The test node's mount namespace: a tmpfs on /opt with the installed /opt/hull at its path, then an
+// empty file bound (with the runtime's own mount) over each host program given; then containerd.
+// Arguments: the node's root, the empty file, the programs, "--", containerd's argv.
+const NODE_VIEW = `set -eu
+root=$1; empty=$2; shift 2
+mount -t tmpfs -o mode=0755 hull-test-opt /opt
+mkdir /opt/hull
+mount --bind "$root/opt/hull" /opt/hull
+while [ "$1" != "--" ]; do /opt/hull/runtime/bin/mount --bind "$empty" "$1"; shift; done
+shift
+exec "$@"
+`;
 
 const NODE_CONFIG = `# containerd config of a Kubernetes node
 version = 2
@@ -155,7 +172,7 @@ describe('installer image', () => {
     assert.ok(line.includes(image.manifestDigest), line);
   });
 
-  it('installs hull on the mounted host paths, and on SIGTERM uninstalls it exactly', async () => {
+  it('installs hull on the mounted host paths, with the node runtime it brought', async () => {
     await start('hull-deploy', container.args);
     await waitReady('hull-deploy');
 
@@ -174,7 +191,75 @@ describe('installer image', () => {
     assert.equal(readlinkSync(at('/var/lib/hull/guest/current')), image.guestImageId);
     const manifest = readFileSync(at(`/var/lib/hull/guest/${image.guestImageId}/manifest.json`), 'utf8');
     assert.equal(JSON.parse(manifest).id, image.guestImageId);
+    // The node runtime: every program hull runs, its launchers on the runtime's node.
+    const runtime = at('/opt/hull/runtime');
+    assert.ok(existsSync(join(runtime, HOST_RUNTIME_MARKER)), 'no node runtime in /opt/hull');
+    assert.deepEqual(Object.keys(image.runtimePrograms), RUNTIME_PROGRAMS.map((p) => p.name));
+    for (const name of Object.keys(image.runtimePrograms)) assert.ok(existsSync(join(runtime, 'bin', name)), `${name} is not in the runtime`);
+    for (const name of ['hull', 'containerd-shim-hull-v2']) {
+      assert.equal(readFileSync(at(`/opt/hull/bin/${name}`), 'utf8').split('\n')[0], `#!${RUNTIME_PREFIX}/bin/node`);
+    }
+  });
 
+  /**
+   * The node of this test has none of the programs hull runs: in a mount namespace of its own, the
+   * installed /opt/hull is at its path, and this machine's node, QEMU, busybox, util-linux, iproute2,
+   * nftables, iptables and procps programs are unrunnable (an empty, non-executable file bound over
+   * each); its containerd finds the shim through the installed link. hull check passes there, and a
+   * pod runs with networking, exec and port-forward: the shim and QEMU are the runtime's.
+   */
+  it('runs pods on a node without node, QEMU or any program hull runs: all from the runtime it brought', async () => {
+    const runtime = prepareHullRuntime({ name: 'deployed' });
+    appendFileSync(runtime.configPath, `guest_images_dir = "${at('/var/lib/hull/guest')}"\n`);
+    const hidden = [...new Set(Object.values(image.runtimePrograms))];
+    const empty = join(logs, 'not-a-program');
+    writeFileSync(empty, '', { mode: 0o644 });
+    const launcher = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', NODE_VIEW, 'hull-node', host, empty, ...hidden, '--'];
+    const node = await startContainerd({ runtimes: runtime.runtimes, extraPath: at('/usr/local/bin'), launcher });
+    let cri: CriClient | undefined;
+    try {
+      const inNode = (args: string[]) => spawnSync('nsenter', ['-t', String(node.pid), '-m', '--', ...args], { encoding: 'utf8' });
+      for (const program of hidden) assert.equal(inNode([program, '--version']).status, 126, `${program} still runs on the test's node`);
+      const check = inNode(['/opt/hull/bin/hull', 'check', '--config', runtime.configPath]);
+      assert.equal(check.status, 0, check.stdout + check.stderr);
+      assert.match(check.stdout, /QEMU jail.*on: own mount and PID namespaces, \/opt\/hull\/runtime read-only/);
+
+      await ensureTestImages(node);
+      cri = await CriClient.connect(node.address, { deadlineMs: 120_000 });
+      const pod = podConfig({ name: 'deployed', namespace: 'hull-deploy-test' });
+      const podId = await cri.runPodSandbox(pod, 'hull');
+      try {
+        const serve = 'mkdir -p /tmp/www && echo deployed > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www';
+        const web = await cri.createContainer(podId, containerConfig({ name: 'web', image: BUSYBOX_REF, command: ['sh', '-c', serve] }), pod);
+        await cri.startContainer(web);
+        const manifest = JSON.parse(readFileSync(at(`/var/lib/hull/guest/${image.guestImageId}/manifest.json`), 'utf8')) as { kernelRelease: string };
+        const kernel = await cri.execSync(web, ['uname', '-r'], 60);
+        assert.equal(kernel.stdout.toString().trim(), manifest.kernelRelease);
+        const ip = (await cri.podSandboxStatus(podId)).status.network?.ip ?? '';
+        assert.match((await cri.execSync(web, ['ip', '-4', 'addr', 'show', 'eth0'])).stdout.toString(), new RegExp(`inet ${ip.replace(/\./g, '\\.')}/`));
+        const url = await cri.portForward(podId, [8080]);
+        assert.equal((await portForwardOnce(url, 8080, 'GET /index.html HTTP/1.0\r\n\r\n')).toString().trim().split('\n').pop()?.trim(), 'deployed');
+
+        const shims = findShims(node.address);
+        assert.equal(shims.length, 1, JSON.stringify(shims));
+        assert.equal(readlinkSync(`/proc/${shims[0]!.pid}/exe`), `${RUNTIME_PREFIX}/bin/node`);
+        const qemu = podQemuPids(runtime);
+        assert.equal(qemu.length, 1);
+        assert.equal(readlinkSync(`/proc/${qemu[0]}/exe`), `${RUNTIME_PREFIX}/bin/qemu-system-x86_64`);
+      } finally {
+        await cri.stopPodSandbox(podId);
+        await cri.removePodSandbox(podId);
+      }
+      // Nothing of the pod is left mounted in the node's mount namespace either.
+      const mounts = readFileSync(`/proc/${node.pid}/mountinfo`, 'utf8').split('\n').filter((l) => l.includes(runtime.runRoot) || l.includes(runtime.work));
+      assert.deepEqual(mounts, []);
+    } finally {
+      cri?.close();
+      await stopAndAssertClean(node, runtime);
+    }
+  });
+
+  it('on SIGTERM uninstalls hull exactly', async () => {
     const stop = await ctrd.ctr(['tasks', 'kill', '--signal', 'SIGTERM', 'hull-deploy']);
     assert.equal(stop.code, 0, stop.stderr);
     // The entrypoint's last line before `exit 0`; with `set -e` a failed step would end it earlier.
