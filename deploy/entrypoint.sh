@@ -7,6 +7,7 @@
 #     mark the pod ready; then wait. On SIGTERM or SIGINT (the pod is deleted) undo it: label off,
 #     `hull uninstall`, /opt/hull emptied; exit 0.
 #   uninstall: only the undo part, then exit.
+#   monitor: run `hull monitor` (the DaemonSet's second container) from the image's own copy.
 #
 # Every host directory is mounted at its own path (the DaemonSet's hostPath volumes): what hull install
 # writes (the links, the runtime's ConfigPath) names paths that exist on the host. The guest images in
@@ -88,8 +89,12 @@ case "${1:-install}" in
     undo
     exit 0
     ;;
+  monitor)
+    # Its config and run_root are the node's (/etc/hull, /run/hull mounted); it waits for nothing.
+    exec "$SRC/runtime/lib/ld-linux-x86-64.so.2" "$SRC/runtime/bin/node" "$SRC/dist/src/cli/main.js" monitor
+    ;;
   *)
-    say "usage: entrypoint.sh [install|uninstall]"
+    say "usage: entrypoint.sh [install|uninstall|monitor]"
     exit 2
     ;;
 esac

@@ -192,27 +192,38 @@ function problems(objects: Obj[]): string[] {
       volumes.set(v.name, v);
     }
     const containers: Obj[] = pod['containers'] ?? [];
-    if (containers.length !== 1) out.push(`pod spec: ${containers.length} containers, expected 1`);
+    if (pod['hostNetwork'] !== true) out.push('pod spec: hostNetwork must be true (hull monitor serves on the node\'s address)');
+    const names = containers.map((c) => c.name).join(', ');
+    if (names !== 'hull-deploy, hull-monitor') out.push(`pod spec: containers ${names}, expected hull-deploy, hull-monitor`);
     for (const c of containers) {
       fields(`container ${c.name}`, c, FIELDS.container, ['name', 'image']);
-      if (c.securityContext?.privileged !== true) out.push(`container ${c.name}: not privileged`);
+      // Each container runs the installer image's entrypoint (entrypoint.sh, checked below); the pod names the mode.
+      if (c.image !== INSTALLER_REF) out.push(`container ${c.name}: image ${c.image}, expected ${INSTALLER_REF} (make oci-image)`);
+      if (c.command !== undefined) out.push(`container ${c.name}: command replaces the installer image's entrypoint`);
       for (const e of c.env ?? []) fields(`env ${e.name}`, e, FIELDS.env, ['name']);
-      const nodeName = (c.env ?? []).find((e: Obj) => e.name === 'NODE_NAME');
-      if (nodeName?.valueFrom?.fieldRef?.fieldPath !== 'spec.nodeName') out.push('NODE_NAME does not come from the downward API (spec.nodeName)');
-      const mounted: string[] = [];
+      const mounted = new Map<string, Obj>();
       for (const m of c.volumeMounts ?? []) {
         fields(`volumeMount ${m.name}`, m, FIELDS.volumeMount, ['name', 'mountPath']);
         const v = volumes.get(m.name);
         if (!v) out.push(`volumeMount ${m.name}: no such volume`);
         // hull install writes host paths (links, ConfigPath): each host directory sits at its own path.
         else if (v.hostPath?.path !== m.mountPath) out.push(`volumeMount ${m.name}: mounted at ${m.mountPath}, host path ${v.hostPath?.path}`);
-        mounted.push(m.mountPath);
+        mounted.set(m.mountPath, m);
       }
+      if (c.name === 'hull-monitor') {
+        if (JSON.stringify(c.args) !== '["monitor"]') out.push(`container ${c.name}: args ${JSON.stringify(c.args)}, expected ["monitor"]`);
+        // It only reads: hull's config and the shims' sockets in run_root.
+        const needed = ['/etc/hull', DEFAULT_CONFIG.runRoot];
+        if ([...mounted.keys()].sort().join() !== needed.sort().join()) out.push(`container ${c.name}: mounts ${[...mounted.keys()].join(', ')}, expected ${needed.join(', ')}`);
+        for (const [path, m] of mounted) if (m.readOnly !== true) out.push(`container ${c.name}: ${path} is not read-only`);
+        if (c.securityContext?.privileged === true) out.push(`container ${c.name}: privileged, it needs not be`);
+        continue;
+      }
+      if (c.securityContext?.privileged !== true) out.push(`container ${c.name}: not privileged`);
+      const nodeName = (c.env ?? []).find((e: Obj) => e.name === 'NODE_NAME');
+      if (nodeName?.valueFrom?.fieldRef?.fieldPath !== 'spec.nodeName') out.push('NODE_NAME does not come from the downward API (spec.nodeName)');
       const needed = [dirname(DEFAULT_CONTAINERD_CONFIG), DEFAULT_BIN_DIR, '/etc/hull', dirname(DEFAULT_CONFIG.guestImagesDir), '/opt/hull', '/run/systemd'];
-      for (const path of needed) if (!mounted.includes(path)) out.push(`container ${c.name}: host path ${path} is not mounted`);
-      // The installer image's entrypoint does the work (entrypoint.sh, checked below); the pod only names it.
-      if (c.image !== INSTALLER_REF) out.push(`container ${c.name}: image ${c.image}, expected ${INSTALLER_REF} (make oci-image)`);
-      if (c.command !== undefined) out.push(`container ${c.name}: command replaces the installer image's entrypoint`);
+      for (const path of needed) if (!mounted.has(path)) out.push(`container ${c.name}: host path ${path} is not mounted`);
       if (JSON.stringify(c.args ?? ['install']) !== '["install"]') out.push(`container ${c.name}: args ${JSON.stringify(c.args)}, expected ["install"]`);
       if (JSON.stringify(c.readinessProbe?.exec?.command) !== JSON.stringify(['test', '-f', READY_FILE])) out.push(`container ${c.name}: the readiness probe does not test ${READY_FILE}`);
     }
@@ -265,6 +276,7 @@ describe('deploy/ manifests', () => {
     // The node runtime's programs name their loader under RUNTIME_PREFIX: the entrypoint must copy hull there.
     assert.match(script, new RegExp(`^OPT=${dirname(RUNTIME_PREFIX)}$`, 'm'), `copies hull to ${dirname(RUNTIME_PREFIX)}`);
     assert.match(script, /^trap 'undo; exit 0' TERM INT$/m, 'undoes on TERM and INT');
+    assert.match(script, /^ {2}monitor\)\n(?: {4}#.*\n)* {4}exec .*main\.js" monitor$/m, 'the monitor mode execs hull monitor');
     assert.ok(script.includes(`READY=${READY_FILE}`), 'marks itself ready where the readiness probe looks');
   });
 

@@ -10,7 +10,7 @@
  * own mount namespace is not the "host" of the test.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,8 @@ import { findShims, startContainerd, type PrivateContainerd, type StopReport } f
 import { CriClient, containerConfig, podConfig, portForwardOnce } from '../harness/cri.js';
 import { podQemuPids, prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.js';
 import { BUSYBOX_REF, defaultImageDir, ensureTestImages } from '../harness/oci-image.js';
+import { parsePromText, type PromFamily } from '../harness/prom-text.js';
+import { DEFAULT_CONFIG } from '../../src/config/index.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const DAEMONSET = join(REPO, 'deploy', 'daemonset.yaml');
@@ -61,16 +63,18 @@ interface Mount {
   mountPath: string;
 }
 
-/** daemonSetContainer reads the DaemonSet's container (args, mounts) through kubectl, offline. */
-function daemonSetContainer(): Promise<{ args: string[]; mounts: Mount[] }> {
-  const path = '{.spec.template.spec.volumes}{"\\t"}{.spec.template.spec.containers[0].volumeMounts}{"\\t"}{.spec.template.spec.containers[0].args}{"\\n"}';
+/** daemonSetContainers reads the DaemonSet's containers (args, mounts) by name, through kubectl, offline. */
+function daemonSetContainers(): Promise<Record<string, { args: string[]; mounts: Mount[] }>> {
+  const path = '{.spec.template.spec.volumes}{"\\t"}{.spec.template.spec.containers}{"\\n"}';
   return new Promise((resolve, reject) => {
     execFile('kubectl', ['label', '--local', '-f', DAEMONSET, '-o', `jsonpath=${path}`, 'hull.dev/test-'], { env: { ...process.env, KUBECONFIG: '/dev/null' } }, (e, stdout, stderr) => {
       if (e) return reject(new Error(`kubectl cannot read ${DAEMONSET}: ${stderr}`));
       const line = String(stdout).split('\n').find((l) => l.startsWith('['));
       if (!line) return reject(new Error('no DaemonSet in deploy/daemonset.yaml'));
-      const [volumes, mounts, args] = line.split('\t').map((p) => JSON.parse(p) as unknown) as [{ name: string; hostPath: { path: string } }[], { name: string; mountPath: string }[], string[]];
-      resolve({ args, mounts: mounts.map((m) => ({ mountPath: m.mountPath, hostPath: volumes.find((v) => v.name === m.name)!.hostPath.path })) });
+      type Container = { name: string; args: string[]; volumeMounts: { name: string; mountPath: string }[] };
+      const [volumes, containers] = line.split('\t').map((p) => JSON.parse(p) as unknown) as [{ name: string; hostPath: { path: string } }[], Container[]];
+      const hostPath = (name: string): string => volumes.find((v) => v.name === name)!.hostPath.path;
+      resolve(Object.fromEntries(containers.map((c) => [c.name, { args: c.args, mounts: c.volumeMounts.map((m) => ({ mountPath: m.mountPath, hostPath: hostPath(m.name) })) }])));
     });
   });
 }
@@ -97,6 +101,7 @@ describe('installer image', () => {
   let ctrd: PrivateContainerd;
   let image: InstallerImage;
   let container: { args: string[]; mounts: Mount[] };
+  let monitorContainer: { args: string[]; mounts: Mount[] };
   let report: StopReport | undefined;
   const host = mkdtempSync(join(tmpdir(), 'hull-node-'));
   const logs = mkdtempSync(join(tmpdir(), 'hull-deploy-logs-'));
@@ -104,7 +109,9 @@ describe('installer image', () => {
   let before0: Record<string, string> = {};
 
   before(async () => {
-    container = await daemonSetContainer();
+    const containers = await daemonSetContainers();
+    container = containers['hull-deploy']!;
+    monitorContainer = containers['hull-monitor']!;
     image = await buildInstallerImage({ repo: REPO, outDir: defaultImageDir(), log: () => undefined });
     ctrd = await startContainerd();
     // The node before hull: containerd's config, a bin dir with someone else's program in it.
@@ -158,6 +165,35 @@ describe('installer image', () => {
       if (probe.code === 0) return;
       if ((await status(name)) !== 'RUNNING') assert.fail(`${name} ended before it was ready: ${JSON.stringify(await finish(name))}`);
       await sleep(500);
+    }
+  }
+
+  /**
+   * scrapeMonitor runs the image's hull-monitor container over `runRoot` until its /metrics lists a
+   * sandbox (1 minute at most), then removes it and its network namespace; returns the parsed scrape.
+   */
+  async function scrapeMonitor(runRoot: string, id: string): Promise<Map<string, PromFamily>> {
+    const netns = `hullmon${id}`;
+    execFileSync('ip', ['netns', 'add', netns]);
+    try {
+      execFileSync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+      const mounts = monitorContainer.mounts.flatMap((m) => ['--mount', `type=bind,src=${m.hostPath === DEFAULT_CONFIG.runRoot ? runRoot : at(m.hostPath)},dst=${m.mountPath},options=rbind:ro`]);
+      const started = await ctrd.ctr(['run', '-d', '--log-uri', `file://${logs}/hull-monitor.log`, '--with-ns', `pid:/proc/${process.pid}/ns/pid`, '--with-ns', `network:/var/run/netns/${netns}`, ...mounts, image.ref, 'hull-monitor', ENTRYPOINT, ...monitorContainer.args]);
+      assert.equal(started.code, 0, started.stderr);
+      try {
+        for (let i = 0; i < 120; i++) {
+          const scrape = await ctrd.ctr(['tasks', 'exec', '--exec-id', `scrape-${i}`, 'hull-monitor', 'wget', '-qO-', 'http://127.0.0.1:8090/metrics']);
+          if (scrape.code === 0 && scrape.stdout.includes('hull_sandbox_vcpus{')) return parsePromText(scrape.stdout);
+          if ((await status('hull-monitor')) !== 'RUNNING') break;
+          await sleep(500);
+        }
+        assert.fail(`hull monitor served no sandbox: ${readFileSync(join(logs, 'hull-monitor.log'), 'utf8')}`);
+      } finally {
+        await ctrd.ctr(['tasks', 'kill', '--signal', 'SIGTERM', 'hull-monitor']);
+        await finish('hull-monitor');
+      }
+    } finally {
+      execFileSync('ip', ['netns', 'delete', netns]);
     }
   }
 
@@ -246,6 +282,17 @@ describe('installer image', () => {
         const qemu = podQemuPids(runtime);
         assert.equal(qemu.length, 1);
         assert.equal(readlinkSync(`/proc/${qemu[0]}/exe`), `${RUNTIME_PREFIX}/bin/qemu-system-x86_64`);
+
+        // The DaemonSet's second container, hull monitor, run as the DaemonSet runs it (its args and
+        // read-only mounts, /run/hull being this node's run root; the host's PID namespace), in a network
+        // namespace of the test's own instead of the node's, and scraped from inside it.
+        const families = await scrapeMonitor(runtime.runRoot, node.id);
+        const series = (name: string, labels: Record<string, string>) => families.get(name)?.samples.find((x) => Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+        const pod0 = { pod_namespace: 'hull-deploy-test', pod_name: 'deployed', sandbox_id: podId };
+        assert.equal(series('hull_sandbox_vcpus', pod0)?.value, 1);
+        assert.ok((series('hull_process_pss_bytes', { ...pod0, process: 'qemu' })?.value ?? 0) > 16 << 20, 'QEMU PSS read in the host PID namespace');
+        assert.equal(series('hull_guest_up', pod0)?.value, 1);
+        assert.equal(series('hull_monitor_shim_up', { sandbox_id: podId })?.value, 1);
       } finally {
         await cri.stopPodSandbox(podId);
         await cri.removePodSandbox(podId);
