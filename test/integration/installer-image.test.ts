@@ -246,7 +246,13 @@ describe('installer image', () => {
    */
   it('runs pods on a node without node, QEMU or any program hull runs: all from the runtime it brought', async () => {
     const runtime = prepareHullRuntime({ name: 'deployed' });
-    appendFileSync(runtime.configPath, `guest_images_dir = "${at('/var/lib/hull/guest')}"\n`);
+    // The guest image the image installed; templates of its own (they name that image's temporary path).
+    const templateRam = mkdtempSync('/dev/shm/hull-test-ram-');
+    appendFileSync(runtime.configPath, [
+      `guest_images_dir = "${at('/var/lib/hull/guest')}"`,
+      `templates_dir = "${join(runtime.work, 'templates')}"`,
+      `template_ram_dir = "${templateRam}"`,
+    ].join('\n') + '\n');
     const hidden = [...new Set(Object.values(image.runtimePrograms))];
     const empty = join(logs, 'not-a-program');
     writeFileSync(empty, '', { mode: 0o644 });
@@ -303,6 +309,7 @@ describe('installer image', () => {
     } finally {
       cri?.close();
       await stopAndAssertClean(node, runtime);
+      rmSync(templateRam, { recursive: true, force: true });
     }
   });
 
