@@ -8,6 +8,7 @@ import { access, constants, readFile, realpath } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { parse } from 'smol-toml';
 import { readMountinfo } from '../common/mountinfo.js';
+import { hostRuntimeOf } from '../common/host-runtime.js';
 import { run } from '../common/run.js';
 import { DEFAULT_CONFIG_PATH, parseConfig, DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
@@ -47,6 +48,8 @@ export interface EnvReport {
     /** shimOnPath is the first containerd-shim-hull-v2 on PATH (as containerd would find it with this PATH), with its real path. */
     shimOnPath: { path: string; realPath: string } | null;
     hullBin: string | null;
+    /** hostRuntime is hull's node runtime whose programs hull runs (the installer image's), or null for the host's own on PATH. */
+    hostRuntime: string | null;
   };
   /** templates: what the VM template store holds now against its bounds (template_max_count, template_max_ram_mib). */
   templates: {
@@ -142,6 +145,7 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
       runRoot: config.runRoot,
       shimOnPath: shim ? { path: shim, realPath: await realpath(shim).catch(() => shim) } : null,
       hullBin: bin ?? null,
+      hostRuntime: hostRuntimeOf(process.execPath) ?? null,
     },
     templates: {
       dir: config.templatesDir,
@@ -207,6 +211,7 @@ export function formatEnv(r: EnvReport): string {
   out.push(`  run root          ${p.runRoot}`);
   out.push(`  shim on PATH      ${p.shimOnPath ? (p.shimOnPath.realPath === p.shimOnPath.path ? p.shimOnPath.path : `${p.shimOnPath.path} -> ${p.shimOnPath.realPath}`) : 'containerd-shim-hull-v2 not on PATH (run: hull install)'}`);
   out.push(`  hull bin/         ${p.hullBin ?? 'unknown'}`);
+  out.push(`  programs          ${p.hostRuntime ? `${p.hostRuntime} (hull's node runtime: node, QEMU and the tools hull runs)` : "the host's, on PATH"}`);
   const t = r.templates;
   out.push(`templates ${t.dir} (RAM in ${t.ramDir})`);
   out.push(`  kept              ${t.count} of at most ${t.maxCount}`);

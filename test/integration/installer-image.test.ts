@@ -265,6 +265,9 @@ describe('installer image', () => {
       const check = inNode(['/opt/hull/bin/hull', 'check', '--config', runtime.configPath]);
       assert.equal(check.status, 0, check.stdout + check.stderr);
       assert.match(check.stdout, /QEMU jail.*on: own mount and PID namespaces, \/opt\/hull\/runtime read-only/);
+      const env = inNode(['/opt/hull/bin/hull', 'env', '--json', '--config', runtime.configPath]);
+      assert.equal(env.status, 0, env.stderr);
+      assert.equal((JSON.parse(env.stdout) as { paths: { hostRuntime: string } }).paths.hostRuntime, RUNTIME_PREFIX);
 
       await ensureTestImages(node);
       cri = await CriClient.connect(node.address, { deadlineMs: 120_000 });
@@ -285,6 +288,8 @@ describe('installer image', () => {
         const shims = findShims(node.address);
         assert.equal(shims.length, 1, JSON.stringify(shims));
         assert.equal(readlinkSync(`/proc/${shims[0]!.pid}/exe`), `${RUNTIME_PREFIX}/bin/node`);
+        // The runtime's node takes the daemon's startup snapshot the build made (its fallback would not name it).
+        assert.match(shims[0]!.cmdline, /--snapshot-blob /);
         const qemu = podQemuPids(runtime);
         assert.equal(qemu.length, 1);
         assert.equal(readlinkSync(`/proc/${qemu[0]}/exe`), `${RUNTIME_PREFIX}/bin/qemu-system-x86_64`);
