@@ -13,7 +13,7 @@
  * - a new mount namespace, every mount a slave of the host's (mounts the host makes later under the
  *   share still reach QEMU; nothing made inside goes back), whose root is a tmpfs on
  *   `<stateDir>/jail` holding only what this VM needs: /usr read-only (QEMU, its libraries and
- *   firmware), a few device nodes, the guest image files read-only, the template RAM file, the
+ *   firmware; or, for the QEMU of hull's node runtime, that runtime instead), a few device nodes, the guest image files read-only, the template RAM file, the
  *   VM's socket directory, the share's read-only view, and a procfs of the jail's own PID
  *   namespace with only its process directories (subset=pid: QEMU's 9p server reaches files
  *   through /proc/self/fd); `pivot_root` into it, the old root detached. No host /etc, /home,
@@ -86,7 +86,7 @@ ulimit -c ${JAIL_RLIMITS.core} -n ${JAIL_RLIMITS.nofile} -u ${JAIL_RLIMITS.nproc
 exec "$@"
 `;
 
-/** JailTools are the absolute host paths of the programs that build the jail (both under /usr). */
+/** JailTools are the absolute host paths of the programs that build the jail (both in the jail's system directory). */
 export interface JailTools {
   busybox: string;
   setpriv: string;

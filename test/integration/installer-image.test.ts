@@ -293,6 +293,11 @@ describe('installer image', () => {
         const qemu = podQemuPids(runtime);
         assert.equal(qemu.length, 1);
         assert.equal(readlinkSync(`/proc/${qemu[0]}/exe`), `${RUNTIME_PREFIX}/bin/qemu-system-x86_64`);
+        // Its jail holds the runtime, read-only even for root there, and nothing of the host's /usr.
+        const jail = spawnSync('nsenter', ['-t', String(qemu[0]), '-m', '--', `${RUNTIME_PREFIX}/bin/busybox`, 'sh', '-c', `ls /usr/bin; touch ${RUNTIME_PREFIX}/bin/x; ls /`], { encoding: 'utf8' });
+        assert.match(jail.stderr, /ls: \/usr\/bin: No such file or directory/);
+        assert.match(jail.stderr, new RegExp(`touch: ${RUNTIME_PREFIX}/bin/x: Read-only file system`));
+        assert.deepEqual(jail.stdout.split('\n').filter(Boolean).sort(), ['bin', 'dev', 'image', 'lib', 'lib64', 'opt', 'proc', 'ram', 'run', 'sbin', 'shared'].sort());
 
         // The DaemonSet's second container, hull monitor, run as the DaemonSet runs it (its args and
         // read-only mounts, /run/hull being this node's run root; the host's PID namespace), in a network
