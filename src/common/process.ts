@@ -4,6 +4,7 @@
  * A zombie has exited (only its parent's reaping is pending): it counts as dead.
  */
 import { readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 
 interface ProcStat {
   state: string;
@@ -35,4 +36,20 @@ export function pidAlive(pid: number): boolean {
 export function processStartTime(pid: number): string | undefined {
   const stat = readStat(pid);
   return stat !== undefined && stat.state !== 'Z' ? stat.startTime : undefined;
+}
+
+/**
+ * pidsWithUid lists the live processes (not zombies) that hold `uid` as their real, effective, saved
+ * or filesystem uid, from /proc/<pid>/status: the owner of /proc/<pid> is no guide, it is root for a
+ * process that changed its uid (not dumpable).
+ */
+export async function pidsWithUid(uid: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[1-9][0-9]*$/.test(entry)) continue;
+    const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
+    const uids = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/m.exec(status)?.slice(1).map(Number);
+    if (uids?.includes(uid) && !/^State:\s+Z/m.test(status)) pids.push(Number(entry));
+  }
+  return pids;
 }

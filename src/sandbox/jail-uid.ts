@@ -4,11 +4,13 @@
  * files with each other through their uid. A lease is a file `/run/hull-uids/<uid>` holding the
  * sandbox's state dir, made with O_EXCL (two shims never get one uid, whatever their run roots:
  * uids are the host's) and recorded in the sandbox's ledger before it is made, so teardown
- * releases it.
+ * releases it. A lease left by a sandbox that is gone is taken over only when no process holds its
+ * uid any more: a VMM that outlived its sandbox must never share a uid with a new one.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pidsWithUid } from '../common/process.js';
 import { HullError } from '../errors/index.js';
 import type { Ledger } from './ledger.js';
 
@@ -45,7 +47,7 @@ export async function leaseJailUid(ledger: Ledger, range: UidRange): Promise<num
     }
     // A lease whose sandbox has no state dir any more was left by a crash that no replay followed.
     const other = await readFile(path, 'utf8').catch(() => '');
-    if (other.startsWith('/') && !(await stat(other).then(() => true, () => false))) {
+    if (other.startsWith('/') && !(await stat(other).then(() => true, () => false)) && (await pidsWithUid(uid)).length === 0) {
       if (await unlink(path).then(() => true, () => false)) i--; // try this uid again
     }
   }
