@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pidsWithUid } from '../common/process.js';
-import { LEASES_DIR, leaseJailUid, leasePath } from './jail-uid.js';
+import { LEASES_DIR, leaseJailUid, leasePath, releaseJailUid } from './jail-uid.js';
 import type { Ledger } from './ledger.js';
 
 /** A ledger that only keeps what is recorded: leaseJailUid needs its state dir and record(). */
@@ -45,5 +45,27 @@ describe('jail uid leases', { skip: !canRun && 'needs root (leases live in /run/
       rmSync(leasePath(UID), { force: true });
     }
     assert.equal(existsSync(leasePath(UID)), false);
+  });
+
+  it('keeps a lease while a process still holds its uid, and releases it once none does', async (t) => {
+    const uid = UID + 1;
+    const holder = '/run/hull-test/sandbox-with-a-survivor';
+    mkdirSync(LEASES_DIR, { recursive: true, mode: 0o700 });
+    writeFileSync(leasePath(uid), holder, { mode: 0o600 });
+    t.after(() => rmSync(leasePath(uid), { force: true }));
+    const survivor = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'sleep', '600'], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 100 && !(await pidsWithUid(uid)).includes(survivor.pid!); i++) await sleep(50);
+      await assert.rejects(releaseJailUid(holder, uid, 200), new RegExp(`jail uid ${uid} is still held by process ${survivor.pid}`));
+      assert.equal(readFileSync(leasePath(uid), 'utf8'), holder);
+      // Another sandbox's release never touches it.
+      await releaseJailUid('/run/hull-test/someone-else', uid, 200);
+      assert.equal(readFileSync(leasePath(uid), 'utf8'), holder);
+    } finally {
+      survivor.kill('SIGKILL');
+      await once(survivor, 'exit');
+    }
+    await releaseJailUid(holder, uid, 200);
+    assert.equal(existsSync(leasePath(uid)), false);
   });
 });

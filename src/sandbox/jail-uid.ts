@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pidsWithUid } from '../common/process.js';
 import { HullError } from '../errors/index.js';
 import type { Ledger } from './ledger.js';
@@ -54,9 +55,23 @@ export async function leaseJailUid(ledger: Ledger, range: UidRange): Promise<num
   throw new HullError('resource_exhausted', `No free jail uid in ${range.base}..${range.base + range.count - 1}: raise jail_uid_count`);
 }
 
-/** releaseJailUid removes the lease of `uid` if it is still this sandbox's. */
-export async function releaseJailUid(stateDir: string, uid: number): Promise<void> {
+/** UID_DRAIN_MS bounds the wait for a released uid's processes to end (QEMU dies with the jail's unshare, just killed). */
+const UID_DRAIN_MS = 5_000;
+
+/**
+ * releaseJailUid removes the lease of `uid` if it is still this sandbox's and no process holds the
+ * uid any more; with one left after `drainMs`, it keeps the lease and throws (the replay reports it).
+ */
+export async function releaseJailUid(stateDir: string, uid: number, drainMs = UID_DRAIN_MS): Promise<void> {
   const path = leasePath(uid);
   const holder = await readFile(path, 'utf8').catch(() => undefined);
-  if (holder === stateDir) await unlink(path).catch(() => {});
+  if (holder !== stateDir) return;
+  const deadline = Date.now() + drainMs;
+  let left = await pidsWithUid(uid);
+  while (left.length > 0 && Date.now() < deadline) {
+    await sleep(20);
+    left = await pidsWithUid(uid);
+  }
+  if (left.length > 0) throw new HullError('internal', `jail uid ${uid} is still held by process ${left.join(', ')}: its lease stays until they end`);
+  await unlink(path).catch(() => {});
 }
