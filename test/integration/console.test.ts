@@ -263,6 +263,11 @@ describe('hull console', () => {
 
   it('ends the guest process when the client goes away', async () => {
     const consoles = async () => (JSON.parse((await getFromShim(join(on.runRoot, podOn, 'debug.sock'), '/agent', { timeoutMs: 30_000 })).toString()) as { consoles: number }).consoles;
+    // An earlier session's process is removed just after its client has the exit status.
+    for (let i = 0; (await consoles()) !== 0; i++) {
+      assert.ok(i < 300, 'an earlier console process was never removed');
+      await sleep(100);
+    }
     const client = spawn(process.execPath, [HULL, 'console', '--config', on.configPath, podOn, '--', 'sleep', '1000'], { stdio: ['pipe', 'ignore', 'ignore'] });
     const closed = new Promise((resolve) => client.once('close', resolve));
     for (let i = 0; (await consoles()) === 0; i++) {
