@@ -38,12 +38,12 @@ export async function openConsole(runRoot: string, idOrPrefix: string, args: str
   const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const user = `uid ${process.getuid()}${process.env['SUDO_USER'] ? ` (sudo by ${process.env['SUDO_USER']})` : ` (${userInfo().username})`}`;
   const header = encodeRequest({ args, tty, rows: tty ? process.stdout.rows : 0, cols: tty ? process.stdout.columns : 0, user });
-  const socket = await connect(path, header);
+  const socket = await connectConsole(path, header);
   return relay(socket, tty);
 }
 
-/** connect asks for a session: the upgraded socket, or the shim's refusal as an error. */
-function connect(path: string, header: string): Promise<Socket> {
+/** connectConsole asks for a session: the upgraded socket, or the shim's refusal as an error. */
+export function connectConsole(path: string, header: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath: path, path: CONSOLE_PATH, method: 'POST', agent: false, headers: { host: 'hull', connection: 'Upgrade', upgrade: CONSOLE_UPGRADE, [CONSOLE_HEADER]: header } });
     const timer = setTimeout(() => req.destroy(new Error(`the shim did not answer within ${ANSWER_TIMEOUT_MS} ms`)), ANSWER_TIMEOUT_MS);

@@ -1,20 +1,23 @@
 /**
  * `hull console` against real CRI pods in a private containerd: with debug_console on, a command
  * runs in the guest (its kernel, not the host's; the guest's own namespaces, as root) and hull
- * exits with its status; stdin reaches it; a terminal is given when hull has one; the shim logs
- * each use and the agent forgets each process. With debug_console off the shim refuses, saying how
- * to enable it. Nothing is left once the pods are gone.
+ * exits with its status; stdin reaches it; a terminal is given when hull has one, and follows
+ * hull's when that is resized (bad resize frames are ignored); the shim logs each use and the agent
+ * forgets each process. With debug_console off the shim refuses, saying how to enable it. Nothing
+ * is left once the pods are gone.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import { connectConsole, findSandboxSocket } from '../../src/cli/console.js';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { getFromShim } from '../../src/monitor/index.js';
+import { FRAME, FrameReader, encodeRequest, frame, readExit, resizeFrame } from '../../src/shim/console-protocol.js';
 import { startContainerd, type PrivateContainerd } from '../harness/containerd.js';
 import { prepareHullRuntime } from '../harness/hull-runtime.js';
 import { CriClient, podConfig } from '../harness/cri.js';
@@ -83,6 +86,68 @@ function containerdLog(): string {
   return readFileSync(ctrd.logPath, 'utf8');
 }
 
+/** Transcript holds a session's output so far; next() waits for what is still to come. */
+class Transcript {
+  #text = '';
+  #from = 0;
+  #ended = false;
+  #wake: (() => void)[] = [];
+
+  add(text: string): void {
+    this.#text += text;
+    this.#notify();
+  }
+
+  get text(): string {
+    return this.#text;
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#notify();
+  }
+
+  /** next resolves with the first match of `pattern` after the last match; it rejects if the output ends first. */
+  async next(pattern: RegExp): Promise<RegExpExecArray> {
+    const re = new RegExp(pattern.source, `${pattern.flags.replace('g', '')}g`);
+    for (;;) {
+      re.lastIndex = this.#from;
+      const m = re.exec(this.#text);
+      if (m) {
+        this.#from = m.index + m[0].length;
+        return m;
+      }
+      if (this.#ended) throw new Error(`The output ended without ${pattern}: ${JSON.stringify(this.#text.slice(this.#from))}`);
+      await new Promise<void>((resolve) => this.#wake.push(resolve));
+    }
+  }
+
+  #notify(): void {
+    for (const wake of this.#wake.splice(0)) wake();
+  }
+}
+
+/** guestSize asks the shell on a session's guest terminal for its size, as `stty size` prints it ("rows cols"). */
+async function guestSize(type: (line: string) => void, output: Transcript): Promise<string> {
+  type('echo "size=$(stty size)"\n');
+  // Lines end in \r\n, or in \r\r\n through hull on a raw host terminal (it still maps \n to \r\n).
+  return (await output.next(/size=(\d+ \d+)\r*\n/))[1]!;
+}
+
+/**
+ * guestResized asks for the guest terminal's size until it is `want`, at most 100 times (a resize
+ * reaches the guest apart from stdin, so the next command may still see the old size), and
+ * resolves with the last answer.
+ */
+async function guestResized(type: (line: string) => void, output: Transcript, want: string): Promise<string> {
+  let got = await guestSize(type, output);
+  for (let i = 1; i < 100 && got !== want; i++) {
+    await sleep(100);
+    got = await guestSize(type, output);
+  }
+  return got;
+}
+
 describe('hull console', () => {
   let podOn = '';
 
@@ -131,8 +196,78 @@ describe('hull console', () => {
     assert.match(r.stdout, /in \/dev\/pts\/\d+ as 0/);
   });
 
+  it('resizes the guest terminal when hull\'s terminal is resized mid-session', async () => {
+    // script(1) puts hull on a host pseudo-terminal; resizing that (as a terminal window does)
+    // sends hull SIGWINCH, and hull sends the new size to the shim.
+    const command = `stty rows 31 cols 97; tty; exec ${JSON.stringify(process.execPath)} ${HULL} console --config ${on.configPath} ${podOn}`;
+    const child = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const output = new Transcript();
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => output.add(s));
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.stdin!.on('error', () => {});
+    const closed = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    child.once('close', () => output.end());
+    const type = (line: string) => void child.stdin!.write(line);
+    try {
+      const hostTerminal = (await output.next(/^(\/dev\/pts\/\d+)\r*\n/m))[1]!;
+      assert.equal(await guestSize(type, output), '31 97', stderr);
+      execFileSync('stty', ['-F', hostTerminal, 'rows', '42', 'cols', '123']);
+      assert.equal(await guestResized(type, output, '42 123'), '42 123', stderr);
+      type('exit 4\n');
+      assert.equal(await closed, 4, output.text + stderr);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await closed;
+    }
+  });
+
+  it('ignores malformed and zero-size resize frames: the session goes on at its size, and later resizes apply, the last of a burst winning', async () => {
+    const { socket: path } = await findSandboxSocket(on.runRoot, podOn);
+    const socket = await connectConsole(path, encodeRequest({ args: [], tty: true, rows: 24, cols: 80, user: 'console.test' }));
+    const output = new Transcript();
+    const reader = new FrameReader(1 << 20);
+    let status: number | undefined;
+    socket.on('data', (chunk: Buffer) => {
+      for (const f of reader.push(chunk)) {
+        if (f.type === FRAME.stdout) output.add(f.payload.toString('utf8'));
+        else if (f.type === FRAME.exit) status = readExit(f.payload);
+        else output.add(`[frame ${f.type}: ${f.payload.toString('utf8')}]`);
+      }
+    });
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.once('close', () => output.end());
+    const type = (line: string) => void socket.write(frame(FRAME.stdin, Buffer.from(line)));
+    try {
+      assert.equal(await guestSize(type, output), '24 80');
+      const malformed = [Buffer.alloc(0), Buffer.from([0, 50, 0]), Buffer.from([0, 50, 0, 132, 0])].map((payload) => frame(FRAME.resize, payload));
+      socket.write(Buffer.concat([...malformed, resizeFrame(0, 0), resizeFrame(0, 132), resizeFrame(50, 0)]));
+      // The session goes on, at its size; a good frame after the bad ones still resizes.
+      type('echo "answer=$((6 * 7))"\n');
+      await output.next(/answer=42\r*\n/);
+      assert.equal(await guestSize(type, output), '24 80');
+      socket.write(resizeFrame(50, 132));
+      assert.equal(await guestResized(type, output, '50 132'), '50 132');
+      // A burst of sizes (a window being dragged) ends at the last one.
+      const burst = Array.from({ length: 30 }, (_, i) => resizeFrame(20 + i, 60 + i));
+      socket.write(Buffer.concat([...burst, resizeFrame(33, 111)]));
+      assert.equal(await guestResized(type, output, '33 111'), '33 111');
+      type('exit 6\n');
+      await closed;
+      assert.equal(status, 6, output.text);
+    } finally {
+      socket.destroy();
+    }
+    assert.doesNotMatch(containerdLog(), /client sent a bad frame/);
+  });
+
   it('ends the guest process when the client goes away', async () => {
     const consoles = async () => (JSON.parse((await getFromShim(join(on.runRoot, podOn, 'debug.sock'), '/agent', { timeoutMs: 30_000 })).toString()) as { consoles: number }).consoles;
+    // An earlier session's process is removed just after its client has the exit status.
+    for (let i = 0; (await consoles()) !== 0; i++) {
+      assert.ok(i < 300, 'an earlier console process was never removed');
+      await sleep(100);
+    }
     const client = spawn(process.execPath, [HULL, 'console', '--config', on.configPath, podOn, '--', 'sleep', '1000'], { stdio: ['pipe', 'ignore', 'ignore'] });
     const closed = new Promise((resolve) => client.once('close', resolve));
     for (let i = 0; (await consoles()) === 0; i++) {
