@@ -125,6 +125,7 @@ export class ConsoleServer {
   #readClient(socket: Duplex, execId: string, what: string): PassThrough {
     const stdin = new PassThrough({ highWaterMark: MAX_CLIENT_FRAME });
     const reader = new FrameReader(MAX_CLIENT_FRAME);
+    const resize = latestOnly((size: { rows: number; cols: number }) => this.#options.sandbox.resize('', execId, size.rows, size.cols));
     socket.on('data', (chunk: Buffer) => {
       try {
         for (const f of reader.push(chunk)) {
@@ -136,7 +137,7 @@ export class ConsoleServer {
           } else if (f.type === FRAME.stdinEnd) stdin.end();
           else if (f.type === FRAME.resize) {
             const size = readResize(f.payload);
-            if (size && size.rows > 0 && size.cols > 0) void this.#options.sandbox.resize('', execId, size.rows, size.cols).catch(() => {});
+            if (size && size.rows > 0 && size.cols > 0) resize(size);
           } else throw new Error(`unexpected frame type ${f.type}`);
         }
       } catch (e) {
@@ -148,6 +149,28 @@ export class ConsoleServer {
     else socket.once('close', () => stdin.end());
     return stdin;
   }
+}
+
+/**
+ * latestOnly runs `apply` for at most one value at a time; values given meanwhile replace each other
+ * and the last is applied next: a burst of resizes costs the agent two calls, in order, not one each.
+ */
+export function latestOnly<T>(apply: (value: T) => Promise<unknown>): (value: T) => void {
+  let running = false;
+  let next: { value: T } | undefined;
+  const drain = async (): Promise<void> => {
+    running = true;
+    while (next !== undefined) {
+      const { value } = next;
+      next = undefined;
+      await apply(value).catch(() => {});
+    }
+    running = false;
+  };
+  return (value) => {
+    next = { value };
+    if (!running) void drain();
+  };
 }
 
 /**
