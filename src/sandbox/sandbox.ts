@@ -6,12 +6,13 @@
  * container's create fails or the container is removed (its scope only).
  */
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { closeSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SHARE_TAG } from '../common/names.js';
 import { HullError } from '../errors/index.js';
-import type { TtrpcClient } from '../ttrpc/index.js';
+import { DEFAULT_MAX_IN_FLIGHT, type TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { RunningVm, VmDriver, VmHandle, VmSpec } from '../vmm/index.js';
 import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAdoptedAgent, waitForAgent, type AgentClient } from './agent-client.js';
@@ -198,6 +199,10 @@ export class Sandbox {
     this.vm = parts.vm;
     this.#client = parts.client;
     this.agent = parts.agent;
+    // Every blocking agent call of every process listens on it (a wait and up to three stdio pumps
+    // each, removed when the call ends): node's default of 10 would call a pod of three a leak. The
+    // agent (a TtrpcServer with the default bound) runs at most that many calls of the connection anyway.
+    setMaxListeners(DEFAULT_MAX_IN_FLIGHT, this.#lifetime.signal);
     this.#protected = parts.protectedPaths;
     this.#log = parts.options.log ?? (() => {});
     this.#failpoints = parts.options.failpoints ?? {};

@@ -7,5 +7,5 @@
  */
 
 export { TtrpcClient, type CallOptions } from './client.js';
-export { TtrpcServer, type CallContext, type ServiceMethods, type TtrpcServerOptions, type UnaryMethod } from './server.js';
+export { DEFAULT_MAX_IN_FLIGHT, TtrpcServer, type CallContext, type ServiceMethods, type TtrpcServerOptions, type UnaryMethod } from './server.js';
 export { MAX_FRAME_DATA_LENGTH } from './frame.js';

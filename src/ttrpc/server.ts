@@ -18,10 +18,13 @@ export type { CallContext, UnaryMethod } from './server-connection.js';
 /** ServiceMethods maps each RPC name of a service (e.g. "Create") to its handler. */
 export type ServiceMethods = Readonly<Record<string, UnaryMethod>>;
 
+/** DEFAULT_MAX_IN_FLIGHT bounds the requests one connection may have running, unless the server says otherwise. */
+export const DEFAULT_MAX_IN_FLIGHT = 4096;
+
 export interface TtrpcServerOptions {
   /** closeTimeoutMs is how long close() waits for running requests before dropping connections (5000). */
   closeTimeoutMs?: number;
-  /** maxInFlightPerConnection bounds concurrent requests on one connection; more get RESOURCE_EXHAUSTED (4096). */
+  /** maxInFlightPerConnection bounds concurrent requests on one connection; more get RESOURCE_EXHAUSTED (DEFAULT_MAX_IN_FLIGHT). */
   maxInFlightPerConnection?: number;
   /** onError hears about connection-level failures (stream errors, peers that stop reading); ignored by default. */
   onError?: (error: Error) => void;
@@ -44,7 +47,7 @@ export class TtrpcServer {
       get closing() {
         return isClosing();
       },
-      maxInFlight: options.maxInFlightPerConnection ?? 4096,
+      maxInFlight: options.maxInFlightPerConnection ?? DEFAULT_MAX_IN_FLIGHT,
       reportError: options.onError ?? (() => {}),
       connectionClosed: (connection) => this.connections.delete(connection),
     };
