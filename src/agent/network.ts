@@ -4,7 +4,7 @@
  * value is checked before it reaches `ip`: the host is trusted, but a
  * malformed value must fail here, clearly, not half-configure the guest.
  */
-import { run } from '../common/run.js';
+import { runInOrder } from './shell.js';
 import { readdir, readFile } from 'node:fs/promises';
 import { HullError } from '../errors/index.js';
 
@@ -37,10 +37,6 @@ function checkCidr(value: string, what: string): string {
   return value;
 }
 
-const ip = async (args: string[]): Promise<void> => {
-  await run('/bin/ip', args);
-};
-
 async function deviceByMac(): Promise<Map<string, string>> {
   const byMac = new Map<string, string>();
   for (const name of await readdir('/sys/class/net')) {
@@ -58,6 +54,9 @@ export interface GuestNeighbor {
 
 export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRoute[], neighbors: GuestNeighbor[] = []): Promise<void> {
   const devices = await deviceByMac();
+  // Every value is checked while the commands are made; they run together at the end.
+  const commands: string[][] = [];
+  const ip = (args: string[]): void => void commands.push(['/bin/ip', ...args]);
   // A VM cloned from a template has the template's MAC on its one NIC: give it the pod's.
   for (const iface of interfaces) {
     const normal = iface.mac.toLowerCase();
@@ -66,7 +65,7 @@ export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRo
     const nics = [...devices.entries()].filter(([mac, name]) => name !== 'lo' && mac !== '00:00:00:00:00:00');
     if (nics.length !== 1) throw new HullError('not_found', `No guest interface with MAC ${iface.mac}`);
     const [oldMac, name] = nics[0]!;
-    await ip(['link', 'set', 'dev', name, 'address', normal]);
+    ip(['link', 'set', 'dev', name, 'address', normal]);
     devices.delete(oldMac);
     devices.set(normal, name);
   }
@@ -80,10 +79,10 @@ export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRo
   for (const iface of interfaces) {
     const device = deviceOf(iface.mac);
     if (!Number.isInteger(iface.mtu) || iface.mtu < 68 || iface.mtu > 65535) throw new HullError('invalid_argument', `Invalid MTU ${iface.mtu}`);
-    await ip(['link', 'set', 'dev', device, 'mtu', String(iface.mtu), 'up']);
+    ip(['link', 'set', 'dev', device, 'mtu', String(iface.mtu), 'up']);
     for (const cidr of iface.addresses) {
       checkCidr(cidr, 'address');
-      await ip([cidr.includes(':') ? '-6' : '-4', 'addr', 'add', cidr, 'dev', device]);
+      ip([cidr.includes(':') ? '-6' : '-4', 'addr', 'add', cidr, 'dev', device]);
     }
   }
   // On-link routes first: a gateway must be reachable before a route can use it.
@@ -93,12 +92,13 @@ export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRo
     const family = route.family === 6 ? '-6' : '-4';
     const destination = route.destination === 'default' ? 'default' : checkCidr(route.destination, 'route destination');
     const via = route.gateway ? ['via', checkAddress(route.gateway, 'gateway')] : [];
-    await ip([family, 'route', 'add', destination, ...via, 'dev', device]);
+    ip([family, 'route', 'add', destination, ...via, 'dev', device]);
   }
   for (const n of neighbors) {
     if (!MAC.test(n.lladdr.toLowerCase())) throw new HullError('invalid_argument', `Invalid MAC "${n.lladdr}"`);
     // busybox ip cannot add neighbours; its arp can (IPv4 only, permanent unless "temp").
     if (!IPV4.test(n.ip)) throw new HullError('invalid_argument', `Invalid IPv4 neighbour "${n.ip}"`);
-    await run('/bin/arp', ['-i', deviceOf(n.mac), '-s', n.ip, n.lladdr.toLowerCase()]);
+    commands.push(['/bin/arp', '-i', deviceOf(n.mac), '-s', n.ip, n.lladdr.toLowerCase()]);
   }
+  await runInOrder(commands);
 }

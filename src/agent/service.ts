@@ -21,6 +21,7 @@ import type { OciProcess, OciSpec } from '../common/oci.js';
 import { guestStats } from './guest-stats.js';
 import { parseJson } from './guest-spec.js';
 import type { GuestProcess, StdioRequest } from './process.js';
+import { runInOrder } from './shell.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -57,19 +58,21 @@ export class AgentService implements AgentImpl {
     // Entropy and the clock first: nothing else may run with a stale RNG or time. In a clone of a
     // VM template both RNGs (the kernel's, the agent's) are the template's until reseeded here.
     seedRandomness(req.entropy);
-    if (req.timeUnixNano > 0n) await run('/bin/date', ['-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]);
-    if (req.hostname) {
-      if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(req.hostname)) throw new HullError('invalid_argument', `Invalid hostname "${req.hostname}"`);
-      writeFileSync('/proc/sys/kernel/hostname', req.hostname);
-    }
-    if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
-    if (req.shareTag && !this.#shareMounted) {
+    if (req.hostname && !/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(req.hostname)) throw new HullError('invalid_argument', `Invalid hostname "${req.hostname}"`);
+    // The clock and the share's mount in one shell (two spawns from node cost twice as much under TCG).
+    const commands: string[][] = [];
+    if (req.timeUnixNano > 0n) commands.push(['/bin/date', '-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]);
+    const mountShare = req.shareTag !== '' && !this.#shareMounted;
+    if (mountShare) {
       mkdirSync(GUEST_SHARED_DIR, { recursive: true });
       // cache=mmap is 9p's mode that allows shared writable mmap (cache=none refuses it); reads stay
       // uncached, so host updates (configMaps) show at once.
-      await run('/bin/mount', ['-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, GUEST_SHARED_DIR]);
-      this.#shareMounted = true;
+      commands.push(['/bin/mount', '-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, GUEST_SHARED_DIR]);
     }
+    await runInOrder(commands);
+    if (mountShare) this.#shareMounted = true;
+    if (req.hostname) writeFileSync('/proc/sys/kernel/hostname', req.hostname);
+    if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
     if (req.debugConsole) this.#console.enable();
     return {};
   }
