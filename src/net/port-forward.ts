@@ -16,7 +16,7 @@
  * Kata does not support port-forward at all.
  */
 import { HullError } from '../errors/index.js';
-import { inNetns } from './exec.js';
+import { inNetns, inNetnsBatch } from './exec.js';
 import type { PodNetwork } from './pod-network.js';
 import { LINK_ADDRESS, TAP_NAME } from './names.js';
 
@@ -52,10 +52,12 @@ export async function enablePortForward(pod: PodNetwork): Promise<PortForwardPlu
   const tapMac = tap?.address ?? '';
   const plumbing = { guestIp, tapMac, vethAddress: v4.cidr };
   try {
-    await inNetns(netns, 'ip', ['addr', 'del', v4.cidr, 'dev', pod.iface.name]);
-    await inNetns(netns, 'ip', ['addr', 'add', `${LINK_ADDRESS}/32`, 'dev', TAP_NAME]);
-    await inNetns(netns, 'ip', ['route', 'add', `${guestIp}/32`, 'dev', TAP_NAME, 'src', LINK_ADDRESS]);
-    await inNetns(netns, 'ip', ['neigh', 'replace', guestIp, 'lladdr', pod.iface.mac, 'dev', TAP_NAME, 'nud', 'permanent']);
+    await inNetnsBatch(netns, 'ip', [
+      ['addr', 'del', v4.cidr, 'dev', pod.iface.name],
+      ['addr', 'add', `${LINK_ADDRESS}/32`, 'dev', TAP_NAME],
+      ['route', 'add', `${guestIp}/32`, 'dev', TAP_NAME, 'src', LINK_ADDRESS],
+      ['neigh', 'replace', guestIp, 'lladdr', pod.iface.mac, 'dev', TAP_NAME, 'nud', 'permanent'],
+    ]);
     await inNetns(netns, 'sysctl', ['-q', '-w', 'net.ipv4.conf.all.route_localnet=1']);
     for (const rule of natRules(guestIp)) await iptables(netns, '-A', rule);
     return plumbing;

@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import { installGuard, removeGuard, type PodIdentity } from './anti-spoof.js';
-import { inNetns } from './exec.js';
+import { inNetns, inNetnsBatch } from './exec.js';
 import { LINK_ADDRESS, TAP_NAME } from './names.js';
 
 export { TAP_NAME };
@@ -63,8 +63,10 @@ async function plumbTap(netns: string, veth: string, mtu: number, identity: PodI
   // The guard exists before the tap is up: no frame passes unfiltered.
   await installGuard(netns, { ...identity, tap: TAP_NAME, veth, localAddress: LINK_ADDRESS });
   await inNetns(netns, 'ip', ['link', 'set', 'dev', TAP_NAME, 'mtu', String(mtu), 'up']);
-  await inNetns(netns, 'tc', ['qdisc', 'add', 'dev', veth, 'ingress']);
-  await inNetns(netns, 'tc', ['filter', 'add', 'dev', veth, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', TAP_NAME]);
+  await inNetnsBatch(netns, 'tc', [
+    ['qdisc', 'add', 'dev', veth, 'ingress'],
+    ['filter', 'add', 'dev', veth, 'parent', 'ffff:', 'protocol', 'all', 'u32', 'match', 'u8', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', TAP_NAME],
+  ]);
 }
 
 /**
