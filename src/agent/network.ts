@@ -52,6 +52,10 @@ export interface GuestNeighbor {
   mac: string;
 }
 
+/**
+ * setupNetwork gives the guest the pod's network. Idempotent (addresses and routes are replaced):
+ * the host sends it again when an adopted VM's agent may have dropped it while reopening its port.
+ */
 export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRoute[], neighbors: GuestNeighbor[] = []): Promise<void> {
   const devices = await deviceByMac();
   // Every value is checked while the commands are made; they run together at the end.
@@ -82,7 +86,7 @@ export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRo
     ip(['link', 'set', 'dev', device, 'mtu', String(iface.mtu), 'up']);
     for (const cidr of iface.addresses) {
       checkCidr(cidr, 'address');
-      ip([cidr.includes(':') ? '-6' : '-4', 'addr', 'add', cidr, 'dev', device]);
+      ip([cidr.includes(':') ? '-6' : '-4', 'addr', 'replace', cidr, 'dev', device]);
     }
   }
   // On-link routes first: a gateway must be reachable before a route can use it.
@@ -92,7 +96,7 @@ export async function setupNetwork(interfaces: GuestInterface[], routes: GuestRo
     const family = route.family === 6 ? '-6' : '-4';
     const destination = route.destination === 'default' ? 'default' : checkCidr(route.destination, 'route destination');
     const via = route.gateway ? ['via', checkAddress(route.gateway, 'gateway')] : [];
-    ip([family, 'route', 'add', destination, ...via, 'dev', device]);
+    ip([family, 'route', 'replace', destination, ...via, 'dev', device]);
   }
   for (const n of neighbors) {
     if (!MAC.test(n.lladdr.toLowerCase())) throw new HullError('invalid_argument', `Invalid MAC "${n.lladdr}"`);

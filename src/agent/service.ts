@@ -3,6 +3,7 @@
  * of the guest's containers.
  */
 import { run } from '../common/run.js';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
@@ -25,6 +26,8 @@ import { runInOrder } from './shell.js';
 import { setupNetwork, type GuestInterface, type GuestNeighbor, type GuestRoute } from './network.js';
 
 export const AGENT_VERSION = '0.1.0';
+/** AGENT_INSTANCE names this agent process to the host: one the guest's init restarts has another. */
+const AGENT_INSTANCE = randomBytes(16);
 
 // RandomBytes is a check, not a source of randomness for the host.
 const MAX_RANDOM_BYTES_ASKED = 64;
@@ -42,7 +45,7 @@ export class AgentService implements AgentImpl {
   #shareMounted = false;
 
   async check() {
-    return { agentVersion: AGENT_VERSION };
+    return { agentVersion: AGENT_VERSION, instance: AGENT_INSTANCE };
   }
 
   async guestDetails() {

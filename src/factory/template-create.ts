@@ -180,7 +180,7 @@ function validateRequest(request: TemplateRequest): void {
 async function connectToAgent(vm: VmHandle, deadline: number): Promise<{ client: TtrpcClient; agentVersion: string }> {
   const { client, agent } = await connectAgent(vm.agentSocketPath);
   try {
-    return { client, agentVersion: await waitForAgent(agent, deadline, vm.agentPortOpened, vm.exited) };
+    return { client, agentVersion: (await waitForAgent(agent, deadline, vm.agentPortOpened, vm.exited)).version };
   } catch (error) {
     client.close();
     throw error;

@@ -44,7 +44,7 @@ export async function connectAgent(socketPath: string, stats?: AgentRpcStats): P
  * settles (the VM died). Bytes sent before the port is open wait inside QEMU,
  * so nothing is sent before it.
  */
-export async function waitForAgent(agent: AgentClient, deadline: number, portOpened: Promise<void>, abandoned: Promise<unknown>): Promise<string> {
+export async function waitForAgent(agent: AgentClient, deadline: number, portOpened: Promise<void>, abandoned: Promise<unknown>): Promise<AgentIdentity> {
   const died = abandoned.then(() => {
     throw new HullError('unavailable', 'VM exited before its agent answered');
   });
@@ -54,8 +54,27 @@ export async function waitForAgent(agent: AgentClient, deadline: number, portOpe
     void portOpened.then(() => clearTimeout(timer));
   });
   await Promise.race([portOpened, died, timedOut]);
-  const { agentVersion } = await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died]);
-  return checkString('agent version', agentVersion);
+  return agentIdentity(await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died]));
+}
+
+/** AgentIdentity is what Check says of the agent: its version and the instance of its process. */
+export interface AgentIdentity {
+  version: string;
+  /** instance (hex) changes when the guest's init starts another agent. */
+  instance: string;
+}
+
+/** MAX_INSTANCE_BYTES bounds the agent's instance id. */
+const MAX_INSTANCE_BYTES = 64;
+
+function agentIdentity(r: { agentVersion: string; instance: Uint8Array }): AgentIdentity {
+  if (r.instance.length === 0 || r.instance.length > MAX_INSTANCE_BYTES) throw new HullError('internal', `Guest sent an agent instance of ${r.instance.length} bytes`);
+  return { version: checkString('agent version', r.agentVersion), instance: Buffer.from(r.instance).toString('hex') };
+}
+
+/** checkAgent asks the agent who it is (Check), within `timeoutMs`. */
+export async function checkAgent(agent: AgentClient, timeoutMs: number): Promise<AgentIdentity> {
+  return agentIdentity(await agent.check({}, { timeoutMs }));
 }
 
 /** ADOPTED_CHECK_MS: one Check's wait on an adopted VM's agent before it is sent again. */
@@ -66,13 +85,32 @@ const ADOPTED_CHECK_MS = 500;
  * VM) responds to Check, or fails at `deadline`. That agent saw the other process hang up and
  * reopens its port, which drops what the host sent meanwhile: Check is sent again until answered.
  */
-export async function waitForAdoptedAgent(agent: AgentClient, deadline: number): Promise<string> {
+export async function waitForAdoptedAgent(agent: AgentClient, deadline: number): Promise<AgentIdentity> {
   for (;;) {
     try {
-      const { agentVersion } = await agent.check({}, { timeoutMs: Math.max(1, Math.min(ADOPTED_CHECK_MS, deadline - Date.now())) });
-      return checkString('agent version', agentVersion);
+      return await checkAgent(agent, Math.max(1, Math.min(ADOPTED_CHECK_MS, deadline - Date.now())));
     } catch (e) {
       if (Date.now() >= deadline || (e as HullError).code !== 'deadline_exceeded') throw e;
+    }
+  }
+}
+
+/** ADOPTED_ATTEMPT_MS: one attempt of an idempotent setup call to an adopted VM's agent before it is sent again. */
+const ADOPTED_ATTEMPT_MS = 2_500;
+
+/**
+ * resendUnanswered runs `call` (idempotent; given its timeout) until it answers or `deadline` passes.
+ * An adopted VM's agent may notice its previous host's hang-up only after its first answer (the
+ * guest handles the port's control messages late under load): it then reopens its port, and the
+ * request in flight, or its answer, is lost with the old one.
+ */
+export async function resendUnanswered<T>(call: (timeoutMs: number) => Promise<T>, deadline: number, onResend: (e: Error) => void = () => {}): Promise<T> {
+  for (;;) {
+    try {
+      return await call(Math.max(1, Math.min(ADOPTED_ATTEMPT_MS, deadline - Date.now())));
+    } catch (e) {
+      if (Date.now() >= deadline || (e as HullError).code !== 'deadline_exceeded') throw e;
+      onResend(e as Error);
     }
   }
 }

@@ -15,7 +15,7 @@ import { HullError } from '../errors/index.js';
 import { DEFAULT_MAX_IN_FLIGHT, type TtrpcClient } from '../ttrpc/index.js';
 import { OutputStream } from '../proto/gen/agent_pb.js';
 import type { RunningVm, VmDriver, VmHandle, VmSpec } from '../vmm/index.js';
-import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkString, connectAgent, waitForAdoptedAgent, waitForAgent, type AgentClient } from './agent-client.js';
+import { AGENT_CALL_TIMEOUT_MS, LIMITS, checkAgent, checkString, connectAgent, resendUnanswered, waitForAdoptedAgent, waitForAgent, type AgentClient, type AgentIdentity } from './agent-client.js';
 import type { AgentRpcStats } from './agent-rpc-stats.js';
 import { guestNetwork, type AttachedNetwork } from './pod-attach.js';
 import { adoptPooledVm, type VmPool } from './pool-adopt.js';
@@ -142,6 +142,9 @@ export interface ProcessExit {
   oomKilled: boolean;
 }
 
+/** HANDOFF_PORT_CLOSE_MS bounds the wait for a pooled VM's agent to close its port (QEMU may hold the event up to 1 s). */
+const HANDOFF_PORT_CLOSE_MS = 3_000;
+
 /** StartupPhase is one step of Sandbox.create and how long it took, in ms (for logs and benchmarks). */
 export interface StartupPhase {
   name: 'network' | 'pool' | 'template' | 'vmm' | 'agent' | 'setup' | 'guest-network';
@@ -182,9 +185,11 @@ export class Sandbox {
   readonly #containers = new Set<string>();
   // Aborts blocking agent calls (waits, output reads) when the sandbox is destroyed.
   readonly #lifetime = new AbortController();
+  // The agent process that answered at boot (Check's instance); another one knows nothing of this pod.
+  readonly #agentInstance: string;
   #destroyed: Promise<void> | undefined;
 
-  private constructor(id: string, parts: { ledger: Ledger; shareLedger: Ledger; layout: ShareLayout; vm: VmHandle; client: TtrpcClient; agent: AgentClient; startup: StartupPhase[]; protectedPaths: ProtectedPaths; lifelineFd: number | undefined; vmSpec: VmSpec; options: SandboxOptions }) {
+  private constructor(id: string, parts: { ledger: Ledger; shareLedger: Ledger; layout: ShareLayout; vm: VmHandle; client: TtrpcClient; agent: AgentClient; agentInstance: string; startup: StartupPhase[]; protectedPaths: ProtectedPaths; lifelineFd: number | undefined; vmSpec: VmSpec; options: SandboxOptions }) {
     this.id = id;
     this.stateDir = parts.ledger.stateDir;
     this.#ledger = parts.ledger;
@@ -199,6 +204,7 @@ export class Sandbox {
     this.vm = parts.vm;
     this.#client = parts.client;
     this.agent = parts.agent;
+    this.#agentInstance = parts.agentInstance;
     // Every blocking agent call of every process listens on it (a wait and up to three stdio pumps
     // each, removed when the call ends): node's default of 10 would call a pod of three a leak. The
     // agent (a TtrpcServer with the default bound) runs at most that many calls of the connection anyway.
@@ -269,36 +275,42 @@ export class Sandbox {
       const connection = await connectAgent(vm.agentSocketPath, options.agentRpcStats);
       client = connection.client;
       const bootedVm = vm;
+      let agentIdentity: AgentIdentity;
       try {
-        if (pooled) {
-          await waitForAdoptedAgent(connection.agent, deadline);
-          vm.agentConnected?.();
-        } else await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
+        agentIdentity = pooled ? await waitForAdoptedAgent(connection.agent, deadline) : await waitForAgent(connection.agent, deadline, vm.agentPortOpened, vm.exited);
       } catch (e) {
         const tail = bootedVm.consoleTail(4096).trim();
         throw new HullError((e as HullError).code ?? 'unavailable', `Sandbox "${options.id}" failed to boot: ${(e as Error).message}${tail ? `\n--- console tail ---\n${tail}` : ''}`, { cause: e });
       }
       lap('agent');
       // A clone's and a pooled VM's RNGs and clock are their template's until this call reseeds them.
-      await connection.agent.setupSandbox(
-        {
-          sandboxId: options.id,
-          hostname: options.hostname ?? '',
-          entropy: randomBytes(64),
-          timeUnixNano: BigInt(Date.now()) * 1_000_000n,
-          shareTag: SHARE_TAG,
-          debugConsole: options.debugConsole ?? false,
-        },
-        // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
-        { timeoutMs: Math.max(AGENT_CALL_TIMEOUT_MS, deadline - Date.now()) },
-      );
+      const setupSandbox = (timeoutMs: number) =>
+        connection.agent.setupSandbox(
+          {
+            sandboxId: options.id,
+            hostname: options.hostname ?? '',
+            entropy: randomBytes(64),
+            timeUnixNano: BigInt(Date.now()) * 1_000_000n,
+            shareTag: SHARE_TAG,
+            debugConsole: options.debugConsole ?? false,
+          },
+          { timeoutMs },
+        );
+      // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
+      const setupDeadline = Math.max(Date.now() + AGENT_CALL_TIMEOUT_MS, deadline);
+      // Both setups are idempotent: an adopted VM's agent may drop one as it reopens its port.
+      const resent = (what: string) => (e: Error) => log(`${what} of the adopted VM unanswered (${e.message}): sent again`);
+      if (pooled) await resendUnanswered(setupSandbox, setupDeadline, resent('SetupSandbox'));
+      else await setupSandbox(setupDeadline - Date.now());
       lap('setup');
       if (network) {
-        await connection.agent.setupNetwork(guestNetwork(network), { timeoutMs: AGENT_CALL_TIMEOUT_MS });
+        const setupNetwork = (timeoutMs: number) => connection.agent.setupNetwork(guestNetwork(network), { timeoutMs });
+        if (pooled) await resendUnanswered(setupNetwork, Date.now() + AGENT_CALL_TIMEOUT_MS, resent('SetupNetwork'));
+        else await setupNetwork(AGENT_CALL_TIMEOUT_MS);
         lap('guest-network');
       }
       const roots = [runRoot, ...(options.protectedRoots ?? []), ...(options.factory?.dirs ?? [])];
-      return new Sandbox(options.id, { ledger, shareLedger, layout, vm, client: connection.client, agent: connection.agent, startup, protectedPaths: { stateDir, roots }, lifelineFd, vmSpec: vmSpec!, options });
+      return new Sandbox(options.id, { ledger, shareLedger, layout, vm, client: connection.client, agent: connection.agent, agentInstance: agentIdentity.instance, startup, protectedPaths: { stateDir, roots }, lifelineFd, vmSpec: vmSpec!, options });
     } catch (e) {
       client?.close();
       await vm?.shutdown({ deadlineMs: 2000 }).catch(() => {});
@@ -355,6 +367,15 @@ export class Sandbox {
   /** removeExec has the agent forget a deleted exec: its process record, stdio buffers and files in the guest. */
   async removeExec(containerId: string, execId: string, timeoutMs = AGENT_CALL_TIMEOUT_MS): Promise<void> {
     await this.agent.removeExec({ containerId, execId }, { timeoutMs });
+  }
+
+  /**
+   * agentReplaced tells whether the guest's agent is no longer the one that answered at boot: another
+   * process answers Check (the guest's init restarted it), or none does within `timeoutMs`.
+   */
+  async agentReplaced(timeoutMs: number): Promise<boolean> {
+    const now = await checkAgent(this.agent, timeoutMs).catch(() => undefined);
+    return now?.instance !== this.#agentInstance;
   }
 
   async signal(containerId: string, execId: string, signal: number, all = false): Promise<void> {
@@ -445,10 +466,22 @@ export class Sandbox {
   async handOff(): Promise<RunningVm> {
     if (this.vm.detach === undefined || this.#lifelineFd === undefined) throw new HullError('failed_precondition', `Sandbox "${this.id}" is not a pooled VM`);
     if (this.#containers.size > 0) throw new HullError('failed_precondition', `Sandbox "${this.id}" still has containers`);
+    this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was handed over`));
+    // The agent must have seen this connection end (it closes its port, then reopens it) before the
+    // adopter connects: a hang-up the guest notices later would close the port under the adopter's
+    // first calls and drop them.
+    let stop = (): void => {};
+    const portClosed = new Promise<boolean>((resolve) => {
+      stop = this.vm.onAgentPortChange((open) => open || resolve(true));
+      setTimeout(() => resolve(false), HANDOFF_PORT_CLOSE_MS).unref();
+    });
+    this.#client.close();
+    const closed = await portClosed;
+    stop();
+    // Not handed off: the caller destroys the sandbox (its VM with it).
+    if (!closed) throw new HullError('unavailable', `The agent of "${this.id}" did not close its port within ${HANDOFF_PORT_CLOSE_MS} ms of its host hanging up`);
     const running = await this.vm.detach();
     this.#destroyed = Promise.resolve();
-    this.#lifetime.abort(new HullError('cancelled', `Sandbox "${this.id}" was handed over`));
-    this.#client.close();
     this.#ledger.close();
     return running;
   }

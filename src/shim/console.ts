@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import { PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Sandbox } from '../sandbox/index.js';
+import { latestOnly } from './latest-only.js';
 import { CONSOLE_HEADER, CONSOLE_UPGRADE, FRAME, FrameReader, decodeRequest, exitFrame, frame, readResize, type ConsoleRequest } from './console-protocol.js';
 
 // The most bytes one client frame may carry.
@@ -149,28 +150,6 @@ export class ConsoleServer {
     else socket.once('close', () => stdin.end());
     return stdin;
   }
-}
-
-/**
- * latestOnly runs `apply` for at most one value at a time; values given meanwhile replace each other
- * and the last is applied next: a burst of resizes costs the agent two calls, in order, not one each.
- */
-export function latestOnly<T>(apply: (value: T) => Promise<unknown>): (value: T) => void {
-  let running = false;
-  let next: { value: T } | undefined;
-  const drain = async (): Promise<void> => {
-    running = true;
-    while (next !== undefined) {
-      const { value } = next;
-      next = undefined;
-      await apply(value).catch(() => {});
-    }
-    running = false;
-  };
-  return (value) => {
-    next = { value };
-    if (!running) void drain();
-  };
 }
 
 /**

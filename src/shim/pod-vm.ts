@@ -16,6 +16,7 @@ import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
 import type { Logger } from './log.js';
 import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type StatusSource } from './sandbox-status.js';
 import { podVmSize } from './sizing.js';
+import { latestOnly } from './latest-only.js';
 import { SandboxGate } from './task-lock.js';
 
 // The console tail a VM that died on its own leaves in the log.
@@ -27,6 +28,8 @@ export interface PodVmOptions {
   containers?: () => string[];
 }
 
+/** AGENT_CHECK_TIMEOUT_MS: an agent that does not answer Check within it after its port changed is gone. */
+const AGENT_CHECK_TIMEOUT_MS = 10_000;
 /** AGENT_LOST_SHUTDOWN_MS bounds QMP quit of a VM whose agent exited before SIGKILL. */
 const AGENT_LOST_SHUTDOWN_MS = 2_000;
 
@@ -103,12 +106,16 @@ export class PodVm {
     };
     // An agent that exited took the pod's process records and pending answers with it; the one the
     // guest's init starts next knows none of them. The pod has failed: its VM ends, so every task
-    // reports its exit (as when QEMU dies) instead of waiting forever on the lost answers.
-    void sandbox.vm.agentPortClosed.then(() => {
+    // reports its exit (as when QEMU dies) instead of waiting forever on the lost answers. The
+    // agent port's changes only say when to ask (they also come when the agent reopens the port
+    // after a host connection ended, late: a pooled VM's previous owner).
+    const checkAgent = latestOnly(async () => {
+      if (this.#sandbox !== sandbox || !(await sandbox.agentReplaced(AGENT_CHECK_TIMEOUT_MS))) return;
       if (this.#sandbox !== sandbox) return; // the port closes as the VM is destroyed, too
       this.#log(`sandbox ${id}: the guest's agent exited: ending the pod's VM`);
-      return sandbox.vm.shutdown({ deadlineMs: AGENT_LOST_SHUTDOWN_MS });
-    }).catch((e: Error) => this.#log(`end VM of ${id}: ${e.message}`));
+      await sandbox.vm.shutdown({ deadlineMs: AGENT_LOST_SHUTDOWN_MS }).catch((e: Error) => this.#log(`end VM of ${id}: ${e.message}`));
+    });
+    sandbox.vm.onAgentPortChange(() => checkAgent(undefined));
     const consoleServer = new ConsoleServer({ sandbox, enabled: config.debugConsole, configPath, log: this.#log });
     this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log, (metrics) => sandboxStatus(source, metrics), consoleServer).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);

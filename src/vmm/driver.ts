@@ -151,10 +151,14 @@ export interface VmHandle {
    */
   readonly agentPortOpened: Promise<void>;
   /**
-   * agentPortClosed resolves when the guest closes the agent port: its agent exited (the guest's init
-   * starts another, which knows nothing of what the first one ran). Never rejects.
+   * onAgentPortChange calls `listener` each time the guest opens or closes the agent port, from now
+   * on: the agent exited (the guest's init starts another, which knows nothing of what the first one
+   * ran) or reopened it after its host connection ended. Only a hint: QEMU sends at most one
+   * VSERPORT_CHANGE a second per port, the last state winning, so a late event may tell of a close
+   * long over, and a quick close and open may come as the open alone. Ask the agent who it is.
+   * Returns what stops the calls.
    */
-  readonly agentPortClosed: Promise<void>;
+  onAgentPortChange(listener: (open: boolean) => void): () => void;
   /** consoleTail returns the last bytes (default 16 KiB) the guest wrote to its serial console. */
   consoleTail(maxBytes?: number): string;
   /** pause stops the vCPUs; resume lets them run again. Both fail once the VM has exited. */
@@ -176,12 +180,6 @@ export interface VmHandle {
    * nothing may write the RAM file. Optional: drivers without templating leave it out.
    */
   saveTemplate?(stateFile: string): Promise<void>;
-  /**
-   * agentConnected tells an adopted VM's handle that the caller's agent connection answered. Until
-   * then its agent port opens and closes as the agent notices its starter hung up and reopens the
-   * port: agentPortClosed counts only closes after this call. Not needed for a started VM.
-   */
-  agentConnected?(): void;
   /**
    * detach lets go of a VM started with a lifeline, leaving it running for another process to
    * adopt; the handle is of no more use. Fails for a VM without a lifeline.

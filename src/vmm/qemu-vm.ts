@@ -43,9 +43,8 @@ export class QemuVm implements VmHandle {
   readonly agentSocketPath: string;
   readonly exited: Promise<VmExit>;
   readonly agentPortOpened: Promise<void>;
-  readonly agentPortClosed: Promise<void>;
   private markAgentPortOpened!: () => void;
-  private markAgentPortClosed!: () => void;
+  private readonly agentPortListeners = new Set<(open: boolean) => void>();
   /** processExit resolves when the process has exited (reaped); exited also waits for its output. */
   private readonly processExit: Promise<VmExit>;
   private exitStatus: VmExit | undefined;
@@ -53,8 +52,6 @@ export class QemuVm implements VmHandle {
   private readonly outputTail = new ByteTail(16 * 1024);
   private qmp: QmpClient | undefined;
   private console: ConsoleCapture | undefined;
-  /** portOpened: the agent had the port open (for an adopted VM: its adopter's connection answered). */
-  private portOpened = false;
   /** stopping is set once shutdown() began; start() stops attaching things from then on. */
   private stopping = false;
   private shutdownOnce: Promise<void> | undefined;
@@ -117,7 +114,6 @@ export class QemuVm implements VmHandle {
     this.pid = vmProcess.pid;
     this.agentSocketPath = paths.agentSocket;
     this.agentPortOpened = new Promise((resolve) => (this.markAgentPortOpened = resolve));
-    this.agentPortClosed = new Promise((resolve) => (this.markAgentPortClosed = resolve));
     child?.stdout?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
     child?.stderr?.on('data', (chunk: Buffer) => this.outputTail.push(chunk));
     child?.on('error', () => undefined); // a failed kill(); the exit is what we wait for
@@ -154,8 +150,9 @@ export class QemuVm implements VmHandle {
     return this.shutdownOnce;
   }
 
-  agentConnected(): void {
-    this.portOpened = true;
+  onAgentPortChange(listener: (open: boolean) => void): () => void {
+    this.agentPortListeners.add(listener);
+    return () => this.agentPortListeners.delete(listener);
   }
 
   /**
@@ -188,16 +185,13 @@ export class QemuVm implements VmHandle {
       });
       this.checkStopping();
       // Listen before the guest runs: the event cannot be missed. (A clone's port comes back open
-      // from its saved state, announced by the same event once it runs.)
-      // A running VM's agent had the port open (its starter talked to it); its closes count once
-      // the adopter's connection answered (agentConnected).
+      // from its saved state, announced by the same event once it runs.) A running VM's agent had
+      // the port open: its starter talked to it.
       if (running) this.markAgentPortOpened();
       this.qmp.on('event', (e) => {
-        if (e.event !== 'VSERPORT_CHANGE' || e.data['id'] !== AGENT_PORT_ID) return;
-        if (e.data['open'] === true) {
-          if (!running) this.portOpened = true;
-          this.markAgentPortOpened();
-        } else if (e.data['open'] === false && this.portOpened) this.markAgentPortClosed(); // a close counts once the agent was there
+        if (e.event !== 'VSERPORT_CHANGE' || e.data['id'] !== AGENT_PORT_ID || typeof e.data['open'] !== 'boolean') return;
+        if (e.data['open']) this.markAgentPortOpened();
+        for (const listener of this.agentPortListeners) listener(e.data['open']);
       });
       if (this.spec.template !== undefined && !running) {
         await restoreTemplateState(this.qmp, this.paths.migrateSocket, this.spec.template.stateFile, deadline, () => this.checkStopping(), this.qemuMigrateSocket);

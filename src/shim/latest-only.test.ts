@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { latestOnly } from './console.js';
+import { latestOnly } from './latest-only.js';
 
-describe('console resizes', () => {
+describe('latest-only work', () => {
   it('apply one at a time: a burst costs the first and the last, in order', async () => {
     const applied: number[] = [];
     let inFlight = 0;
