@@ -58,11 +58,10 @@ copy_guest() {
   mv -fT "$GUEST_ROOT/.current-deploy" "$GUEST_ROOT/current"
 }
 
-# hull_from_image runs the image's hull CLI with the image's runtime through its loader: the programs
-# of the runtime name their loader at its host path, /opt/hull/runtime, which uninstall may have emptied.
-hull_from_image() {
-  "$SRC/runtime/lib/ld-linux-x86-64.so.2" "$SRC/runtime/bin/node" "$SRC/dist/src/cli/main.js" "$@"
-}
+# HULL_CLI runs the image's own hull CLI on the image's runtime, through its loader: the runtime's
+# programs name their loader at its host path, /opt/hull/runtime, which uninstall may have emptied
+# and the monitor does not wait for. (Paths without blanks: used unquoted, as words.)
+HULL_CLI="$SRC/runtime/lib/ld-linux-x86-64.so.2 $SRC/runtime/bin/node $SRC/dist/src/cli/main.js"
 
 host_check() {
   case "${HULL_HOST_CHECK:-nsenter}" in
@@ -76,7 +75,7 @@ host_check() {
 undo() {
   rm -f "$READY"
   if [ -n "${NODE_NAME:-}" ]; then kubectl label node "$NODE_NAME" hull.dev/enabled- || true; fi
-  hull_from_image uninstall --restart-containerd "$RESTART"
+  $HULL_CLI uninstall --restart-containerd "$RESTART"
   for entry in $(ls -A "$SRC"); do rm -rf "${OPT:?}/$entry"; done
   # With hostPID this shell is not its PID namespace's init: nothing else would end the sleep.
   if [ -n "${sleeper:-}" ]; then kill "$sleeper" 2>/dev/null || true; fi
@@ -91,7 +90,7 @@ case "${1:-install}" in
     ;;
   monitor)
     # Its config and run_root are the node's (/etc/hull, /run/hull mounted); it waits for nothing.
-    exec "$SRC/runtime/lib/ld-linux-x86-64.so.2" "$SRC/runtime/bin/node" "$SRC/dist/src/cli/main.js" monitor
+    exec $HULL_CLI monitor
     ;;
   *)
     say "usage: entrypoint.sh [install|uninstall|monitor]"

@@ -272,11 +272,11 @@ describe('deploy/ manifests', () => {
     assert.match(script, /^"\$OPT\/bin\/hull" install --restart-containerd "\$RESTART" --skip-check$/m, 'runs hull install from the host path /opt/hull');
     assert.ok(script.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}=true --overwrite`), `labels its node ${NODE_LABEL}=true`);
     assert.ok(script.includes(`kubectl label node "$NODE_NAME" ${NODE_LABEL}-`), `takes the ${NODE_LABEL} label off`);
-    assert.match(script, /^ {2}hull_from_image uninstall --restart-containerd "\$RESTART"$/m, 'runs hull uninstall');
+    assert.match(script, /^ {2}\$HULL_CLI uninstall --restart-containerd "\$RESTART"$/m, 'runs hull uninstall');
     // The node runtime's programs name their loader under RUNTIME_PREFIX: the entrypoint must copy hull there.
     assert.match(script, new RegExp(`^OPT=${dirname(RUNTIME_PREFIX)}$`, 'm'), `copies hull to ${dirname(RUNTIME_PREFIX)}`);
     assert.match(script, /^trap 'undo; exit 0' TERM INT$/m, 'undoes on TERM and INT');
-    assert.match(script, /^ {2}monitor\)\n(?: {4}#.*\n)* {4}exec .*main\.js" monitor$/m, 'the monitor mode execs hull monitor');
+    assert.match(script, /^ {2}monitor\)\n(?: {4}#.*\n)* {4}exec \$HULL_CLI monitor$/m, 'the monitor mode execs hull monitor');
     assert.ok(script.includes(`READY=${READY_FILE}`), 'marks itself ready where the readiness probe looks');
   });
 
