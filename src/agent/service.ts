@@ -42,7 +42,8 @@ export class AgentService implements AgentImpl {
   readonly #containers = new Map<string, Container>();
   // Console processes: the requests whose container id is empty.
   readonly #console = new GuestConsole();
-  #shareMounted = false;
+  // The share's mount, once begun (SetupSandbox may come twice).
+  #shareMount: Promise<void> | undefined;
 
   async check() {
     return { agentVersion: AGENT_VERSION, instance: AGENT_INSTANCE };
@@ -62,18 +63,21 @@ export class AgentService implements AgentImpl {
     // VM template both RNGs (the kernel's, the agent's) are the template's until reseeded here.
     seedRandomness(req.entropy);
     if (req.hostname && !/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(req.hostname)) throw new HullError('invalid_argument', `Invalid hostname "${req.hostname}"`);
-    // The clock and the share's mount in one shell (two spawns from node cost twice as much under TCG).
-    const commands: string[][] = [];
-    if (req.timeUnixNano > 0n) commands.push(['/bin/date', '-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]);
-    const mountShare = req.shareTag !== '' && !this.#shareMounted;
-    if (mountShare) {
+    const clock = req.timeUnixNano > 0n ? [['/bin/date', '-u', '-s', `@${req.timeUnixNano / 1_000_000_000n}`]] : [];
+    if (req.shareTag !== '' && this.#shareMount === undefined) {
       mkdirSync(GUEST_SHARED_DIR, { recursive: true });
-      // cache=mmap is 9p's mode that allows shared writable mmap (cache=none refuses it); reads stay
-      // uncached, so host updates (configMaps) show at once.
-      commands.push(['/bin/mount', '-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, GUEST_SHARED_DIR]);
+      // The clock and the share's mount in one shell (two spawns from node cost twice as much under
+      // TCG). cache=mmap is 9p's mode that allows shared writable mmap (cache=none refuses it); reads
+      // stay uncached, so host updates (configMaps) show at once.
+      const mount = ['/bin/mount', '-t', '9p', '-o', 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client', req.shareTag, GUEST_SHARED_DIR];
+      this.#shareMount = runInOrder([...clock, mount]);
+      this.#shareMount.catch(() => (this.#shareMount = undefined));
+      await this.#shareMount;
+    } else {
+      await runInOrder(clock);
+      // The host sends SetupSandbox again when its answer was lost: that one waits for the first's mount.
+      await this.#shareMount;
     }
-    await runInOrder(commands);
-    if (mountShare) this.#shareMounted = true;
     if (req.hostname) writeFileSync('/proc/sys/kernel/hostname', req.hostname);
     if (req.resolvConf) await writeFile('/etc/resolv.conf', req.resolvConf).catch(() => {});
     if (req.debugConsole) this.#console.enable();

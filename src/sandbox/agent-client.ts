@@ -42,7 +42,9 @@ export async function connectAgent(socketPath: string, stats?: AgentRpcStats): P
  * waitForAgent answers once the agent responds to Check after the guest
  * opened its port (`portOpened`), or fails at `deadline` or when `abandoned`
  * settles (the VM died). Bytes sent before the port is open wait inside QEMU,
- * so nothing is sent before it.
+ * so nothing is sent before it. Check is sent again while unanswered: a clone's
+ * agent reopens its port when it notices its template's host is gone, and the
+ * request in flight is lost with the old port (see resendUnanswered).
  */
 export async function waitForAgent(agent: AgentClient, deadline: number, portOpened: Promise<void>, abandoned: Promise<unknown>): Promise<AgentIdentity> {
   const died = abandoned.then(() => {
@@ -54,7 +56,7 @@ export async function waitForAgent(agent: AgentClient, deadline: number, portOpe
     void portOpened.then(() => clearTimeout(timer));
   });
   await Promise.race([portOpened, died, timedOut]);
-  return agentIdentity(await Promise.race([agent.check({}, { timeoutMs: Math.max(1, deadline - Date.now()) }), died]));
+  return Promise.race([resendUnanswered((timeoutMs) => checkAgent(agent, timeoutMs), deadline, () => {}, CHECK_ATTEMPT_MS), died]);
 }
 
 /** AgentIdentity is what Check says of the agent: its version and the instance of its process. */
@@ -77,37 +79,32 @@ export async function checkAgent(agent: AgentClient, timeoutMs: number): Promise
   return agentIdentity(await agent.check({}, { timeoutMs }));
 }
 
-/** ADOPTED_CHECK_MS: one Check's wait on an adopted VM's agent before it is sent again. */
-const ADOPTED_CHECK_MS = 500;
+/** CHECK_ATTEMPT_MS: one Check's wait before it is sent again. */
+const CHECK_ATTEMPT_MS = 500;
 
 /**
  * waitForAdoptedAgent answers once the agent of a VM taken over from another process (a pooled
  * VM) responds to Check, or fails at `deadline`. That agent saw the other process hang up and
  * reopens its port, which drops what the host sent meanwhile: Check is sent again until answered.
  */
-export async function waitForAdoptedAgent(agent: AgentClient, deadline: number): Promise<AgentIdentity> {
-  for (;;) {
-    try {
-      return await checkAgent(agent, Math.max(1, Math.min(ADOPTED_CHECK_MS, deadline - Date.now())));
-    } catch (e) {
-      if (Date.now() >= deadline || (e as HullError).code !== 'deadline_exceeded') throw e;
-    }
-  }
+export function waitForAdoptedAgent(agent: AgentClient, deadline: number): Promise<AgentIdentity> {
+  return resendUnanswered((timeoutMs) => checkAgent(agent, timeoutMs), deadline, () => {}, CHECK_ATTEMPT_MS);
 }
 
-/** ADOPTED_ATTEMPT_MS: one attempt of an idempotent setup call to an adopted VM's agent before it is sent again. */
-const ADOPTED_ATTEMPT_MS = 2_500;
+/** SETUP_ATTEMPT_MS: one attempt of an idempotent setup call before it is sent again. */
+const SETUP_ATTEMPT_MS = 2_500;
 
 /**
- * resendUnanswered runs `call` (idempotent; given its timeout) until it answers or `deadline` passes.
- * An adopted VM's agent may notice its previous host's hang-up only after its first answer (the
- * guest handles the port's control messages late under load): it then reopens its port, and the
- * request in flight, or its answer, is lost with the old one.
+ * resendUnanswered runs `call` (idempotent; given its timeout) until it answers or `deadline` passes,
+ * each attempt bounded by `attemptMs`. The agent of a clone or of an adopted VM may notice its
+ * previous host's hang-up only after its first answer (the guest handles the port's control
+ * messages late under load): it then reopens its port, and the request in flight, or its answer,
+ * is lost with the old one.
  */
-export async function resendUnanswered<T>(call: (timeoutMs: number) => Promise<T>, deadline: number, onResend: (e: Error) => void = () => {}): Promise<T> {
+export async function resendUnanswered<T>(call: (timeoutMs: number) => Promise<T>, deadline: number, onResend: (e: Error) => void = () => {}, attemptMs = SETUP_ATTEMPT_MS): Promise<T> {
   for (;;) {
     try {
-      return await call(Math.max(1, Math.min(ADOPTED_ATTEMPT_MS, deadline - Date.now())));
+      return await call(Math.max(1, Math.min(attemptMs, deadline - Date.now())));
     } catch (e) {
       if (Date.now() >= deadline || (e as HullError).code !== 'deadline_exceeded') throw e;
       onResend(e as Error);

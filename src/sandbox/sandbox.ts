@@ -298,15 +298,13 @@ export class Sandbox {
         );
       // A boot step: it gets what is left of the boot budget (boot_timeout_ms), at least a call's.
       const setupDeadline = Math.max(Date.now() + AGENT_CALL_TIMEOUT_MS, deadline);
-      // Both setups are idempotent: an adopted VM's agent may drop one as it reopens its port.
-      const resent = (what: string) => (e: Error) => log(`${what} of the adopted VM unanswered (${e.message}): sent again`);
-      if (pooled) await resendUnanswered(setupSandbox, setupDeadline, resent('SetupSandbox'));
-      else await setupSandbox(setupDeadline - Date.now());
+      // Both setups are idempotent: a clone's or an adopted VM's agent may drop one as it reopens its port.
+      const resent = (what: string) => (e: Error) => log(`${what} unanswered (${e.message}): sent again`);
+      await resendUnanswered(setupSandbox, setupDeadline, resent('SetupSandbox'));
       lap('setup');
       if (network) {
         const setupNetwork = (timeoutMs: number) => connection.agent.setupNetwork(guestNetwork(network), { timeoutMs });
-        if (pooled) await resendUnanswered(setupNetwork, Date.now() + AGENT_CALL_TIMEOUT_MS, resent('SetupNetwork'));
-        else await setupNetwork(AGENT_CALL_TIMEOUT_MS);
+        await resendUnanswered(setupNetwork, Date.now() + AGENT_CALL_TIMEOUT_MS, resent('SetupNetwork'));
         lap('guest-network');
       }
       const roots = [runRoot, ...(options.protectedRoots ?? []), ...(options.factory?.dirs ?? [])];
