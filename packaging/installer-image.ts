@@ -22,10 +22,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, readFile, realpath, stat, writeFile } from 'node:fs/promises';
-import { delimiter, dirname, join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { builtGuestImage, sharedLibraries } from '../src/guest/index.js';
 import { DEFAULT_CONFIG } from '../src/config/index.js';
 import { DEFAULT_ENV, buildOciArchive, busyboxKey, fillBusyboxRoot, goArch, sha256, type BuiltImage, type ImageLayer } from './oci-archive.js';
+import { findOnPath, walk } from './files.js';
 import { RUNTIME_PREFIX, fillRuntime, planRuntime } from './node-runtime.js';
 
 export const INSTALLER_NAME = 'localhost/hull-deploy';
@@ -66,23 +67,6 @@ interface File {
 
 export function installerRef(version: string): string {
   return `${INSTALLER_NAME}:${version}`;
-}
-
-function findOnPath(name: string): string | undefined {
-  for (const dir of ['/usr/bin', ...(process.env['PATH'] ?? '').split(delimiter)]) {
-    if (dir !== '' && existsSync(join(dir, name))) return join(dir, name);
-  }
-  return undefined;
-}
-
-async function walk(dir: string, keep: (rel: string) => boolean, base = dir): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await walk(path, keep, base)));
-    else if (entry.isFile() && keep(relative(base, path))) out.push(path);
-  }
-  return out;
 }
 
 /** productionPackages lists the directories of package.json's dependencies and theirs (node's lookup: nested first). */
@@ -130,9 +114,12 @@ async function hullFiles(repo: string): Promise<File[]> {
     throw new Error(`${dist} is not a built hull: run npm run build`);
   }
   const noMaps = (rel: string): boolean => !rel.endsWith('.map');
-  for (const f of await walk(join(dist, 'src'), (rel) => noMaps(rel) && !rel.endsWith('.test.js'))) add(f);
-  for (const sub of ['shim', 'agent']) for (const f of await walk(join(dist, sub), noMaps)) add(f);
-  for (const pkg of await productionPackages(repo)) for (const f of await walk(pkg, () => true)) add(f);
+  const under = async (dir: string, keep?: (rel: string) => boolean): Promise<void> => {
+    for (const rel of await walk(dir, keep)) add(join(dir, rel));
+  };
+  await under(join(dist, 'src'), (rel) => noMaps(rel) && !rel.endsWith('.test.js'));
+  for (const sub of ['shim', 'agent']) await under(join(dist, sub), noMaps);
+  for (const pkg of await productionPackages(repo)) await under(pkg);
   return files;
 }
 

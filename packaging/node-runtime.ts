@@ -14,13 +14,13 @@
  * extensions through XTABLES_LIBDIR (set by hull: src/common/host-runtime.ts, which also says when hull
  * uses this runtime).
  */
-import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, realpath, stat, symlink, writeFile } from 'node:fs/promises';
-import { basename, delimiter, dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { HOST_RUNTIME_LOADER, HOST_RUNTIME_MARKER, HOST_RUNTIME_XTABLES } from '../src/common/host-runtime.js';
 import { hasInterpreter, sharedLibraries } from '../src/guest/index.js';
+import { findOnPath, walk } from './files.js';
 
 const exec = promisify(execFile);
 
@@ -49,12 +49,18 @@ const PLUGIN_DIRS = [
 ];
 const QEMU_DATA = '/usr/share/qemu';
 
+/**
+ * Patch says how patchelf re-points a file: a program gets the runtime's loader and `$ORIGIN/../lib`;
+ * a plugin (dlopened by path) always gets `rpath`; a library only when it carries a path of its own
+ * (a RUNPATH would hide the program's path from the libraries it loads).
+ */
+type Patch = { kind: 'program' } | { kind: 'plugin' | 'library'; rpath: string };
+
 /** RuntimeFile is one file of the runtime: `src` on this machine, `dst` relative to the runtime. */
 export interface RuntimeFile {
   src: string;
   dst: string;
-  /** patch: how patchelf re-points it ('program', or the library path of a library or plugin). */
-  patch?: 'program' | string;
+  patch?: Patch;
 }
 
 export interface RuntimePlan {
@@ -63,23 +69,6 @@ export interface RuntimePlan {
   links: Record<string, string>;
   /** programs: each name → the file it came from. */
   programs: Record<string, string>;
-}
-
-function onPath(name: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(delimiter).concat(['/usr/sbin', '/usr/bin'])) {
-    if (dir !== '' && existsSync(join(dir, name))) return join(dir, name);
-  }
-  return undefined;
-}
-
-async function walkFiles(dir: string, base = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const rel = join(base, entry.name);
-    if (entry.isDirectory()) out.push(...(await walkFiles(join(dir, entry.name), rel)));
-    else out.push(rel);
-  }
-  return out;
 }
 
 /** planRuntime lists what goes into the runtime, from this machine's programs; throws naming what is missing. */
@@ -91,28 +80,29 @@ export async function planRuntime(): Promise<RuntimePlan> {
     // ldd fails on a static program (busybox): it has no libraries.
     for (const lib of await sharedLibraries(src).catch(() => [] as string[])) {
       const dst = join('lib', basename(lib));
-      if (!files.has(dst)) files.set(dst, { src: await realpath(lib), dst, patch: dst === HOST_RUNTIME_LOADER ? undefined : '$ORIGIN' });
+      if (!files.has(dst)) files.set(dst, { src: await realpath(lib), dst, ...(dst === HOST_RUNTIME_LOADER ? {} : { patch: { kind: 'library', rpath: '$ORIGIN' } }) });
     }
   };
   for (const { name, pkg } of RUNTIME_PROGRAMS) {
-    const found = onPath(name);
+    const found = findOnPath(name);
     if (found === undefined) throw new Error(`Cannot find ${name} on PATH: the node runtime needs it (apt-get install ${pkg})`);
     const src = await realpath(found);
     programs[name] = src;
     const file = basename(src);
     if (file !== name) links[name] = file;
-    files.set(join('bin', file), { src, dst: join('bin', file), ...((await hasInterpreter(src)) ? { patch: 'program' } : {}) });
+    files.set(join('bin', file), { src, dst: join('bin', file), ...((await hasInterpreter(src)) ? { patch: { kind: 'program' } } : {}) });
     await withLibraries(src);
   }
   for (const plugin of PLUGIN_DIRS) {
     for (const name of (await readdir(plugin.from)).filter(plugin.keep).sort()) {
       const src = join(plugin.from, name);
       const depth = plugin.to.split('/').length - 1;
-      files.set(join(plugin.to, name), { src, dst: join(plugin.to, name), patch: `$ORIGIN${'/..'.repeat(depth)}` });
+      files.set(join(plugin.to, name), { src, dst: join(plugin.to, name), patch: { kind: 'plugin', rpath: `$ORIGIN${'/..'.repeat(depth)}` } });
       await withLibraries(src);
     }
   }
-  for (const rel of await walkFiles(QEMU_DATA)) {
+  // With its links (bios-microvm.bin is one to qboot.rom): each is copied as the file it names.
+  for (const rel of await walk(QEMU_DATA, undefined, true)) {
     files.set(join('share/qemu', rel), { src: await realpath(join(QEMU_DATA, rel)), dst: join('share/qemu', rel) });
   }
   if (!files.has(HOST_RUNTIME_LOADER)) throw new Error(`no ${HOST_RUNTIME_LOADER} among the programs' libraries: not an x86-64 glibc system`);
@@ -133,11 +123,10 @@ export async function fillRuntime(dir: string, plan: RuntimePlan): Promise<void>
     await copyFile(f.src, to);
     // No set-user-ID bit (Debian's mount has one): hull runs these as root.
     await chmod(to, ((await stat(f.src)).mode & 0o777) | 0o200);
-    if (f.patch === 'program') {
+    if (f.patch?.kind === 'program') {
       await patchelf(['--set-interpreter', join(RUNTIME_PREFIX, HOST_RUNTIME_LOADER), '--force-rpath', '--set-rpath', '$ORIGIN/../lib', to]);
-    } else if (f.patch !== undefined && (f.dst.startsWith('lib/x86_64') || f.dst.startsWith(HOST_RUNTIME_XTABLES) || (await patchelf(['--print-rpath', to])) !== '')) {
-      // A library's own RUNPATH would hide the program's path from its dependencies: re-pointed too.
-      await patchelf(['--force-rpath', '--set-rpath', f.patch, to]);
+    } else if (f.patch !== undefined && (f.patch.kind === 'plugin' || (await patchelf(['--print-rpath', to])) !== '')) {
+      await patchelf(['--force-rpath', '--set-rpath', f.patch.rpath, to]);
     }
     await chmod(to, (await stat(f.src)).mode & 0o777);
   }
