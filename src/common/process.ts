@@ -3,8 +3,7 @@
  * (field 22, clock ticks since boot), which with the pid names one process for good (pids are reused).
  * A zombie has exited (only its parent's reaping is pending): it counts as dead.
  */
-import { readFileSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
 
 interface ProcStat {
   state: string;
@@ -41,13 +40,20 @@ export function processStartTime(pid: number): string | undefined {
 /**
  * pidsWithUid lists the live processes (not zombies) that hold `uid` as their real, effective, saved
  * or filesystem uid, from /proc/<pid>/status: the owner of /proc/<pid> is no guide, it is root for a
- * process that changed its uid (not dumpable).
+ * process that changed its uid (not dumpable). Synchronous, as the rest of this module: it runs on
+ * every sandbox's teardown, and one async read per process cost ~15 times as much (18 ms against
+ * 1.2 ms for 78 processes).
  */
-export async function pidsWithUid(uid: number): Promise<number[]> {
+export function pidsWithUid(uid: number): number[] {
   const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
+  for (const entry of readdirSync('/proc')) {
     if (!/^[1-9][0-9]*$/.test(entry)) continue;
-    const status = await readFile(`/proc/${entry}/status`, 'utf8').catch(() => '');
+    let status = '';
+    try {
+      status = readFileSync(`/proc/${entry}/status`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
     const uids = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/m.exec(status)?.slice(1).map(Number);
     if (uids?.includes(uid) && !/^State:\s+Z/m.test(status)) pids.push(Number(entry));
   }

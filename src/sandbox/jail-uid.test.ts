@@ -26,15 +26,15 @@ describe('jail uid leases', { skip: !canRun && 'needs root (leases live in /run/
     // A VMM that outlived its sandbox: still running as the lease's uid.
     const survivor = spawn('setpriv', [`--reuid=${UID}`, `--regid=${UID}`, '--clear-groups', '--', 'sleep', '600'], { stdio: 'ignore' });
     try {
-      for (let i = 0; i < 100 && !(await pidsWithUid(UID)).includes(survivor.pid!); i++) await sleep(50);
-      assert.deepEqual(await pidsWithUid(UID), [survivor.pid]);
+      for (let i = 0; i < 100 && !pidsWithUid(UID).includes(survivor.pid!); i++) await sleep(50);
+      assert.deepEqual(pidsWithUid(UID), [survivor.pid]);
       await assert.rejects(leaseJailUid(ledgerOf('/run/hull-test/new-sandbox'), { base: UID, count: 1 }), /No free jail uid/);
       assert.equal(readFileSync(leasePath(UID), 'utf8'), '/run/hull-test/gone-sandbox-that-never-existed', 'the lease was taken over');
     } finally {
       survivor.kill('SIGKILL');
       await once(survivor, 'exit');
     }
-    assert.deepEqual(await pidsWithUid(UID), []);
+    assert.deepEqual(pidsWithUid(UID), []);
     const ledger = ledgerOf('/run/hull-test/new-sandbox');
     try {
       assert.equal(await leaseJailUid(ledger, { base: UID, count: 1 }), UID);
@@ -55,7 +55,7 @@ describe('jail uid leases', { skip: !canRun && 'needs root (leases live in /run/
     t.after(() => rmSync(leasePath(uid), { force: true }));
     const survivor = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'sleep', '600'], { stdio: 'ignore' });
     try {
-      for (let i = 0; i < 100 && !(await pidsWithUid(uid)).includes(survivor.pid!); i++) await sleep(50);
+      for (let i = 0; i < 100 && !pidsWithUid(uid).includes(survivor.pid!); i++) await sleep(50);
       await assert.rejects(releaseJailUid(holder, uid, 200), new RegExp(`jail uid ${uid} is still held by process ${survivor.pid}`));
       assert.equal(readFileSync(leasePath(uid), 'utf8'), holder);
       // Another sandbox's release never touches it.

@@ -48,7 +48,7 @@ export async function leaseJailUid(ledger: Ledger, range: UidRange): Promise<num
     }
     // A lease whose sandbox has no state dir any more was left by a crash that no replay followed.
     const other = await readFile(path, 'utf8').catch(() => '');
-    if (other.startsWith('/') && !(await stat(other).then(() => true, () => false)) && (await pidsWithUid(uid)).length === 0) {
+    if (other.startsWith('/') && !(await stat(other).then(() => true, () => false)) && pidsWithUid(uid).length === 0) {
       if (await unlink(path).then(() => true, () => false)) i--; // try this uid again
     }
   }
@@ -67,10 +67,10 @@ export async function releaseJailUid(stateDir: string, uid: number, drainMs = UI
   const holder = await readFile(path, 'utf8').catch(() => undefined);
   if (holder !== stateDir) return;
   const deadline = Date.now() + drainMs;
-  let left = await pidsWithUid(uid);
+  let left = pidsWithUid(uid);
   while (left.length > 0 && Date.now() < deadline) {
     await sleep(20);
-    left = await pidsWithUid(uid);
+    left = pidsWithUid(uid);
   }
   if (left.length > 0) throw new HullError('internal', `jail uid ${uid} is still held by process ${left.join(', ')}: its lease stays until they end`);
   await unlink(path).catch(() => {});
