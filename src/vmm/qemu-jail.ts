@@ -35,11 +35,16 @@ export interface JailLayout {
   rootDir: string;
 }
 
+/** jailHostPaths are a jailed VM's files as the host sees them. */
+export function jailHostPaths(spec: VmSpec): QemuPaths {
+  // The console log is the driver's, not QEMU's: it stays where an unjailed VM keeps it.
+  return { ...qemuPaths(join(spec.stateDir, JAIL_VM_DIR)), consoleLog: join(spec.stateDir, 'console.log') };
+}
+
 /** jailLayout maps a VM's files into its jail; pure. */
 export function jailLayout(spec: VmSpec, accel: Accel, systemDir: string): JailLayout {
   const vmDir = join(spec.stateDir, JAIL_VM_DIR);
-  // The console log is the driver's, not QEMU's: it stays where an unjailed VM keeps it.
-  const hostPaths = { ...qemuPaths(vmDir), consoleLog: join(spec.stateDir, 'console.log') };
+  const hostPaths = jailHostPaths(spec);
   const inJail = qemuPaths(IN_JAIL.run);
   const mounts: JailMount[] = [
     { source: vmDir, target: IN_JAIL.run, kind: 'dir', readOnly: false },

@@ -18,7 +18,7 @@ import { decideAccel, hostTscKhz, readHostFacts } from './accel.js';
 import type { RunningVm, VmDriver, VmHandle, VmSpec, VmTemplating } from './driver.js';
 import { jailCommand, type JailTools } from './jail.js';
 import { TEMPLATE_MAC, qemuArgs, qemuPaths, validateSpec, type QemuArgsOptions } from './qemu-args.js';
-import { jailLayout, jailSystemDir, prepareJailDirs } from './qemu-jail.js';
+import { jailHostPaths, jailLayout, jailSystemDir, prepareJailDirs } from './qemu-jail.js';
 import { findExecutable, lifelineCommand, qemuCommand, refuseIfRunning, removeFiles } from './qemu-process.js';
 import { checkTemplateFiles, qemuIdentity } from './qemu-template.js';
 import { QemuVm, type QemuDriverOptions as QemuVmOptions } from './qemu-vm.js';
@@ -71,8 +71,7 @@ export class QemuDriver implements VmDriver {
 
   async adopt(spec: VmSpec, running: RunningVm): Promise<VmHandle> {
     validateSpec(spec);
-    // The host paths of a jailed VM do not depend on the jail's system directory.
-    const paths = spec.jail === undefined ? qemuPaths(spec.stateDir) : jailLayout(spec, running.accel, '/usr').hostPaths;
+    const paths = spec.jail === undefined ? qemuPaths(spec.stateDir) : jailHostPaths(spec);
     return QemuVm.adopt(spec, paths, running, this.options);
   }
 
