@@ -31,9 +31,7 @@ import { processAlive } from '../helpers/leaks.js';
 const HULL = fileURLToPath(new URL('../../../bin/hull', import.meta.url));
 const DAEMONSET = fileURLToPath(new URL('../../../deploy/daemonset.yaml', import.meta.url));
 const hullRuntime = prepareHullRuntime({ name: 'reach' });
-const { runRoot } = hullRuntime;
-// The status directory of this runtime (absent before hull had one).
-const statusDir = (hullRuntime as { statusDir?: string }).statusDir;
+const { runRoot, statusDir } = hullRuntime;
 // containerd's default capabilities of a container that names none (oci/spec.go, defaultCaps).
 const CONTAINERD_DEFAULT_CAPS = ['chown', 'dac_override', 'fsetid', 'fowner', 'mknod', 'net_raw', 'setgid', 'setuid', 'setfcap', 'setpcap', 'net_bind_service', 'sys_chroot', 'kill', 'audit_write'];
 
@@ -149,10 +147,7 @@ const started: ChildProcess[] = [];
 
 /** hullPaths maps each of hull's host directories of the DaemonSet to this test's. */
 function hullPaths(): Array<[string, string]> {
-  const paths: Array<[string, string]> = [[DEFAULT_CONFIG.runRoot, runRoot], ['/etc/hull', confDir]];
-  const statusDefault = (DEFAULT_CONFIG as { statusDir?: string }).statusDir;
-  if (statusDefault && statusDir) paths.push([statusDefault, statusDir]);
-  return paths;
+  return [[DEFAULT_CONFIG.runRoot, runRoot], [DEFAULT_CONFIG.statusDir, statusDir], ['/etc/hull', confDir]];
 }
 
 before(async () => {
@@ -190,8 +185,9 @@ describe('the monitor\'s identity against the shim sockets of a running pod', ()
   it('cannot stop the VM, open a console or call the agent on any shim socket; reads status and metrics only', async (t) => {
     t.diagnostic(`monitor identity from deploy/daemonset.yaml: ${JSON.stringify(identity)}`);
     const debugSocket = join(runRoot, podId, 'debug.sock');
-    const statusSockets = statusDir && existsSync(statusDir) ? readdirSync(statusDir).map((n) => join(statusDir, n)) : [];
+    const statusSockets = readdirSync(statusDir).map((n) => join(statusDir, n));
     assert.ok(existsSync(debugSocket));
+    assert.deepEqual(statusSockets, [join(statusDir, `${podId}.sock`)], 'the shim serves its status socket in status_dir');
     const sockets = [debugSocket, ...statusSockets];
     // Twice: with the identity alone (hull's directories as the host has them), and with its mounts too.
     for (const mounts of [false, true]) {
