@@ -14,7 +14,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,6 +145,7 @@ let app = '';
 const confDir = mkdtempSync(join(tmpdir(), 'hull-reach-conf-'));
 const confPath = join(confDir, 'config.toml');
 const started: ChildProcess[] = [];
+const netnsMade: string[] = [];
 
 /** hullPaths maps each of hull's host directories of the DaemonSet to this test's. */
 function hullPaths(): Array<[string, string]> {
@@ -177,6 +179,7 @@ after(async () => {
     await cri.removePodSandbox(podId);
   }
   cri?.close();
+  for (const ns of netnsMade) execFileSync('ip', ['netns', 'delete', ns]);
   rmSync(confDir, { recursive: true, force: true });
   await stopAndAssertClean(ctrd, hullRuntime);
 });
@@ -195,7 +198,7 @@ describe('the monitor\'s identity against the shim sockets of a running pod', ()
       const r = await run(argv);
       assert.equal(r.code, 0, r.stderr);
       const attempts = JSON.parse(r.stdout) as Attempt[];
-      t.diagnostic(`${mounts ? 'identity and mounts' : 'identity only'}: ${attempts.map((a) => `${a.method} ${a.path}${a.upgrade ? ' (upgrade)' : ''} on ${a.socket.slice(a.socket.lastIndexOf('/') + 1)}: ${a.error ?? a.status}${a.upgraded ? ' upgraded' : ''}`).join('; ')}`);
+      t.diagnostic(`${mounts ? 'identity and mounts' : 'identity only'}: ${attempts.map((a) => `${a.method} ${a.path}${a.upgrade ? ' (upgrade)' : ''} on ${a.socket === debugSocket ? 'debug.sock' : 'the status socket'}: ${a.error ?? a.status}${a.upgraded ? ' upgraded' : ''}`).join('; ')}`);
       for (const a of attempts) {
         const what = `${mounts ? '[mounts] ' : ''}${a.method} ${a.path} on ${a.socket}: ${JSON.stringify(a).slice(0, 300)}`;
         assert.ok(!a.upgraded, `upgraded: ${what}`);
@@ -249,3 +252,75 @@ function servingUrl(monitor: ChildProcess): Promise<string> {
   });
 }
 
+
+/** The client: GET url with each Authorization header of argv[2] (JSON; null for none), each answer as JSON on stdout. */
+const CLIENT = `
+(async () => {
+  const out = [];
+  for (const authorization of JSON.parse(process.argv[2])) {
+    const res = await fetch(process.argv[1], { headers: authorization ? { authorization } : {}, signal: AbortSignal.timeout(60000) });
+    out.push({ status: res.status, body: await res.text() });
+  }
+  process.stdout.write(JSON.stringify(out));
+})();
+`;
+
+describe('hull monitor beyond loopback', () => {
+  // Two network namespaces of the test's own, joined by a veth pair: the monitor's and a peer's.
+  const monitorNs = `hullmonA${process.pid}`;
+  const peerNs = `hullmonB${process.pid}`;
+  const address = '192.0.2.1';
+
+  before(() => {
+    for (const ns of [monitorNs, peerNs]) {
+      execFileSync('ip', ['netns', 'add', ns]);
+      netnsMade.push(ns);
+      execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    execFileSync('ip', ['-n', monitorNs, 'link', 'add', 'hm0', 'type', 'veth', 'peer', 'name', 'hm1', 'netns', peerNs]);
+    execFileSync('ip', ['-n', monitorNs, 'addr', 'add', `${address}/24`, 'dev', 'hm0']);
+    execFileSync('ip', ['-n', peerNs, 'addr', 'add', '192.0.2.2/24', 'dev', 'hm1']);
+    execFileSync('ip', ['-n', monitorNs, 'link', 'set', 'hm0', 'up']);
+    execFileSync('ip', ['-n', peerNs, 'link', 'set', 'hm1', 'up']);
+  });
+
+  it('refuses to start on a non-loopback address without a token, with a clear error', async () => {
+    for (const listen of [`${address}:8090`, '0.0.0.0:8090']) {
+      const r = await run(['ip', 'netns', 'exec', monitorNs, ...asMonitor(identity, hullPaths(), [process.execPath, HULL, 'monitor', '--config', confPath, '--listen', listen])], { timeoutMs: 60_000 });
+      assert.notEqual(r.code, 0, `hull monitor started on ${listen}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`Refusing to serve /metrics on "${listen.split(':')[0]!.replace(/\./g, '\\.')}" without authentication`));
+    }
+  });
+
+  it('with a token: 401 and no tenant label without it or with a wrong one, the metrics with it', async (t) => {
+    // As the DaemonSet mounts its Secret: root:<fsGroup> 0440. The config names the file.
+    const token = randomBytes(24).toString('base64url');
+    const tokenFile = join(confDir, 'token');
+    writeFileSync(tokenFile, `${token}\n`);
+    chownSync(tokenFile, 0, identity.groups[0] ?? identity.gid);
+    chmodSync(tokenFile, 0o440);
+    const authConf = join(confDir, 'auth.toml');
+    copyFileSync(confPath, authConf);
+    appendFileSync(authConf, `monitor_listen = "${address}:8090"\nmonitor_token_file = "${tokenFile}"\n`);
+    chmodSync(authConf, 0o644);
+    const argv = ['ip', 'netns', 'exec', monitorNs, ...asMonitor(identity, hullPaths(), [process.execPath, HULL, 'monitor', '--config', authConf])];
+    const monitor = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    started.push(monitor);
+    const url = await servingUrl(monitor);
+    assert.equal(url, `http://${address}:8090/metrics`);
+    const r = await run(['ip', 'netns', 'exec', peerNs, process.execPath, '-e', CLIENT, url, JSON.stringify([null, 'Bearer wrong-token-0123456789abcdefgh', `Bearer ${token}x`, `Basic ${Buffer.from(`prometheus:${token}`).toString('base64')}`, `Bearer ${token}`])]);
+    assert.equal(r.code, 0, r.stderr);
+    const answers = JSON.parse(r.stdout) as Array<{ status: number; body: string }>;
+    t.diagnostic(`from ${peerNs}: ${answers.map((a) => `${a.status} (${a.body.length} bytes)`).join(', ')}`);
+    const tenant = [podId, pod.metadata.uid, pod.metadata.name, pod.metadata.namespace];
+    for (const a of answers.slice(0, 4)) {
+      assert.equal(a.status, 401);
+      for (const label of tenant) assert.ok(!a.body.includes(label), `a 401 carries "${label}"`);
+      assert.doesNotMatch(a.body, /hull_/);
+    }
+    const ok = answers[4]!;
+    assert.equal(ok.status, 200);
+    const vcpus = parsePromText(ok.body).get('hull_sandbox_vcpus')!.samples.find((s) => s.labels['sandbox_id'] === podId);
+    assert.deepEqual([vcpus?.labels['pod_namespace'], vcpus?.labels['pod_name']], [pod.metadata.namespace, pod.metadata.name]);
+  });
+});
