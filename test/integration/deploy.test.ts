@@ -316,6 +316,21 @@ describe('deploy/ manifests', () => {
     assert.match(found, /nodeSelector\["hull.dev\/enabled"\] is boolean/);
   });
 
+  it('the checks catch a monitor that may escalate, keeps a capability, sees the host PIDs or mounts run_root', () => {
+    const broken = structuredClone(objects);
+    const pod = broken.find((o) => o['kind'] === 'DaemonSet' && o['metadata'].name === 'hull-monitor')!['spec'].template.spec;
+    pod.hostPID = true;
+    pod.securityContext.runAsUser = 0;
+    const c = pod.containers[0];
+    c.securityContext.capabilities = { drop: ['NET_RAW'] };
+    c.securityContext.readOnlyRootFilesystem = false;
+    delete c.securityContext.allowPrivilegeEscalation;
+    pod.volumes.push({ name: 'hull-run', hostPath: { path: DEFAULT_CONFIG.runRoot, type: 'DirectoryOrCreate' } });
+    c.volumeMounts.push({ name: 'hull-run', mountPath: DEFAULT_CONFIG.runRoot, readOnly: true });
+    const found = problems(broken).join('\n');
+    for (const m of [/hull-monitor pod spec: hostPID/, /not run as a non-root uid/, /capabilities .*expected drop \["ALL"\]/, /readOnlyRootFilesystem is not true/, /allowPrivilegeEscalation is not false/, /mounts .*\/run\/hull,/]) assert.match(found, m);
+  });
+
   it("the installer image's entrypoint installs, labels, and on TERM takes both back", () => {
     const script = readFileSync(join(DEPLOY, 'entrypoint.sh'), 'utf8');
     assert.match(script, /^"\$OPT\/bin\/hull" install --restart-containerd "\$RESTART" --skip-check$/m, 'runs hull install from the host path /opt/hull');
@@ -387,6 +402,8 @@ describe('deploy/monitoring', () => {
     assert.ok(text.includes(`__meta_kubernetes_node_label_${NODE_LABEL.replace(/[^\w]/g, '_')}`));
     assert.match(text, /replacement: '\$\{1\}:8090'/);
     assert.match(text, /targets: \['127\.0\.0\.1:8090'\]/);
+    // The node-address job sends the bearer token hull monitor asks beyond loopback.
+    assert.match(text, /- job_name: hull\n(?: {4}.*\n)* {4}authorization:\n {6}type: Bearer\n {6}credentials_file: \S+/);
     assert.doesNotMatch(text, /\t/, 'YAML has no tabs');
   });
 });
