@@ -222,7 +222,17 @@ describe('installer image', () => {
       try {
         for (let i = 0; i < 120; i++) {
           const scrape = await ctrd.ctr(['tasks', 'exec', '--exec-id', `scrape-${i}`, 'hull-monitor', 'wget', '-qO-', 'http://127.0.0.1:8090/metrics']);
-          if (scrape.code === 0 && scrape.stdout.includes('hull_sandbox_vcpus{')) return parsePromText(scrape.stdout);
+          if (scrape.code === 0 && scrape.stdout.includes('hull_sandbox_vcpus{')) {
+            // The serving process (the task's, exec'd from setpriv and the entrypoint) is the DaemonSet's user, with nothing more.
+            const pid = (await ctrd.ctr(['tasks', 'ls'])).stdout.split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[0] === 'hull-monitor')?.[1];
+            const procStatus = readFileSync(`/proc/${pid}/status`, 'utf8');
+            assert.match(procStatus, new RegExp(`^Uid:\\s+${user.uid}\\s+${user.uid}\\s+${user.uid}\\s+${user.uid}$`, 'm'));
+            assert.match(procStatus, new RegExp(`^Gid:\\s+${user.gid}\\s`, 'm'));
+            for (const set of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) assert.match(procStatus, new RegExp(`^${set}:\\s+0{16}$`, 'm'), set);
+            assert.match(procStatus, /^NoNewPrivs:\s+1$/m);
+            assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /node.*cli\/main\.js\0monitor/);
+            return parsePromText(scrape.stdout);
+          }
           if ((await status('hull-monitor')) !== 'RUNNING') break;
           await sleep(500);
         }
