@@ -114,7 +114,9 @@ const one = (socketPath, method, path, headers) => new Promise((resolve) => {
 (async () => {
   const out = [];
   for (const s of sockets) for (const [method, path, headers] of tries) out.push({ socket: s, method, path, upgrade: Boolean(headers.upgrade), ...(await one(s, method, path, headers)) });
-  process.stdout.write(JSON.stringify(out));
+  const status = require('node:fs').readFileSync('/proc/self/status', 'utf8');
+  const field = (k) => status.split('\\n').find((l) => l.startsWith(k + ':')).slice(k.length + 1).trim();
+  process.stdout.write(JSON.stringify({ self: { uid: field('Uid'), gid: field('Gid'), groups: field('Groups'), capEff: field('CapEff'), capBnd: field('CapBnd'), noNewPrivs: field('NoNewPrivs') }, attempts: out }));
 })();
 `;
 
@@ -197,7 +199,12 @@ describe('the monitor\'s identity against the shim sockets of a running pod', ()
       const argv = asMonitor(identity, mounts ? hullPaths() : [], [process.execPath, '-e', ATTACKER, JSON.stringify(sockets)]);
       const r = await run(argv);
       assert.equal(r.code, 0, r.stderr);
-      const attempts = JSON.parse(r.stdout) as Attempt[];
+      const { self, attempts } = JSON.parse(r.stdout) as { self: Record<string, string>; attempts: Attempt[] };
+      t.diagnostic(`attacker: ${JSON.stringify(self)}`);
+      // The attacker ran as the manifest says: its uid and gid everywhere, its capabilities only.
+      assert.equal(self['uid'], Array(4).fill(identity.uid).join('\t'));
+      assert.equal(self['gid'], Array(4).fill(identity.gid).join('\t'));
+      if (identity.caps.length === 0) assert.deepEqual([self['capEff'], self['capBnd']], ['0000000000000000', '0000000000000000']);
       t.diagnostic(`${mounts ? 'identity and mounts' : 'identity only'}: ${attempts.map((a) => `${a.method} ${a.path}${a.upgrade ? ' (upgrade)' : ''} on ${a.socket === debugSocket ? 'debug.sock' : 'the status socket'}: ${a.error ?? a.status}${a.upgraded ? ' upgraded' : ''}`).join('; ')}`);
       for (const a of attempts) {
         const what = `${mounts ? '[mounts] ' : ''}${a.method} ${a.path} on ${a.socket}: ${JSON.stringify(a).slice(0, 300)}`;
