@@ -89,7 +89,7 @@ case "${1:-install}" in
     exit 0
     ;;
   monitor)
-    # Its config and run_root are the node's (/etc/hull, /run/hull mounted); it waits for nothing.
+    # Its config and the status sockets are the node's (/etc/hull, /run/hull-status mounted); it waits for nothing.
     exec $HULL_CLI monitor
     ;;
   *)

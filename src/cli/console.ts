@@ -26,7 +26,7 @@ export async function findSandboxSocket(runRoot: string, idOrPrefix: string): Pr
   const matches = dirs.filter((d) => d.id === idOrPrefix).length === 1 ? dirs.filter((d) => d.id === idOrPrefix) : dirs.filter((d) => d.id.startsWith(idOrPrefix));
   if (matches.length === 0) throw new HullError('not_found', `No sandbox "${idOrPrefix}" in ${runRoot} (hull ps lists them)`);
   if (matches.length > 1) throw new HullError('invalid_argument', `"${idOrPrefix}" matches ${matches.length} sandboxes: ${matches.map((d) => d.id).join(', ')}`);
-  const { id, socket } = matches[0]!;
+  const { id, debugSocket: socket } = matches[0]!;
   if (!socket) throw new HullError('unavailable', `Sandbox ${id} has no debug socket (its shim is starting or gone)`);
   return { id, socket };
 }

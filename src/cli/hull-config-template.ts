@@ -85,6 +85,31 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   { key: 'jail_uid_base', field: 'jailUidBase', doc: ['First uid/gid leased to jailed VMs, one per VM; the range must hold no host user.'] },
   { key: 'jail_uid_count', field: 'jailUidCount', doc: ['How many uids the range holds: at most this many VMs run at once.'] },
   { key: 'monitor_listen', field: 'monitorListen', doc: ['Where `hull monitor` serves Prometheus /metrics ("HOST:PORT"; --listen overrides it).'] },
+  {
+    key: 'monitor_token_file',
+    field: 'monitorTokenFile',
+    doc: [
+      'A file holding the bearer token every /metrics request must carry ("Authorization: Bearer <token>"),',
+      'read when `hull monitor` starts; "" asks none. `hull monitor` refuses to serve on an address other than',
+      'loopback without one (--token-file overrides it).',
+    ],
+  },
+  {
+    key: 'status_dir',
+    field: 'statusDir',
+    doc: [
+      'Where each shim serves its sandbox\'s read-only status socket, <status_dir>/<sandbox-id>.sock (GET /status',
+      'and /metrics only, for `hull monitor` and `hull ps`; an absolute path, keep it short).',
+    ],
+  },
+  {
+    key: 'monitor_gid',
+    field: 'monitorGid',
+    doc: [
+      'The group that may connect to the status sockets (status_dir is root:<monitor_gid> 0750, each socket',
+      '0660): the group `hull monitor` runs as (deploy/daemonset.yaml: 65532). No host user should have it.',
+    ],
+  },
   { key: 'log_level', field: 'logLevel', doc: ['The least severe lines the shim and `hull monitor` log (JSON lines): "debug", "info", "warn" or "error".'] },
   {
     key: 'debug_console',

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { HullError } from '../errors/index.js';
 import { useHostRuntime } from '../common/host-runtime.js';
 import { loadConfig, parseListenAddress } from '../config/index.js';
-import { Monitor } from '../monitor/index.js';
+import { checkListen, Monitor, readToken } from '../monitor/index.js';
 import { createLogger } from '../shim/log.js';
 import { buildGuestImage, currentGuestImage } from '../guest/index.js';
 import { checkHost } from './check.js';
@@ -43,9 +43,12 @@ const USAGE = `Usage:
                                   List, remove or prune VM templates (saved guests that sandboxes clone)
   hull ps [--json]                List this node's sandboxes: pod, age, state, size, QEMU pid, host PSS,
                                   containers (--json: stable, documented in the README)
-  hull monitor [--listen HOST:PORT] [--shim-timeout MS]
+  hull monitor [--listen HOST:PORT] [--shim-timeout MS] [--token-file FILE]
                                   Serve Prometheus /metrics for every sandbox of this node (default
-                                  monitor_listen, 127.0.0.1:8090; each shim gets MS, default 3000)
+                                  monitor_listen, 127.0.0.1:8090; each shim gets MS, default 3000),
+                                  read from the shims' status sockets in status_dir. With a token
+                                  (FILE, default monitor_token_file) every request must carry it as
+                                  "Authorization: Bearer"; without one, loopback addresses only
   hull console SANDBOX [-- CMD...]
                                   As root: a root shell in the guest of sandbox SANDBOX (id or unique id
                                   prefix), outside every container, or run CMD there and exit with its
@@ -153,18 +156,22 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'ps': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
-      const sandboxes = await listSandboxes((await loadConfig(values.config)).runRoot);
+      const config = await loadConfig(values.config);
+      const sandboxes = await listSandboxes(config.runRoot, config.statusDir);
       console.log(values.json ? psJson(sandboxes) : psTable(sandboxes));
       return 0;
     }
     case 'monitor': {
-      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, listen: { type: 'string' }, 'shim-timeout': { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, listen: { type: 'string' }, 'shim-timeout': { type: 'string' }, 'token-file': { type: 'string' } } });
       const config = await loadConfig(values.config);
       const listen = values.listen ?? config.monitorListen;
       const address = parseListenAddress(listen);
       if (!address) throw new HullError('invalid_argument', `Invalid --listen "${listen}": expected HOST:PORT`);
+      const tokenFile = values['token-file'] ?? config.monitorTokenFile;
+      const token = tokenFile ? await readToken(tokenFile) : undefined;
+      checkListen(address.host, token !== undefined);
       const logger = createLogger((line) => process.stderr.write(line), { component: 'hull-monitor' }, config.logLevel);
-      const monitor = new Monitor({ runRoot: config.runRoot, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']) });
+      const monitor = new Monitor({ statusDir: config.statusDir, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']), ...(token !== undefined ? { token } : {}) });
       const server = await monitor.listen(address.host, address.port);
       await new Promise<void>((resolve) => {
         for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());

@@ -1,16 +1,17 @@
 /**
- * `hull ps`: the sandboxes of this node, from their shims' GET /status (src/monitor/shims.ts), as a
+ * `hull ps`: the sandboxes of this node (the run root's directories), from their shims' GET /status
+ * on the read-only status sockets (src/monitor/shims.ts), as a
  * table or as JSON. The JSON is stable (PS_JSON_VERSION; documented in the README): every key is
  * always present, null when the shim did not say.
  */
-import { readAll, type ShimAnswer } from '../monitor/index.js';
+import { listSandboxDirs, NO_STATUS_SOCKET, readAll, type ShimAnswer } from '../monitor/index.js';
 
 export const PS_JSON_VERSION = 1;
 
 export interface PsSandbox {
   id: string;
   pod: { namespace: string; name: string; uid: string };
-  /** running, stopped (VM exited, shim tearing down), starting (no debug socket yet), unresponsive (no valid answer). */
+  /** running, stopped (VM exited, shim tearing down), starting (no status socket yet), unresponsive (no valid answer). */
   state: 'running' | 'stopped' | 'starting' | 'unresponsive';
   createdAt: string | null;
   ageSeconds: number | null;
@@ -23,14 +24,14 @@ export interface PsSandbox {
   error: string | null;
 }
 
-export async function listSandboxes(runRoot: string, timeoutMs?: number, now = Date.now()): Promise<PsSandbox[]> {
-  const answers = await readAll(runRoot, false, timeoutMs ? { timeoutMs } : {});
+export async function listSandboxes(runRoot: string, statusDir: string, timeoutMs?: number, now = Date.now()): Promise<PsSandbox[]> {
+  const answers = await readAll(await listSandboxDirs(runRoot, statusDir), false, timeoutMs ? { timeoutMs } : {});
   return answers.map((a) => psEntry(a, now));
 }
 
 function psEntry(a: ShimAnswer, now: number): PsSandbox {
   if ('error' in a) {
-    const starting = a.error.startsWith('no debug socket');
+    const starting = a.error === NO_STATUS_SOCKET;
     return { id: a.id, pod: { namespace: '', name: '', uid: '' }, state: starting ? 'starting' : 'unresponsive', createdAt: null, ageSeconds: null, vcpus: null, memoryMiB: null, qemuPid: null, hostPssBytes: null, containers: [], error: starting ? null : a.error };
   }
   const s = a.status;

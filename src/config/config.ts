@@ -44,6 +44,12 @@ export interface HullConfig {
   jailUidCount: number;
   /** Where `hull monitor` serves /metrics: "HOST:PORT" ("[v6]:PORT" for IPv6). */
   monitorListen: string;
+  /** A file holding the bearer token `hull monitor` asks of every scrape; "" asks none (loopback only). */
+  monitorTokenFile: string;
+  /** Where each shim serves its read-only status socket, `<statusDir>/<sandbox-id>.sock`. */
+  statusDir: string;
+  /** The group that may connect to the status sockets: the monitor's (deploy/daemonset.yaml runs it so). */
+  monitorGid: number;
   /** The least severe log lines the shim and the monitor write. */
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Let root on the node open a shell or run commands in a sandbox's guest (`hull console`). */
@@ -74,6 +80,10 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   jailUidBase: 2_000_000_000,
   jailUidCount: 65_536,
   monitorListen: '127.0.0.1:8090',
+  monitorTokenFile: '',
+  statusDir: '/run/hull-status',
+  // The hull-monitor container's runAsGroup in deploy/daemonset.yaml (a test checks).
+  monitorGid: 65532,
   logLevel: 'info',
   debugConsole: false,
   poolSize: 2,
@@ -106,6 +116,10 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   jail_uid_base: { field: 'jailUidBase', check: (v) => Number.isInteger(v) && (v as number) >= 65_536 && (v as number) < 0xffff0000, expect: 'an integer >= 65536 (above host users and subuid ranges)' },
   jail_uid_count: { field: 'jailUidCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1 << 24, expect: 'an integer 1..16777216' },
   monitor_listen: { field: 'monitorListen', check: (v) => typeof v === 'string' && parseListenAddress(v) !== undefined, expect: '"HOST:PORT" (e.g. "127.0.0.1:8090")' },
+  monitor_token_file: { field: 'monitorTokenFile', check: (v) => v === '' || (typeof v === 'string' && v.startsWith('/')), expect: 'an absolute path, or "" for none' },
+  status_dir: { field: 'statusDir', check: (v) => typeof v === 'string' && v.startsWith('/') && v.length > 1 && !v.endsWith('/'), expect: 'an absolute path' },
+  // Not root's group (0): the status sockets would then be root's only, and the monitor would need root.
+  monitor_gid: { field: 'monitorGid', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) < 0xffffffff, expect: 'an integer 1..4294967294 (a group id)' },
   log_level: { field: 'logLevel', check: (v) => v === 'debug' || v === 'info' || v === 'warn' || v === 'error', expect: '"debug", "info", "warn" or "error"' },
   debug_console: { field: 'debugConsole', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   pool_size: { field: 'poolSize', check: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 64, expect: 'an integer 0..64' },

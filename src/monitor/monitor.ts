@@ -1,26 +1,33 @@
 /**
  * Monitor: `hull monitor`, the node's metrics endpoint for hull sandboxes (kata-monitor's role).
- * Each GET /metrics asks every live shim at once for its sandbox's status (shims.ts), checks it
+ * Each GET /metrics asks every live shim at once, on its read-only status socket in status_dir, for
+ * its sandbox's status (shims.ts), checks it
  * (status-check.ts) and answers one Prometheus text exposition (exposition.ts) with the monitor's
  * own scrape count, failures and duration. Requests that arrive while a scrape of the shims runs
  * share it. A shim that does not answer within `shimTimeoutMs` counts as a failure
- * (`hull_monitor_shim_up` 0) and delays the scrape by at most that.
+ * (`hull_monitor_shim_up` 0) and delays the scrape by at most that. Given a token, every request
+ * must carry it (auth.ts); without one it serves on loopback only.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from '../shim/log.js';
+import { bearerCheck, checkListen } from './auth.js';
 import { sandboxRegistry } from './exposition.js';
-import { readAll, SHIM_LIMITS, type ShimAnswer } from './shims.js';
+import { listStatusSockets, readAll, SHIM_LIMITS, type ShimAnswer } from './shims.js';
 
 export interface MonitorOptions {
-  runRoot: string;
+  /** statusDir: where the shims serve their status sockets (config status_dir). */
+  statusDir: string;
   logger: Logger;
   shimTimeoutMs?: number;
+  /** token: the bearer token every request must carry (auth.ts); none: loopback only. */
+  token?: string;
 }
 
 export class Monitor {
   readonly #options: MonitorOptions;
+  readonly #authorized: (req: IncomingMessage) => boolean;
   readonly #own = new Registry();
   readonly #scrapes = new Counter({ name: 'hull_monitor_scrapes_total', help: 'Scrapes of the shims this monitor made', registers: [this.#own] });
   readonly #failures = new Counter({ name: 'hull_monitor_shim_failures_total', help: 'Shim answers that were missing, late, too large or invalid', registers: [this.#own] });
@@ -36,6 +43,8 @@ export class Monitor {
 
   constructor(options: MonitorOptions) {
     this.#options = options;
+    const check = options.token === undefined ? undefined : bearerCheck(options.token);
+    this.#authorized = check ? (req) => check(req.headers.authorization) : () => true;
   }
 
   /** metrics scrapes the shims (or joins the scrape under way) and returns the text exposition. */
@@ -50,7 +59,7 @@ export class Monitor {
 
   async #scrape(): Promise<string> {
     const started = performance.now();
-    const answers = await readAll(this.#options.runRoot, true, { timeoutMs: this.#options.shimTimeoutMs ?? SHIM_LIMITS.timeoutMs });
+    const answers = await readAll(await listStatusSockets(this.#options.statusDir), true, { timeoutMs: this.#options.shimTimeoutMs ?? SHIM_LIMITS.timeoutMs });
     const statuses = answers.flatMap((a) => ('status' in a ? [a.status] : []));
     const failed = answers.filter((a): a is Extract<ShimAnswer, { error: string }> => 'error' in a);
     for (const f of failed) this.#options.logger.warn(`no status from the shim of sandbox ${f.id}: ${f.error}`, { sandbox_id: f.id });
@@ -64,9 +73,15 @@ export class Monitor {
     return Registry.merge([this.#own, perScrape]).metrics();
   }
 
-  /** listen serves GET /metrics on host:port until close(). */
+  /** listen serves GET /metrics on host:port until close(); beyond loopback only with a token. */
   async listen(host: string, port: number): Promise<MonitorServer> {
+    checkListen(host, this.#options.token !== undefined);
     const server: Server = createServer((req, res) => {
+      // Nothing of a scrape (no pod label) before the token is checked.
+      if (!this.#authorized(req)) {
+        res.writeHead(401, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="hull-monitor"' }).end('unauthorized\n');
+        return;
+      }
       const path = (req.url ?? '').split('?')[0];
       if (req.method !== 'GET' || path !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('GET /metrics\n');
@@ -91,7 +106,7 @@ export class Monitor {
       });
     });
     const address = server.address() as AddressInfo;
-    this.#options.logger.info(`serving /metrics on ${address.address}:${address.port}`, { run_root: this.#options.runRoot });
+    this.#options.logger.info(`serving /metrics on ${address.address}:${address.port}`, { status_dir: this.#options.statusDir, auth: this.#options.token === undefined ? 'none' : 'bearer' });
     return {
       port: address.port,
       close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),

@@ -1,9 +1,13 @@
 /**
- * Finding the node's shims and asking them for their sandbox's status. The run root holds one
- * directory per sandbox (`<run_root>/<id>/`, 0700, root's), each with the shim's debug socket
- * (`debug.sock`, host-side: the guest cannot write there). Only such directories are trusted: a
- * symlink, a directory of another user or one others may open is skipped. Each request has a
- * deadline and a size cap, so a hung or hostile shim costs one sandbox's answer, never the caller.
+ * Finding the node's shims and asking them for their sandbox's status. Each shim serves a read-only
+ * status socket, `<status_dir>/<id>.sock` (src/shim/status-socket.ts: GET /status and /metrics
+ * only), which is all `hull monitor` reaches: the status directory is root's, group-readable by the
+ * monitor's group, and only a socket of root (or of the caller) there is trusted. `hull ps` and
+ * `hull console` (root) also list the run root, which holds one directory per sandbox
+ * (`<run_root>/<id>/`, 0700, root's, with the shim's root-only debug socket `debug.sock`; host-side:
+ * the guest cannot write there): a symlink, a directory of another user or one others may open is
+ * skipped. Each request has a deadline and a size cap, so a hung or hostile shim costs one
+ * sandbox's answer, never the caller.
  */
 import { lstat, readdir } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -13,25 +17,66 @@ import type { SandboxStatus } from '../shim/sandbox-status.js';
 import { checkStatus } from './status-check.js';
 
 const SANDBOX_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,75}$/;
+const STATUS_SOCKET = /^([A-Za-z0-9][A-Za-z0-9._-]{0,75})\.sock$/;
 const LEDGER = 'ledger';
 
 /** SHIM_LIMITS: the default deadline of one shim's answer, the most bytes read from it, how many are asked at once. */
 export const SHIM_LIMITS = { timeoutMs: 3000, maxBytes: 1 << 20, concurrent: 128 } as const;
 
-/** SandboxDir is a sandbox's state directory; `socket` is set when its shim serves the debug socket. */
-export interface SandboxDir {
+/** ShimEndpoint is a sandbox and its shim's status socket, when it serves one. */
+export interface ShimEndpoint {
   id: string;
-  dir: string;
-  socket?: string;
+  statusSocket?: string;
 }
 
-/** listSandboxDirs returns the sandboxes of `runRoot` (none when it does not exist). */
-export async function listSandboxDirs(runRoot: string): Promise<SandboxDir[]> {
-  const names = await readdir(runRoot).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return [] as string[];
-    throw e;
-  });
+/** SandboxDir is a sandbox's state directory; `debugSocket` is set when its shim serves the debug socket. */
+export interface SandboxDir extends ShimEndpoint {
+  dir: string;
+  debugSocket?: string;
+}
+
+// trusted: owned by root or by this process's user (a test, a shim run by hand).
+const trustedOwner = (uid: number): boolean => uid === 0 || uid === (process.getuid?.() ?? 0);
+
+const missingIsEmpty = (e: NodeJS.ErrnoException): string[] => {
+  if (e.code === 'ENOENT') return [];
+  throw e;
+};
+
+/** trustedSocket returns `path` when it is a socket of a trusted owner (never through a symlink). */
+async function trustedSocket(path: string): Promise<string | undefined> {
+  const st = await lstat(path).catch(() => undefined);
+  return st?.isSocket() && trustedOwner(st.uid) ? path : undefined;
+}
+
+/** trustedDir tells whether `dir` is a directory (not a symlink) of a trusted owner that no one else may write. */
+async function trustedDir(dir: string): Promise<boolean> {
+  const st = await lstat(dir).catch(() => undefined);
+  return Boolean(st?.isDirectory() && trustedOwner(st.uid) && (st.mode & 0o022) === 0);
+}
+
+/** listStatusSockets returns the sandboxes whose shims serve a status socket in `statusDir` (none when it does not exist). */
+export async function listStatusSockets(statusDir: string): Promise<ShimEndpoint[]> {
+  const names = await readdir(statusDir).catch(missingIsEmpty);
+  if (names.length === 0 || !(await trustedDir(statusDir))) return [];
+  const out: ShimEndpoint[] = [];
+  for (const name of names.sort()) {
+    const id = STATUS_SOCKET.exec(name)?.[1];
+    if (!id) continue;
+    const socket = await trustedSocket(join(statusDir, name));
+    if (socket) out.push({ id, statusSocket: socket });
+  }
+  return out;
+}
+
+/**
+ * listSandboxDirs returns the sandboxes of `runRoot` (none when it does not exist), each with its
+ * debug socket and, given `statusDir`, its status socket, when the shim serves them.
+ */
+export async function listSandboxDirs(runRoot: string, statusDir?: string): Promise<SandboxDir[]> {
+  const names = await readdir(runRoot).catch(missingIsEmpty);
   const uid = process.getuid?.() ?? 0;
+  const statusTrusted = statusDir !== undefined && (await trustedDir(statusDir));
   const out: SandboxDir[] = [];
   for (const id of names.sort()) {
     if (!SANDBOX_ID.test(id)) continue;
@@ -41,8 +86,9 @@ export async function listSandboxDirs(runRoot: string): Promise<SandboxDir[]> {
     // A sandbox directory holds its ledger from the start; other directories are not sandboxes.
     const ledger = await lstat(join(dir, LEDGER)).catch(() => undefined);
     if (!ledger?.isFile()) continue;
-    const socket = await lstat(join(dir, DEBUG_SOCKET)).catch(() => undefined);
-    out.push({ id, dir, ...(socket?.isSocket() && socket.uid === uid ? { socket: join(dir, DEBUG_SOCKET) } : {}) });
+    const debug = await lstat(join(dir, DEBUG_SOCKET)).catch(() => undefined);
+    const statusSocket = statusTrusted ? await trustedSocket(join(statusDir, `${id}.sock`)) : undefined;
+    out.push({ id, dir, ...(debug?.isSocket() && debug.uid === uid ? { debugSocket: join(dir, DEBUG_SOCKET) } : {}), ...(statusSocket ? { statusSocket } : {}) });
   }
   return out;
 }
@@ -52,7 +98,7 @@ export interface ShimRequestOptions {
   maxBytes?: number;
 }
 
-/** getFromShim GETs `path` on a debug socket: the body, or an Error (timeout, size, status, transport). */
+/** getFromShim GETs `path` on a shim's socket: the body, or an Error (timeout, size, status, transport). */
 export function getFromShim(socket: string, path: string, options: ShimRequestOptions = {}): Promise<Buffer> {
   const timeoutMs = options.timeoutMs ?? SHIM_LIMITS.timeoutMs;
   const maxBytes = options.maxBytes ?? SHIM_LIMITS.maxBytes;
@@ -91,11 +137,13 @@ export function getFromShim(socket: string, path: string, options: ShimRequestOp
 /** ShimAnswer is one sandbox's status, or why there is none. */
 export type ShimAnswer = { id: string; status: SandboxStatus } | { id: string; error: string };
 
-/** readStatus asks one sandbox's shim for its status (`metrics`: GET /metrics, else GET /status). */
-export async function readStatus(sandbox: SandboxDir, metrics: boolean, options: ShimRequestOptions = {}): Promise<ShimAnswer> {
-  if (!sandbox.socket) return { id: sandbox.id, error: 'no debug socket (the shim is starting or gone)' };
+export const NO_STATUS_SOCKET = 'no status socket (the shim is starting or gone)';
+
+/** readStatus asks one sandbox's shim, on its status socket, for its status (`metrics`: GET /metrics, else GET /status). */
+export async function readStatus(sandbox: ShimEndpoint, metrics: boolean, options: ShimRequestOptions = {}): Promise<ShimAnswer> {
+  if (!sandbox.statusSocket) return { id: sandbox.id, error: NO_STATUS_SOCKET };
   try {
-    const body = await getFromShim(sandbox.socket, metrics ? '/metrics' : '/status', options);
+    const body = await getFromShim(sandbox.statusSocket, metrics ? '/metrics' : '/status', options);
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -109,16 +157,15 @@ export async function readStatus(sandbox: SandboxDir, metrics: boolean, options:
 }
 
 /**
- * readAll asks every sandbox of `runRoot`, up to SHIM_LIMITS.concurrent at once: with up to that
+ * readAll asks every sandbox of `sandboxes`, up to SHIM_LIMITS.concurrent at once: with up to that
  * many sandboxes, the slowest answer (or its deadline) bounds the time.
  */
-export async function readAll(runRoot: string, metrics: boolean, options: ShimRequestOptions = {}): Promise<ShimAnswer[]> {
-  const dirs = await listSandboxDirs(runRoot);
-  const answers: ShimAnswer[] = new Array(dirs.length);
+export async function readAll(sandboxes: readonly ShimEndpoint[], metrics: boolean, options: ShimRequestOptions = {}): Promise<ShimAnswer[]> {
+  const answers: ShimAnswer[] = new Array(sandboxes.length);
   let next = 0;
   const worker = async () => {
-    for (let i = next++; i < dirs.length; i = next++) answers[i] = await readStatus(dirs[i]!, metrics, options);
+    for (let i = next++; i < sandboxes.length; i = next++) answers[i] = await readStatus(sandboxes[i]!, metrics, options);
   };
-  await Promise.all(Array.from({ length: Math.min(SHIM_LIMITS.concurrent, dirs.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(SHIM_LIMITS.concurrent, sandboxes.length) }, worker));
   return answers;
 }

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -208,4 +209,30 @@ test('a slave volume passes mounts the host makes later below its source on to t
     await unmount(source);
   }
   assert.equal(existsSync(stateDir), false);
+});
+
+test('replayLedger() removes the status socket of its sandbox outside the state dir, and nothing else of that name', async () => {
+  const stateDir = join(base, 'sb-status');
+  const statusDir = join(base, 'status');
+  mkdirSync(stateDir, { mode: 0o700 });
+  mkdirSync(statusDir);
+  const ledger = await Ledger.open(stateDir);
+  ledger.record('', { kind: 'state-dir', path: stateDir });
+  const socketPath = join(statusDir, 'sb-status.sock');
+  ledger.record('', { kind: 'status-socket', path: socketPath });
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  assert.throws(() => ledger.record('', { kind: 'status-socket', path: join(statusDir, 'other.sock') }), /Not a ledger resource/);
+  assert.throws(() => ledger.record('', { kind: 'status-socket', path: join(stateDir, 'sb-status.sock') }), /Not a ledger resource/);
+  ledger.close();
+  // A regular file where the socket was is not removed (a failure), the socket is.
+  const fileDir = join(base, 'status-file');
+  mkdirSync(fileDir);
+  writeFileSync(join(fileDir, 'sb-status.sock'), 'keep\n');
+  appendFileSync(join(stateDir, 'ledger'), JSON.stringify({ seq: 50, scope: '', resource: { kind: 'status-socket', path: join(fileDir, 'sb-status.sock') } }) + '\n');
+  assert.equal(await replayLedger(stateDir), 1);
+  assert.equal(existsSync(socketPath), false);
+  assert.equal(readFileSync(join(fileDir, 'sb-status.sock'), 'utf8'), 'keep\n');
+  assert.equal(existsSync(stateDir), false);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
 });

@@ -13,7 +13,7 @@
  * id for what that container's create made.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { readFile, rm, rmdir, unlink } from 'node:fs/promises';
+import { lstat, readFile, rm, rmdir, unlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { disablePortForward, disconnectTap, removeTap } from '../net/index.js';
@@ -34,6 +34,11 @@ export type Resource =
   | { kind: 'state-dir'; path: string }
   | { kind: 'dir'; path: string }
   | { kind: 'file'; path: string }
+  /**
+   * the shim's read-only status socket, `<status_dir>/<sandbox-id>.sock` (src/shim/status-socket.ts):
+   * outside the state dir, so only a socket of exactly that name is ever removed.
+   */
+  | { kind: 'status-socket'; path: string }
   | { kind: 'mount'; target: string }
   | { kind: 'process'; pid: number; startTime: string }
   /** the tap, its tc redirects and filters in the pod netns (src/net: connectTap / disconnectTap). */
@@ -207,6 +212,13 @@ async function release(entry: LedgerEntry, stateDir: string, log: LedgerLog): Pr
     case 'file':
       await unlink(r.path).catch(ignoreMissing);
       return;
+    case 'status-socket': {
+      const st = await lstat(r.path).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)));
+      if (st === undefined) return;
+      if (!st.isSocket()) throw new HullError('internal', `Not removing "${r.path}": not a socket`);
+      await unlink(r.path).catch(ignoreMissing);
+      return;
+    }
     case 'dir':
       await rmdir(r.path).catch(ignoreMissing);
       return;
@@ -266,6 +278,10 @@ function checkResource(stateDir: string, r: Resource): void {
     case 'dir':
     case 'file':
       if (!inState(r.path)) fail();
+      return;
+    case 'status-socket':
+      // `<dir>/<sandbox-id>.sock`, the sandbox's own name, never inside the state dir (what the guest shares).
+      if (typeof r.path !== 'string' || !isNetns(r.path) || posix.basename(r.path) !== `${posix.basename(stateDir)}.sock` || isInside(stateDir, r.path)) fail();
       return;
     case 'mount':
       if (!inState(r.target)) fail();

@@ -437,6 +437,14 @@ export class Sandbox {
     }
   }
 
+  /**
+   * recordStatusSocket records the shim's status socket (outside the state dir, src/shim/status-socket.ts)
+   * before it is made: destroy, and `shim delete` after a crash, remove it with the rest.
+   */
+  recordStatusSocket(path: string): void {
+    this.#ledger.record('', { kind: 'status-socket', path });
+  }
+
   /** destroy ends the VM and releases everything the host made for it, whatever the guest does. Idempotent. */
   destroy(): Promise<void> {
     this.#destroyed ??= this.#destroy();

@@ -3,11 +3,12 @@
  * HTTP over a unix socket as Kata's shim-monitor socket is. `GET /agent` answers what the guest
  * agent holds (its memory after a full GC, its exec records and bundle files per container), as
  * JSON: what tests read to show that execs leave nothing behind. `GET /status` and `GET /metrics`
- * answer the sandbox's SandboxStatus (sandbox-status.ts), for `hull ps` and `hull monitor`.
+ * answer the sandbox's SandboxStatus (sandbox-status.ts), as the status socket does.
  * `POST /vm/stop` stops the VM's vCPUs (QMP `stop`, on the shim's own QMP connection: QEMU serves
  * one client), as a wedged guest would be: what fault tests do. `POST /console`, upgraded, is
  * `hull console`'s session (console.ts). Only root reaches it; the socket goes with the state
- * directory when the sandbox is destroyed.
+ * directory when the sandbox is destroyed. `hull ps` and `hull monitor` read the status socket
+ * instead (status-socket.ts: GET /status and /metrics only, for the monitor's group).
  */
 import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';

@@ -1,7 +1,8 @@
 /**
  * PodVm is the pod's VM as the Task service holds it: booted by the first Create (others that
  * race it wait for that boot, task-lock.ts's SandboxGate), ended with the container that booted
- * it, served on the debug socket while it runs (its status for `hull ps` and `hull monitor` too).
+ * it, served on the debug socket while it runs (root's: the console, stopping the VM), its status
+ * also on the read-only status socket (what `hull ps` and `hull monitor` read).
  * A VM that exits on its own gets its console tail into the log.
  */
 import { HullError } from '../errors/index.js';
@@ -13,8 +14,9 @@ import { PoolClient } from '../pool/index.js';
 import { QemuDriver } from '../vmm/index.js';
 import { ConsoleServer } from './console.js';
 import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
+import { prepareStatusDir, serveStatusSocket, statusSocketPath, type StatusSocket } from './status-socket.js';
 import type { Logger } from './log.js';
-import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type StatusSource } from './sandbox-status.js';
+import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type SandboxStatus, type StatusSource } from './sandbox-status.js';
 import { podVmSize } from './sizing.js';
 import { latestOnly } from './latest-only.js';
 import { SandboxGate } from './task-lock.js';
@@ -41,6 +43,7 @@ export class PodVm {
   // The container that booted the VM; deleting it ends the VM.
   #containerId: string | undefined;
   #debugSocket: DebugSocket | undefined;
+  #statusSocket: StatusSocket | undefined;
   // The destroy of the sandbox, once begun: the shim must not exit before it has finished.
   #destroying: Promise<void> | undefined;
 
@@ -117,8 +120,13 @@ export class PodVm {
     });
     sandbox.vm.onAgentPortChange(() => checkAgent(undefined));
     const consoleServer = new ConsoleServer({ sandbox, enabled: config.debugConsole, configPath, log: this.#log });
-    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log, (metrics) => sandboxStatus(source, metrics), consoleServer).catch((e: Error) => {
+    const status = (metrics: boolean) => sandboxStatus(source, metrics);
+    this.#debugSocket = await serveDebugSocket(sandbox.stateDir, sandbox.agent, sandbox.vm, this.#log, status, consoleServer).catch((e: Error) => {
       this.#log(`debug socket of ${id}: ${e.message}`);
+      return undefined;
+    });
+    this.#statusSocket = await openStatusSocket(config, sandbox, status, this.#log).catch((e: Error) => {
+      this.#log(`status socket of ${id}: ${e.message}`);
       return undefined;
     });
     return sandbox;
@@ -134,14 +142,25 @@ export class PodVm {
   async destroy(): Promise<void> {
     const sandbox = this.#sandbox;
     const debugSocket = this.#debugSocket;
+    const statusSocket = this.#statusSocket;
     this.#sandbox = undefined;
     this.#containerId = undefined;
     this.#debugSocket = undefined;
+    this.#statusSocket = undefined;
+    await statusSocket?.close().catch((e: Error) => this.#log(`close status socket: ${e.message}`));
     await debugSocket?.close().catch((e: Error) => this.#log(`close debug socket: ${e.message}`));
     // A Delete that containerd gave up waiting for is followed by Shutdown: wait for the same destroy.
     if (sandbox) this.#destroying = sandbox.destroy().catch((e: Error) => this.#log(`destroy sandbox: ${e.message}`));
     await this.#destroying;
   }
+}
+
+/** openStatusSocket serves the sandbox's read-only status socket in status_dir, recorded in its ledger first. */
+async function openStatusSocket(config: HullConfig, sandbox: Sandbox, status: (metrics: boolean) => Promise<SandboxStatus>, log: (line: string) => void): Promise<StatusSocket> {
+  await prepareStatusDir(config.statusDir, config.monitorGid);
+  const path = statusSocketPath(config.statusDir, sandbox.id);
+  sandbox.recordStatusSocket(path);
+  return serveStatusSocket(path, config.monitorGid, status, log);
 }
 
 async function bootSandbox(config: HullConfig, configPath: string, id: string, spec: OciSpec, log: (line: string) => void, agentRpcStats: AgentRpcStats): Promise<{ sandbox: Sandbox; size: { vcpus: number; memoryMiB: number } }> {

@@ -23,6 +23,11 @@ export interface HullRuntime {
   /** work holds the shim link and the config. */
   work: string;
   runRoot: string;
+  /**
+   * statusDir is the runtime's status_dir (the shims' read-only status sockets): directly under /run,
+   * as /run/hull-status is, so that the monitor's group can reach it (/run/hull-test is root's only).
+   */
+  statusDir: string;
   /** poolDir is the runtime's pool_dir (its VM pool's owner runs only when poolSize > 0). */
   poolDir: string;
   poolSize: number;
@@ -40,15 +45,17 @@ export function prepareHullRuntime(opts: { name: string; memoryMiB?: number; poo
   const work = mkdtempSync(`/run/hull-test/${opts.name}-`);
   const runRoot = mkdtempSync('/run/hull-test/r');
   const poolDir = mkdtempSync('/run/hull-test/p');
+  const statusDir = mkdtempSync('/run/hull-status-test-');
   const poolSize = opts.poolSize ?? TEST_POOL_SIZE;
   const shimDir = join(work, 'bin');
   const configPath = join(work, 'config.toml');
   mkdirSync(shimDir);
   symlinkSync(SHIM, join(shimDir, 'containerd-shim-hull-v2'));
-  writeFileSync(configPath, `default_memory = ${opts.memoryMiB ?? 512}\nrun_root = "${runRoot}"\npool_dir = "${poolDir}"\npool_size = ${poolSize}\n`);
+  writeFileSync(configPath, `default_memory = ${opts.memoryMiB ?? 512}\nrun_root = "${runRoot}"\npool_dir = "${poolDir}"\npool_size = ${poolSize}\nstatus_dir = "${statusDir}"\n`);
   return {
     work,
     runRoot,
+    statusDir,
     poolDir,
     poolSize,
     shimDir,
@@ -63,6 +70,7 @@ export function prepareHullRuntime(opts: { name: string; memoryMiB?: number; poo
       rmSync(work, { recursive: true, force: true });
       rmSync(runRoot, { recursive: true, force: true });
       rmSync(poolDir, { recursive: true, force: true });
+      rmSync(statusDir, { recursive: true, force: true });
     },
   };
 }
@@ -78,7 +86,7 @@ export async function stopAndAssertClean(ctrd: PrivateContainerd | undefined, hu
   const left = {
     vms: [...qemuPidsUnder(hull.runRoot), ...qemuPidsUnder(hull.poolDir)],
     mounts: [...mountsUnder(hull.work), ...mountsUnder(hull.runRoot), ...mountsUnder(hull.poolDir)],
-    state: [...entriesIn(hull.runRoot), ...entriesIn(hull.poolDir).filter((e) => !e.startsWith('pool.log'))],
+    state: [...entriesIn(hull.runRoot), ...entriesIn(hull.statusDir), ...entriesIn(hull.poolDir).filter((e) => !e.startsWith('pool.log'))],
   };
   hull.remove();
   assert.deepEqual(report?.leakedShims ?? [], [], 'containerd had to kill leaked shims');

@@ -26,6 +26,8 @@ export interface PodTraces {
   /** cgroupDirs are the pod's cgroup in every hierarchy (hull makes them: kubelet makes only the parent). */
   cgroupDirs: string[];
   leases: string[];
+  /** statusSocket is the shim's read-only status socket in status_dir, when it served one. */
+  statusSocket?: string;
 }
 
 /** sandboxNetns reads the pod's network namespace path from CRI's verbose sandbox status. */
@@ -54,8 +56,9 @@ function readText(path: string): string {
 }
 
 /** tracePod records what the running pod `podId` holds on the host. */
-export async function tracePod(ctrd: PrivateContainerd, cri: CriClient, runRoot: string, podId: string, cgroupParent: string): Promise<PodTraces> {
+export async function tracePod(ctrd: PrivateContainerd, cri: CriClient, runRoot: string, podId: string, cgroupParent: string, statusDir?: string): Promise<PodTraces> {
   const stateDir = join(runRoot, podId);
+  const statusSocket = statusDir ? join(statusDir, `${podId}.sock`) : undefined;
   const bundle = join(ctrd.state, 'io.containerd.runtime.v2.task', 'k8s.io', podId);
   return {
     podId,
@@ -66,6 +69,7 @@ export async function tracePod(ctrd: PrivateContainerd, cri: CriClient, runRoot:
     netns: await sandboxNetns(cri, podId),
     cgroupDirs: (await hostHierarchies()).map((h) => join(h.mount, cgroupParent, podId)).filter((d) => existsSync(d)),
     leases: leasesOf(stateDir),
+    ...(statusSocket && existsSync(statusSocket) ? { statusSocket } : {}),
   };
 }
 
@@ -88,6 +92,7 @@ export function podLeftovers(t: PodTraces): string[] {
     ...(t.shimSocket && existsSync(t.shimSocket) ? [`shim socket ${t.shimSocket}`] : []),
     ...mountsUnder(t.stateDir).map((m) => `mount ${m}`),
     ...(existsSync(t.stateDir) ? [`state dir ${t.stateDir}`] : []),
+    ...(t.statusSocket && existsSync(t.statusSocket) ? [`status socket ${t.statusSocket}`] : []),
     ...(t.netns && existsSync(t.netns) ? [`netns ${t.netns}`] : []),
     ...t.cgroupDirs.filter((d) => existsSync(d)).map((d) => `cgroup ${d}`),
     ...[...new Set([...t.leases, ...leasesOf(t.stateDir)])].filter((l) => existsSync(l)).map((l) => `lease ${l}`),

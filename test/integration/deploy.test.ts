@@ -25,6 +25,8 @@ const NODE_LABEL = 'hull.dev/enabled';
 const VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const INSTALLER_REF = installerRef(VERSION);
 const READY_FILE = '/tmp/hull-deploy.ready';
+// Where the hull-monitor DaemonSet mounts its token Secret (deploy/README.md, Monitoring).
+const MONITOR_TOKEN_DIR = '/etc/hull-monitor';
 
 type Obj = Record<string, any>;
 
@@ -97,7 +99,10 @@ const FIELDS = {
     'volumeDevices', 'volumeMounts', 'workingDir',
   ],
   volumeMount: ['mountPath', 'mountPropagation', 'name', 'readOnly', 'subPath', 'subPathExpr'],
-  volume: ['name', 'hostPath'],
+  volume: ['name', 'hostPath', 'secret'],
+  secretVolume: ['secretName', 'optional', 'defaultMode', 'items'],
+  podSecurityContext: ['fsGroup', 'fsGroupChangePolicy', 'runAsGroup', 'runAsNonRoot', 'runAsUser', 'seccompProfile', 'seLinuxOptions', 'supplementalGroups', 'sysctls', 'windowsOptions'],
+  securityContext: ['allowPrivilegeEscalation', 'capabilities', 'privileged', 'procMount', 'readOnlyRootFilesystem', 'runAsGroup', 'runAsNonRoot', 'runAsUser', 'seccompProfile', 'seLinuxOptions', 'windowsOptions'],
   hostPath: ['path', 'type'],
   env: ['name', 'value', 'valueFrom'],
   runtimeClassOverhead: ['podFixed'],
@@ -143,7 +148,7 @@ function problems(objects: Obj[]): string[] {
   }
 
   const find = (kind: string, name: string): Obj | undefined => objects.find((o) => o['kind'] === kind && o['metadata']?.name === name);
-  const expected = [['Namespace', NAMESPACE], ['ServiceAccount', 'hull-deploy'], ['ClusterRole', 'hull-deploy'], ['ClusterRoleBinding', 'hull-deploy'], ['DaemonSet', 'hull-deploy'], ['RuntimeClass', DEFAULT_RUNTIME_NAME]];
+  const expected = [['Namespace', NAMESPACE], ['ServiceAccount', 'hull-deploy'], ['ClusterRole', 'hull-deploy'], ['ClusterRoleBinding', 'hull-deploy'], ['DaemonSet', 'hull-deploy'], ['DaemonSet', 'hull-monitor'], ['RuntimeClass', DEFAULT_RUNTIME_NAME]];
   for (const [kind, name] of expected) if (!find(kind!, name!)) out.push(`missing ${kind}/${name}`);
   if (objects.length !== expected.length) out.push(`${objects.length} objects, expected ${expected.length}`);
 
@@ -174,51 +179,60 @@ function problems(objects: Obj[]): string[] {
     if (!subjects.some((s: Obj) => s['kind'] === 'ServiceAccount' && s['namespace'] === NAMESPACE && find('ServiceAccount', s['name']))) out.push('ClusterRoleBinding binds no ServiceAccount of this file');
   }
 
-  const ds = find('DaemonSet', 'hull-deploy');
-  if (ds) {
-    fields('DaemonSet spec', ds['spec'], FIELDS.daemonSetSpec, ['selector', 'template']);
+  /** podOf checks a DaemonSet's spec and selector and returns its pod spec and the hostPath volumes by name. */
+  const podOf = (ds: Obj): { pod: Obj; volumes: Map<string, Obj> } => {
+    const name = ds['metadata']?.name;
+    fields(`DaemonSet ${name} spec`, ds['spec'], FIELDS.daemonSetSpec, ['selector', 'template']);
     const selector: Obj = ds['spec']?.selector?.matchLabels ?? {};
     const labels: Obj = ds['spec']?.template?.metadata?.labels ?? {};
-    if (Object.keys(selector).length === 0 || !Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push('DaemonSet selector does not match its template labels');
+    if (Object.keys(selector).length === 0 || !Object.entries(selector).every(([k, v]) => labels[k] === v)) out.push(`DaemonSet ${name} selector does not match its template labels`);
     const pod: Obj = ds['spec']?.template?.spec ?? {};
-    fields('pod spec', pod, FIELDS.podSpec, ['containers']);
-    if (pod['serviceAccountName'] !== 'hull-deploy' || !find('ServiceAccount', pod['serviceAccountName'])) out.push('pod spec: serviceAccountName is not the ServiceAccount of this file');
-    if (pod['hostPID'] !== true) out.push('pod spec: hostPID must be true (hull install looks at the host PID 1 to restart containerd)');
+    fields(`${name} pod spec`, pod, FIELDS.podSpec, ['containers']);
+    fields(`${name} pod securityContext`, pod['securityContext'] ?? {}, FIELDS.podSecurityContext);
+    strings(`${name} nodeSelector`, pod['nodeSelector']);
     const volumes = new Map<string, Obj>();
     for (const v of pod['volumes'] ?? []) {
-      fields(`volume ${v.name}`, v, FIELDS.volume, ['name', 'hostPath']);
-      fields(`volume ${v.name} hostPath`, v.hostPath, FIELDS.hostPath, ['path']);
-      if (!HOST_PATH_TYPES.includes(v.hostPath?.type ?? '')) out.push(`volume ${v.name}: hostPath type ${v.hostPath?.type}`);
+      fields(`volume ${v.name}`, v, FIELDS.volume, ['name']);
+      if (v.hostPath !== undefined) {
+        fields(`volume ${v.name} hostPath`, v.hostPath, FIELDS.hostPath, ['path']);
+        if (!HOST_PATH_TYPES.includes(v.hostPath?.type ?? '')) out.push(`volume ${v.name}: hostPath type ${v.hostPath?.type}`);
+      } else if (v.secret !== undefined) fields(`volume ${v.name} secret`, v.secret, FIELDS.secretVolume, ['secretName']);
+      else out.push(`volume ${v.name}: neither hostPath nor secret`);
       volumes.set(v.name, v);
     }
+    return { pod, volumes };
+  };
+  /** mountsOf checks a container's fields and mounts; returns its mounts by mountPath. */
+  const mountsOf = (c: Obj, volumes: Map<string, Obj>): Map<string, Obj> => {
+    fields(`container ${c.name}`, c, FIELDS.container, ['name', 'image']);
+    fields(`container ${c.name} securityContext`, c.securityContext ?? {}, FIELDS.securityContext);
+    fields(`container ${c.name} capabilities`, c.securityContext?.capabilities ?? {}, ['add', 'drop']);
+    // Each container runs the installer image's entrypoint (entrypoint.sh, checked below); the pod names the mode.
+    if (c.image !== INSTALLER_REF) out.push(`container ${c.name}: image ${c.image}, expected ${INSTALLER_REF} (make oci-image)`);
+    if (c.command !== undefined) out.push(`container ${c.name}: command replaces the installer image's entrypoint`);
+    for (const e of c.env ?? []) fields(`env ${e.name}`, e, FIELDS.env, ['name']);
+    const mounted = new Map<string, Obj>();
+    for (const m of c.volumeMounts ?? []) {
+      fields(`volumeMount ${m.name}`, m, FIELDS.volumeMount, ['name', 'mountPath']);
+      const v = volumes.get(m.name);
+      if (!v) out.push(`volumeMount ${m.name}: no such volume`);
+      // hull install writes host paths (links, ConfigPath): each host directory sits at its own path.
+      else if (v.hostPath && v.hostPath.path !== m.mountPath) out.push(`volumeMount ${m.name}: mounted at ${m.mountPath}, host path ${v.hostPath?.path}`);
+      mounted.set(m.mountPath, m);
+    }
+    return mounted;
+  };
+
+  const ds = find('DaemonSet', 'hull-deploy');
+  if (ds) {
+    const { pod, volumes } = podOf(ds);
+    if (pod['serviceAccountName'] !== 'hull-deploy' || !find('ServiceAccount', pod['serviceAccountName'])) out.push('pod spec: serviceAccountName is not the ServiceAccount of this file');
+    if (pod['hostPID'] !== true) out.push('pod spec: hostPID must be true (hull install looks at the host PID 1 to restart containerd)');
     const containers: Obj[] = pod['containers'] ?? [];
-    if (pod['hostNetwork'] !== true) out.push('pod spec: hostNetwork must be true (hull monitor serves on the node\'s address)');
     const names = containers.map((c) => c.name).join(', ');
-    if (names !== 'hull-deploy, hull-monitor') out.push(`pod spec: containers ${names}, expected hull-deploy, hull-monitor`);
+    if (names !== 'hull-deploy') out.push(`hull-deploy pod spec: containers ${names}, expected hull-deploy`);
     for (const c of containers) {
-      fields(`container ${c.name}`, c, FIELDS.container, ['name', 'image']);
-      // Each container runs the installer image's entrypoint (entrypoint.sh, checked below); the pod names the mode.
-      if (c.image !== INSTALLER_REF) out.push(`container ${c.name}: image ${c.image}, expected ${INSTALLER_REF} (make oci-image)`);
-      if (c.command !== undefined) out.push(`container ${c.name}: command replaces the installer image's entrypoint`);
-      for (const e of c.env ?? []) fields(`env ${e.name}`, e, FIELDS.env, ['name']);
-      const mounted = new Map<string, Obj>();
-      for (const m of c.volumeMounts ?? []) {
-        fields(`volumeMount ${m.name}`, m, FIELDS.volumeMount, ['name', 'mountPath']);
-        const v = volumes.get(m.name);
-        if (!v) out.push(`volumeMount ${m.name}: no such volume`);
-        // hull install writes host paths (links, ConfigPath): each host directory sits at its own path.
-        else if (v.hostPath?.path !== m.mountPath) out.push(`volumeMount ${m.name}: mounted at ${m.mountPath}, host path ${v.hostPath?.path}`);
-        mounted.set(m.mountPath, m);
-      }
-      if (c.name === 'hull-monitor') {
-        if (JSON.stringify(c.args) !== '["monitor"]') out.push(`container ${c.name}: args ${JSON.stringify(c.args)}, expected ["monitor"]`);
-        // It only reads: hull's config and the shims' sockets in run_root.
-        const needed = ['/etc/hull', DEFAULT_CONFIG.runRoot];
-        if ([...mounted.keys()].sort().join() !== needed.sort().join()) out.push(`container ${c.name}: mounts ${[...mounted.keys()].join(', ')}, expected ${needed.join(', ')}`);
-        for (const [path, m] of mounted) if (m.readOnly !== true) out.push(`container ${c.name}: ${path} is not read-only`);
-        if (c.securityContext?.privileged === true) out.push(`container ${c.name}: privileged, it needs not be`);
-        continue;
-      }
+      const mounted = mountsOf(c, volumes);
       if (c.securityContext?.privileged !== true) out.push(`container ${c.name}: not privileged`);
       const nodeName = (c.env ?? []).find((e: Obj) => e.name === 'NODE_NAME');
       if (nodeName?.valueFrom?.fieldRef?.fieldPath !== 'spec.nodeName') out.push('NODE_NAME does not come from the downward API (spec.nodeName)');
@@ -226,6 +240,40 @@ function problems(objects: Obj[]): string[] {
       for (const path of needed) if (!mounted.has(path)) out.push(`container ${c.name}: host path ${path} is not mounted`);
       if (JSON.stringify(c.args ?? ['install']) !== '["install"]') out.push(`container ${c.name}: args ${JSON.stringify(c.args)}, expected ["install"]`);
       if (JSON.stringify(c.readinessProbe?.exec?.command) !== JSON.stringify(['test', '-f', READY_FILE])) out.push(`container ${c.name}: the readiness probe does not test ${READY_FILE}`);
+    }
+  }
+
+  // hull-monitor: only reads, as an unprivileged user with no capability, in a pod of its own.
+  const monitor = find('DaemonSet', 'hull-monitor');
+  if (monitor) {
+    const { pod, volumes } = podOf(monitor);
+    if (pod['hostPID'] === true) out.push('hull-monitor pod spec: hostPID (the monitor reads no host /proc)');
+    if (pod['hostNetwork'] !== true) out.push('hull-monitor pod spec: hostNetwork must be true (hull monitor serves on the node\'s address)');
+    if (pod['automountServiceAccountToken'] !== false) out.push('hull-monitor pod spec: a service account token is mounted (it talks to no API server)');
+    if (pod['nodeSelector']?.[NODE_LABEL] !== 'true') out.push(`hull-monitor pod spec: does not select ${NODE_LABEL}="true"`);
+    const podSc: Obj = pod['securityContext'] ?? {};
+    const containers: Obj[] = pod['containers'] ?? [];
+    if (containers.map((c) => c.name).join(', ') !== 'hull-monitor') out.push(`hull-monitor pod spec: containers ${containers.map((c) => c.name).join(', ')}, expected hull-monitor`);
+    for (const c of containers) {
+      const mounted = mountsOf(c, volumes);
+      const sc: Obj = c.securityContext ?? {};
+      if (JSON.stringify(c.args) !== '["monitor"]') out.push(`container ${c.name}: args ${JSON.stringify(c.args)}, expected ["monitor"]`);
+      const uid = sc['runAsUser'] ?? podSc['runAsUser'];
+      const gid = sc['runAsGroup'] ?? podSc['runAsGroup'];
+      if ((sc['runAsNonRoot'] ?? podSc['runAsNonRoot']) !== true || !Number.isInteger(uid) || uid === 0) out.push(`container ${c.name}: not run as a non-root uid (runAsNonRoot, runAsUser ${uid})`);
+      // The status sockets are for monitor_gid: the container runs as that group.
+      if (gid !== DEFAULT_CONFIG.monitorGid) out.push(`container ${c.name}: runAsGroup ${gid}, expected monitor_gid's default ${DEFAULT_CONFIG.monitorGid}`);
+      if (sc['privileged'] === true) out.push(`container ${c.name}: privileged`);
+      if (sc['allowPrivilegeEscalation'] !== false) out.push(`container ${c.name}: allowPrivilegeEscalation is not false`);
+      if (sc['readOnlyRootFilesystem'] !== true) out.push(`container ${c.name}: readOnlyRootFilesystem is not true`);
+      if (JSON.stringify(sc['capabilities']?.drop) !== '["ALL"]' || (sc['capabilities']?.add ?? []).length > 0) out.push(`container ${c.name}: capabilities ${JSON.stringify(sc['capabilities'])}, expected drop ["ALL"] and none added`);
+      if ((sc['seccompProfile'] ?? podSc['seccompProfile'])?.type !== 'RuntimeDefault') out.push(`container ${c.name}: no RuntimeDefault seccomp profile`);
+      // It reads hull's config, the status sockets and its token; never run_root (the root-only debug sockets).
+      const needed = ['/etc/hull', DEFAULT_CONFIG.statusDir, MONITOR_TOKEN_DIR];
+      if ([...mounted.keys()].sort().join() !== needed.sort().join()) out.push(`container ${c.name}: mounts ${[...mounted.keys()].join(', ')}, expected ${needed.join(', ')}`);
+      for (const [path, m] of mounted) if (m.readOnly !== true) out.push(`container ${c.name}: ${path} is not read-only`);
+      const token = volumes.get(mounted.get(MONITOR_TOKEN_DIR)?.name);
+      if (token?.secret?.optional !== true) out.push(`container ${c.name}: the token volume is not an optional secret`);
     }
   }
   return out;
@@ -245,6 +293,7 @@ describe('deploy/ manifests', () => {
       'ClusterRole/hull-deploy',
       'ClusterRoleBinding/hull-deploy',
       'DaemonSet/hull-deploy',
+      'DaemonSet/hull-monitor',
       'Namespace/hull-system',
       'RuntimeClass/hull',
       'ServiceAccount/hull-deploy',
@@ -265,6 +314,21 @@ describe('deploy/ manifests', () => {
     assert.match(found, /pod spec: unknown field "hostPid"/);
     assert.match(found, /volumeMount nope: no such volume/);
     assert.match(found, /nodeSelector\["hull.dev\/enabled"\] is boolean/);
+  });
+
+  it('the checks catch a monitor that may escalate, keeps a capability, sees the host PIDs or mounts run_root', () => {
+    const broken = structuredClone(objects);
+    const pod = broken.find((o) => o['kind'] === 'DaemonSet' && o['metadata'].name === 'hull-monitor')!['spec'].template.spec;
+    pod.hostPID = true;
+    pod.securityContext.runAsUser = 0;
+    const c = pod.containers[0];
+    c.securityContext.capabilities = { drop: ['NET_RAW'] };
+    c.securityContext.readOnlyRootFilesystem = false;
+    delete c.securityContext.allowPrivilegeEscalation;
+    pod.volumes.push({ name: 'hull-run', hostPath: { path: DEFAULT_CONFIG.runRoot, type: 'DirectoryOrCreate' } });
+    c.volumeMounts.push({ name: 'hull-run', mountPath: DEFAULT_CONFIG.runRoot, readOnly: true });
+    const found = problems(broken).join('\n');
+    for (const m of [/hull-monitor pod spec: hostPID/, /not run as a non-root uid/, /capabilities .*expected drop \["ALL"\]/, /readOnlyRootFilesystem is not true/, /allowPrivilegeEscalation is not false/, /mounts .*\/run\/hull,/]) assert.match(found, m);
   });
 
   it("the installer image's entrypoint installs, labels, and on TERM takes both back", () => {
@@ -338,6 +402,8 @@ describe('deploy/monitoring', () => {
     assert.ok(text.includes(`__meta_kubernetes_node_label_${NODE_LABEL.replace(/[^\w]/g, '_')}`));
     assert.match(text, /replacement: '\$\{1\}:8090'/);
     assert.match(text, /targets: \['127\.0\.0\.1:8090'\]/);
+    // The node-address job sends the bearer token hull monitor asks beyond loopback.
+    assert.match(text, /- job_name: hull\n(?: {4}.*\n)* {4}authorization:\n {6}type: Bearer\n {6}credentials_file: \S+/);
     assert.doesNotMatch(text, /\t/, 'YAML has no tabs');
   });
 });

@@ -26,7 +26,7 @@ import { entriesIn, mountsUnder, processAlive, qemuPidsUnder } from '../helpers/
 import { leasesOf, tapIn, tracePod, waitPodGone, type PodTraces } from '../helpers/pod-traces.js';
 
 const hullRuntime = prepareHullRuntime({ name: 'faults' });
-const { work, runRoot } = hullRuntime;
+const { work, runRoot, statusDir } = hullRuntime;
 // Every pod's cgroup parent, made by nobody: hull makes it with the pod's cgroup, and must remove both.
 const cgroupParent = `/hull-faults-${randomBytes(4).toString('hex')}`;
 const TEST_TIMEOUT_MS = 240_000;
@@ -61,7 +61,7 @@ after(async () => {
   const netns = netnsDir ? entriesIn(netnsDir) : [];
   if (process.env['HULL_TEST_KEEP_LOG'] && ctrd) copyFileSync(ctrd.logPath, process.env['HULL_TEST_KEEP_LOG']);
   const report = await ctrd?.stop();
-  const left = { vms: qemuPidsUnder(runRoot), mounts: [...mountsUnder(work), ...mountsUnder(runRoot)], state: entriesIn(runRoot), leases: leasesOf(runRoot, true), cgroups: await cgroupsLeft(), netns };
+  const left = { vms: qemuPidsUnder(runRoot), mounts: [...mountsUnder(work), ...mountsUnder(runRoot)], state: [...entriesIn(runRoot), ...entriesIn(statusDir)], leases: leasesOf(runRoot, true), cgroups: await cgroupsLeft(), netns };
   await removeCgroupParent();
   hullRuntime.remove();
   assert.deepEqual(shims, [], 'shims still running');
@@ -107,12 +107,13 @@ async function startPod(name: string, privileged = false): Promise<RunningPod> {
   const podId = await cri.runPodSandbox(pod, 'hull');
   const containerId = await cri.createContainer(podId, containerConfig({ name: 'app', image: BUSYBOX_REF, command: ['sleep', '100000'], privileged }), pod);
   await cri.startContainer(containerId);
-  const traces = await tracePod(ctrd, cri, runRoot, podId, cgroupParent);
+  const traces = await tracePod(ctrd, cri, runRoot, podId, cgroupParent, statusDir);
   assert.equal(traces.shims.length, 1, `shims of the pod: ${traces.shims.join(', ')}`);
   assert.equal(traces.qemu.length, 1, `QEMU processes of the pod: ${traces.qemu.join(', ')}`);
   assert.ok(traces.netns, 'the pod has no netns');
   assert.ok(traces.cgroupDirs.length > 0, 'hull made no cgroup for the pod');
   assert.equal(traces.leases.length, 1, 'the pod\'s VM holds no jail uid lease');
+  assert.ok(traces.statusSocket, 'the pod\'s shim serves no status socket');
   return { pod, podId, containerId, traces };
 }
 
@@ -261,7 +262,7 @@ describe('containerd restarted', () => {
     const listed = (await cri.listPodSandbox()).filter((s) => s.metadata.name === pod.metadata.name);
     assert.ok(listed.length <= 1, `pods: ${JSON.stringify(listed)}`);
     const podId = outcome.id || listed[0]?.id || '';
-    const traces = podId ? await tracePod(ctrd, cri, runRoot, podId, cgroupParent) : undefined;
+    const traces = podId ? await tracePod(ctrd, cri, runRoot, podId, cgroupParent, statusDir) : undefined;
     try {
       if (listed[0]?.state === 'SANDBOX_READY') {
         const id = await cri.createContainer(podId, containerConfig({ name: 'app', image: BUSYBOX_REF, command: ['sleep', '100000'] }), pod);
@@ -278,7 +279,7 @@ describe('containerd restarted', () => {
     assert.deepEqual(await cri.listPodSandbox(), []);
     await waitFor('the VM of the interrupted RunPodSandbox goes', () => (qemuPidsUnder(runRoot).length === 0 ? true : undefined), 30_000);
     await waitFor('its shim goes', () => (findShims(ctrd.address).length === 0 ? true : undefined), 30_000);
-    assert.deepEqual({ state: entriesIn(runRoot), mounts: mountsUnder(runRoot), leases: leasesOf(runRoot, true), netns: entriesIn(netnsDir) }, { state: [], mounts: [], leases: [], netns: [] });
+    assert.deepEqual({ state: [...entriesIn(runRoot), ...entriesIn(statusDir)], mounts: mountsUnder(runRoot), leases: leasesOf(runRoot, true), netns: entriesIn(netnsDir) }, { state: [], mounts: [], leases: [], netns: [] });
     assert.deepEqual(await cgroupsLeft(), []);
   });
 

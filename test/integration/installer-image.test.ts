@@ -63,18 +63,51 @@ interface Mount {
   mountPath: string;
 }
 
-/** daemonSetContainers reads the DaemonSet's containers (args, mounts) by name, through kubectl, offline. */
-function daemonSetContainers(): Promise<Record<string, { args: string[]; mounts: Mount[] }>> {
-  const path = '{.spec.template.spec.volumes}{"\\t"}{.spec.template.spec.containers}{"\\n"}';
+/** Container is what the test takes of a DaemonSet container: its args, hostPath mounts and identity. */
+interface Container {
+  args: string[];
+  mounts: Mount[];
+  /** user: runAsUser and runAsGroup (pod or container), when set. */
+  user?: { uid: number; gid: number };
+  readOnlyRoot: boolean;
+  dropAll: boolean;
+  allowPrivilegeEscalation: boolean;
+}
+
+/** daemonSetContainers reads the DaemonSets' containers by name, through kubectl, offline. */
+function daemonSetContainers(): Promise<Record<string, Container>> {
+  const path = '{.spec.template.spec.volumes}{"\\t"}{.spec.template.spec.securityContext}{"\\t"}{.spec.template.spec.containers}{"\\n"}';
   return new Promise((resolve, reject) => {
     execFile('kubectl', ['label', '--local', '-f', DAEMONSET, '-o', `jsonpath=${path}`, 'hull.dev/test-'], { env: { ...process.env, KUBECONFIG: '/dev/null' } }, (e, stdout, stderr) => {
       if (e) return reject(new Error(`kubectl cannot read ${DAEMONSET}: ${stderr}`));
-      const line = String(stdout).split('\n').find((l) => l.startsWith('['));
-      if (!line) return reject(new Error('no DaemonSet in deploy/daemonset.yaml'));
-      type Container = { name: string; args: string[]; volumeMounts: { name: string; mountPath: string }[] };
-      const [volumes, containers] = line.split('\t').map((p) => JSON.parse(p) as unknown) as [{ name: string; hostPath: { path: string } }[], Container[]];
-      const hostPath = (name: string): string => volumes.find((v) => v.name === name)!.hostPath.path;
-      resolve(Object.fromEntries(containers.map((c) => [c.name, { args: c.args, mounts: c.volumeMounts.map((m) => ({ mountPath: m.mountPath, hostPath: hostPath(m.name) })) }])));
+      const lines = String(stdout).split('\n').filter((l) => l.startsWith('['));
+      if (lines.length === 0) return reject(new Error('no DaemonSet in deploy/daemonset.yaml'));
+      type Sc = { runAsUser?: number; runAsGroup?: number; readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
+      type Spec = { name: string; args: string[]; volumeMounts: { name: string; mountPath: string }[]; securityContext?: Sc };
+      const out: Record<string, Container> = {};
+      for (const line of lines) {
+        const [volumesText, podScText, containersText] = line.split('\t');
+        const volumes = JSON.parse(volumesText!) as { name: string; hostPath?: { path: string } }[];
+        const podSc = (podScText ? JSON.parse(podScText) : {}) as Sc;
+        for (const c of JSON.parse(containersText!) as Spec[]) {
+          const sc = c.securityContext ?? {};
+          const uid = sc.runAsUser ?? podSc.runAsUser;
+          const gid = sc.runAsGroup ?? podSc.runAsGroup;
+          out[c.name] = {
+            args: c.args,
+            // Secret volumes (the monitor's optional token) are not the node's: the test has none.
+            mounts: c.volumeMounts.flatMap((m) => {
+              const hostPath = volumes.find((v) => v.name === m.name)?.hostPath?.path;
+              return hostPath ? [{ mountPath: m.mountPath, hostPath }] : [];
+            }),
+            ...(uid !== undefined ? { user: { uid, gid: gid ?? uid } } : {}),
+            readOnlyRoot: sc.readOnlyRootFilesystem === true,
+            dropAll: (sc.capabilities?.drop ?? []).includes('ALL'),
+            allowPrivilegeEscalation: sc.allowPrivilegeEscalation !== false,
+          };
+        }
+      }
+      resolve(out);
     });
   });
 }
@@ -100,8 +133,8 @@ function snapshot(dir: string): Record<string, string> {
 describe('installer image', () => {
   let ctrd: PrivateContainerd;
   let image: InstallerImage;
-  let container: { args: string[]; mounts: Mount[] };
-  let monitorContainer: { args: string[]; mounts: Mount[] };
+  let container: Container;
+  let monitorContainer: Container;
   let report: StopReport | undefined;
   const host = mkdtempSync(join(tmpdir(), 'hull-node-'));
   const logs = mkdtempSync(join(tmpdir(), 'hull-deploy-logs-'));
@@ -169,21 +202,37 @@ describe('installer image', () => {
   }
 
   /**
-   * scrapeMonitor runs the image's hull-monitor container over `runRoot` until its /metrics lists a
+   * scrapeMonitor runs the image's hull-monitor container over `statusDir` until its /metrics lists a
    * sandbox (1 minute at most), then removes it and its network namespace; returns the parsed scrape.
+   * ctr has no --user: the image's own setpriv (the runtime's, through its loader, as the entrypoint
+   * runs node) takes the DaemonSet's uid, gid and capabilities before the entrypoint runs.
    */
-  async function scrapeMonitor(runRoot: string, id: string): Promise<Map<string, PromFamily>> {
+  async function scrapeMonitor(statusDir: string, id: string): Promise<Map<string, PromFamily>> {
     const netns = `hullmon${id}`;
     execFileSync('ip', ['netns', 'add', netns]);
     try {
       execFileSync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
-      const mounts = monitorContainer.mounts.flatMap((m) => ['--mount', `type=bind,src=${m.hostPath === DEFAULT_CONFIG.runRoot ? runRoot : at(m.hostPath)},dst=${m.mountPath},options=rbind:ro`]);
-      const started = await ctrd.ctr(['run', '-d', '--log-uri', `file://${logs}/hull-monitor.log`, '--with-ns', `pid:/proc/${process.pid}/ns/pid`, '--with-ns', `network:/var/run/netns/${netns}`, ...mounts, image.ref, 'hull-monitor', ENTRYPOINT, ...monitorContainer.args]);
+      const mounts = monitorContainer.mounts.flatMap((m) => ['--mount', `type=bind,src=${m.hostPath === DEFAULT_CONFIG.statusDir ? statusDir : at(m.hostPath)},dst=${m.mountPath},options=rbind:ro`]);
+      const { user } = monitorContainer;
+      assert.ok(user && user.uid !== 0 && monitorContainer.dropAll && monitorContainer.readOnlyRoot && !monitorContainer.allowPrivilegeEscalation, 'the DaemonSet runs hull-monitor as non-root with no capability and a read-only root');
+      const runtime = '/usr/share/hull/runtime';
+      const setpriv = [`${runtime}/lib/ld-linux-x86-64.so.2`, `${runtime}/bin/setpriv`, `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--'];
+      const started = await ctrd.ctr(['run', '-d', '--read-only', '--seccomp', '--log-uri', `file://${logs}/hull-monitor.log`, '--with-ns', `network:/var/run/netns/${netns}`, ...mounts, image.ref, 'hull-monitor', ...setpriv, ENTRYPOINT, ...monitorContainer.args]);
       assert.equal(started.code, 0, started.stderr);
       try {
         for (let i = 0; i < 120; i++) {
           const scrape = await ctrd.ctr(['tasks', 'exec', '--exec-id', `scrape-${i}`, 'hull-monitor', 'wget', '-qO-', 'http://127.0.0.1:8090/metrics']);
-          if (scrape.code === 0 && scrape.stdout.includes('hull_sandbox_vcpus{')) return parsePromText(scrape.stdout);
+          if (scrape.code === 0 && scrape.stdout.includes('hull_sandbox_vcpus{')) {
+            // The serving process (the task's, exec'd from setpriv and the entrypoint) is the DaemonSet's user, with nothing more.
+            const pid = (await ctrd.ctr(['tasks', 'ls'])).stdout.split('\n').map((l) => l.trim().split(/\s+/)).find((f) => f[0] === 'hull-monitor')?.[1];
+            const procStatus = readFileSync(`/proc/${pid}/status`, 'utf8');
+            assert.match(procStatus, new RegExp(`^Uid:\\s+${user.uid}\\s+${user.uid}\\s+${user.uid}\\s+${user.uid}$`, 'm'));
+            assert.match(procStatus, new RegExp(`^Gid:\\s+${user.gid}\\s`, 'm'));
+            for (const set of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) assert.match(procStatus, new RegExp(`^${set}:\\s+0{16}$`, 'm'), set);
+            assert.match(procStatus, /^NoNewPrivs:\s+1$/m);
+            assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /node.*cli\/main\.js\0monitor/);
+            return parsePromText(scrape.stdout);
+          }
           if ((await status('hull-monitor')) !== 'RUNNING') break;
           await sleep(500);
         }
@@ -299,14 +348,15 @@ describe('installer image', () => {
         assert.match(jail.stderr, new RegExp(`touch: ${RUNTIME_PREFIX}/bin/x: Read-only file system`));
         assert.deepEqual(jail.stdout.split('\n').filter(Boolean).sort(), ['bin', 'dev', 'image', 'lib', 'lib64', 'opt', 'proc', 'ram', 'run', 'sbin', 'shared'].sort());
 
-        // The DaemonSet's second container, hull monitor, run as the DaemonSet runs it (its args and
-        // read-only mounts, /run/hull being this node's run root; the host's PID namespace), in a network
-        // namespace of the test's own instead of the node's, and scraped from inside it.
-        const families = await scrapeMonitor(runtime.runRoot, node.id);
+        // The DaemonSet hull-monitor, run as it runs it (its args, user, group, no capabilities, a
+        // read-only root and read-only mounts, /run/hull-status being this node's status directory; a
+        // PID namespace of its own), in a network namespace of the test's own instead of the node's,
+        // and scraped from inside it.
+        const families = await scrapeMonitor(runtime.statusDir, node.id);
         const series = (name: string, labels: Record<string, string>) => families.get(name)?.samples.find((x) => Object.entries(labels).every(([k, v]) => x.labels[k] === v));
         const pod0 = { pod_namespace: 'hull-deploy-test', pod_name: 'deployed', sandbox_id: podId };
         assert.equal(series('hull_sandbox_vcpus', pod0)?.value, 1);
-        assert.ok((series('hull_process_pss_bytes', { ...pod0, process: 'qemu' })?.value ?? 0) > 16 << 20, 'QEMU PSS read in the host PID namespace');
+        assert.ok((series('hull_process_pss_bytes', { ...pod0, process: 'qemu' })?.value ?? 0) > 16 << 20, 'QEMU PSS, as the shim measured it');
         assert.equal(series('hull_guest_up', pod0)?.value, 1);
         assert.equal(series('hull_monitor_shim_up', { sandbox_id: podId })?.value, 1);
       } finally {

@@ -20,14 +20,14 @@ import { prepareHullRuntime, stopAndAssertClean } from '../harness/hull-runtime.
 import { BUSYBOX_REF, ensureTestImages } from '../harness/oci-image.js';
 import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from '../harness/cri.js';
 import { parsePromText, type PromFamily } from '../harness/prom-text.js';
-import { getFromShim, readAll } from '../../src/monitor/index.js';
+import { getFromShim, listSandboxDirs, readAll } from '../../src/monitor/index.js';
 import { processAlive, qemuPidsUnder } from '../helpers/leaks.js';
 
 const HULL = fileURLToPath(new URL('../../../bin/hull', import.meta.url));
 const SHIM_TIMEOUT_MS = 3000;
 const MIB = 1024 * 1024;
 const hullRuntime = prepareHullRuntime({ name: 'monitor' });
-const { runRoot, configPath } = hullRuntime;
+const { runRoot, statusDir, configPath } = hullRuntime;
 // HULL_TEST_GUEST_IMAGES_DIR: a guest images directory of its own (where other work rebuilds the shared one).
 const imagesDir = process.env['HULL_TEST_GUEST_IMAGES_DIR'];
 if (imagesDir) appendFileSync(configPath, `guest_images_dir = "${imagesDir}"\n`);
@@ -265,7 +265,7 @@ describe('hull monitor and hull ps against real pods', () => {
       guestsAnswered += families.get('hull_guest_up')!.samples.filter((x) => x.value === 1).length;
       // What hull ps costs: the same shims, without the guest's stats.
       started = performance.now();
-      assert.equal((await readAll(runRoot, false)).filter((a) => 'status' in a).length, total);
+      assert.equal((await readAll(await listSandboxDirs(runRoot, statusDir), false)).filter((a) => 'status' in a).length, total);
       statusMs.push(performance.now() - started);
     }
     const summary = (xs: number[]) => {
