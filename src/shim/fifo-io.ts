@@ -68,9 +68,16 @@ export async function openFifos(paths: FifoPaths): Promise<FifoIO> {
   };
   try {
     if (paths.stdin) {
-      sockets.push((io.stdin = await openFifo(paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK, true)));
-      // Opened after the reader: a non-blocking open for writing fails while the FIFO has none.
-      stdinWriter = await openFd(paths.stdin, constants.O_WRONLY | constants.O_NONBLOCK);
+      // The writer is opened between the reader's open and its first read: a non-blocking open for
+      // writing fails while the FIFO has no reader, and a read before any writer is end-of-file.
+      const reader = await openFd(paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK);
+      try {
+        stdinWriter = await openFd(paths.stdin, constants.O_WRONLY | constants.O_NONBLOCK);
+      } catch (e) {
+        closeFd(reader, () => {});
+        throw e;
+      }
+      sockets.push((io.stdin = new Socket({ fd: reader, readable: true, writable: false })));
     }
     if (paths.stdout) sockets.push((io.stdout = await openFifo(paths.stdout, constants.O_WRONLY, false)));
     if (paths.stderr) sockets.push((io.stderr = await openFifo(paths.stderr, constants.O_WRONLY, false)));
