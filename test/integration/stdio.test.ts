@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -128,7 +129,7 @@ function ctrStreamed(args: string[], input?: Payload, hooks: StreamHooks = {}): 
       void (async () => {
         for (const chunk of input.chunks()) {
           if (stdin.destroyed) return;
-          if (!stdin.write(chunk)) await new Promise((r) => (stdin.once('drain', r), stdin.once('close', r)));
+          if (!stdin.write(chunk)) await drained(stdin);
         }
         stdin.end(() => (stdinEnd = 'end'));
       })();
@@ -360,5 +361,18 @@ function agentState(sandboxId: string): Promise<{ rssBytes: number }> {
     req.on('timeout', () => req.destroy(new Error('debug socket did not answer')));
     req.on('error', reject);
     req.end();
+  });
+}
+
+/** drained resolves when `stream` can take more, or is closed. */
+function drained(stream: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
   });
 }
