@@ -7,9 +7,11 @@
  *   P3 10 pods in parallel through CRI to Running    bench/batch.ts
  *   P4 `exec true`, P6 256 MiB written with fsync    bench/exec.ts
  *   B1/B2 `run` of a bundle, no containerd; hull cold too   bench/boot.ts
+ *   S1/S2 stdout and stdin MiB/s through `ctr run`         bench/stdio.ts
  *
  * Environment: HULL_BENCH_RUNS (P1, P4, P6, B1/B2; default 5), HULL_BENCH_PODS (P2/P5; default 20),
- * HULL_BENCH_REPEATS (P3; default 3). Prints one table with issue #5's targets and saves
+ * HULL_BENCH_REPEATS (P3; default 3), HULL_BENCH_STDIO_RUNS (S1/S2; default 3), HULL_BENCH_STDIO_MIB (S1/S2;
+ * default 32), HULL_BENCH_ONLY=stdio (S1/S2 alone). Prints one table with issue #5's targets and saves
  * everything (samples, medians, machine) to `bench-results.json` in the current directory. Cleans up
  * all it made and fails if anything was left behind.
  */
@@ -28,10 +30,11 @@ import { measureBoot, RUN_PREFIX } from './boot.js';
 import { cleanup } from './cleanup.js';
 import { measureCtrRun } from './ctr-run.js';
 import { measureExec, WRITE_MIB } from './exec.js';
+import { measureStdio } from './stdio.js';
 import { CPU_WINDOW_MS, measureIdle } from './idle.js';
 import { machineInfo } from './machine.js';
 import type { PodContext } from './pods.js';
-import { formatTable, tableRows } from './report.js';
+import { formatTable, stdioRows, tableRows } from './report.js';
 import { HULL_NO_POOL, HULL_POOL_BATCH, prepareRuntimes, RUNTIMES, VM_MEMORY_MIB, type RuntimeName } from './runtimes.js';
 import { median, positiveInt, round } from './stats.js';
 
@@ -41,6 +44,8 @@ const options = {
   runs: positiveInt('HULL_BENCH_RUNS', 5),
   pods: positiveInt('HULL_BENCH_PODS', 20),
   repeats: positiveInt('HULL_BENCH_REPEATS', 3),
+  stdioRuns: positiveInt('HULL_BENCH_STDIO_RUNS', 3),
+  stdioMiB: positiveInt('HULL_BENCH_STDIO_MIB', 32),
   batch: BATCH,
   image: BUSYBOX_REF,
   hull: { memoryMiB: VM_MEMORY_MIB, vcpus: 1, templates: true, poolSize: Number(process.env['HULL_BENCH_POOL'] ?? DEFAULT_CONFIG.poolSize) },
@@ -48,12 +53,16 @@ const options = {
   p6: `dd if=/dev/zero of=/bench.dat bs=1M count=${WRITE_MIB} conv=fsync via CRI ExecSync, timed on the host around the exec`,
 };
 
+/** StdioOnly ends a HULL_BENCH_ONLY=stdio run after S1/S2, through the usual cleanup. */
+class StdioOnly extends Error {}
+
 const log = (msg: string): void => console.error(`bench: ${msg}`);
 const started = performance.now();
 const image = await currentGuestImage();
 if (!image) throw new Error('No guest image: run `make image` first');
 const accel = await chooseAccel();
 
+const onlyStdio = process.env['HULL_BENCH_ONLY'] === 'stdio';
 const rt = prepareRuntimes(BATCH);
 let ctrd: PrivateContainerd | undefined;
 let cri: CriClient | undefined;
@@ -61,12 +70,20 @@ let ctx: PodContext | undefined;
 const ids = new Set<string>();
 let failed = false;
 try {
-  log(`B1/B2: run of a bundle without containerd, ${options.runs} rounds`);
-  const boot = measureBoot(rt, options.runs);
+  if (!onlyStdio) log(`B1/B2: run of a bundle without containerd, ${options.runs} rounds`);
+  const boot = onlyStdio ? undefined : measureBoot(rt, options.runs);
   ctrd = await startContainerd({ runtimes: rt.containerd, extraPath: rt.hull.shimDir, logLevel: 'info' });
   await ensureTestImages(ctrd);
   cri = await CriClient.connect(ctrd.address, { deadlineMs: 300_000 });
   ctx = { cri, address: ctrd.address, hullRunRoot: rt.hull.runRoot, handler: rt.handler, pods: [], ids, gvisorStateRoot: rt.gvisor.criRoot };
+  log(`S1/S2: ${options.stdioMiB} MiB through stdout and stdin, ${options.stdioRuns} rounds`);
+  const stdio = await measureStdio(ctrd, rt, options.stdioRuns, options.stdioMiB);
+  const sRows = stdioRows(stdio, options.stdioMiB, options.stdioRuns);
+  if (onlyStdio || !boot) {
+    console.log(formatTable(sRows));
+    writeFileSync(RESULTS, JSON.stringify({ bench: 'hull stdio', date: new Date().toISOString(), options, table: sRows, results: { stdio } }, null, 2) + '\n');
+    throw new StdioOnly();
+  }
   log(`P1: ctr run --rm, ${options.runs} rounds`);
   const p1CtrRunMs = await measureCtrRun(ctrd, rt, options.runs);
   log(`P4/P6: exec true, ${WRITE_MIB} MiB write, ${options.runs} rounds`);
@@ -87,8 +104,8 @@ try {
     readyVmPssMiB: { median: median(readyPssMiB), samples: readyPssMiB },
   };
 
-  const results = { p1CtrRunMs, p2p5Idle, p3BatchMs, exec, boot, pool };
-  const rows = tableRows(results, { ...options, cpuWindowS: CPU_WINDOW_MS / 1000, writeMiB: WRITE_MIB });
+  const results = { p1CtrRunMs, p2p5Idle, p3BatchMs, exec, boot, pool, stdio };
+  const rows = [...tableRows(results, { ...options, cpuWindowS: CPU_WINDOW_MS / 1000, writeMiB: WRITE_MIB }), ...sRows];
   const machine = machineInfo({ accel: accel.accel, accelReason: accel.reason, guestKernel: image.kernelRelease, guestImage: image.id, templateRamDir: DEFAULT_CONFIG.templateRamDir });
   const durationS = round((performance.now() - started) / 1000, 0);
   console.log(`hull bench (issue #5): ${machine.cores} cores, accel ${machine.accel}, host ${machine.hostKernel}, guest ${machine.guestKernel}, ${machine.runsc}`);
@@ -104,9 +121,9 @@ try {
   writeFileSync(RESULTS, JSON.stringify({ bench: 'hull issue #5', date: new Date().toISOString(), durationS, machine, options, table: rows, results }, null, 2) + '\n');
   console.log(`saved to ${RESULTS}`);
 } catch (e) {
-  failed = true;
-  log((e as Error).stack ?? String(e));
-  if (ctrd) console.error(`--- containerd log (tail) ---\n${ctrd.logTail(20)}`);
+  failed = !(e instanceof StdioOnly);
+  if (failed) log((e as Error).stack ?? String(e));
+  if (ctrd && failed) console.error(`--- containerd log (tail) ---\n${ctrd.logTail(20)}`);
 } finally {
   const left = await cleanup({ rt, ctrd, cri, ctx, ids, runPrefix: RUN_PREFIX });
   if (left.length > 0) {

@@ -5,6 +5,7 @@
 import type { BootResult } from './boot.js';
 import type { ExecResult } from './exec.js';
 import type { IdleResult } from './idle.js';
+import type { StdioResult } from './stdio.js';
 import { RUNTIMES, type RuntimeName } from './runtimes.js';
 import { round, type Summary } from './stats.js';
 
@@ -55,6 +56,14 @@ export function tableRows(r: Results, o: { runs: number; pods: number; batch: nu
     row('P6', `write ${o.writeMiB} MiB + fsync to rootfs, MiB/s (×${o.runs})`, medians(r.exec.writeMiBps), 0, { on: 'ratio', op: '>=', limit: 0.5, text: '≥ 0.5× runc' }),
     row('B1', '`run` a bundle, true, no containerd, ms', medians(r.boot.run), 0, null),
     row('B2', 'hull run, templates off (cold boot), ms', { runc: r.boot.run.runc.median, gvisor: null, hull: r.boot.hullCold.median }, 0, null),
+  ];
+}
+
+export function stdioRows(r: StdioResult, mib: number, runs: number): Row[] {
+  const target: Target = { on: 'ratio', op: '>=', limit: 0.5, text: '≥ 0.5× runc' };
+  return [
+    row('S1', `stdout of ctr run, ${mib} MiB, MiB/s (×${runs})`, medians(r.stdoutMiBps), 1, target),
+    row('S2', `stdin of ctr run, ${mib} MiB, MiB/s (×${runs})`, medians(r.stdinMiBps), 1, target),
   ];
 }
 

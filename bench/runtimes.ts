@@ -85,7 +85,8 @@ export interface BenchRuntimes {
   /** containerd is startContainerd's runtimes table (the `hull` and `runsc` CRI handlers). */
   containerd: Record<string, RuntimeSpec>;
   handler(name: RuntimeName): string;
-  ctrRunArgs(name: RuntimeName, id: string): string[];
+  /** ctrRunArgs: `ctr run --rm` of `command` (default `true`) in the runtime. */
+  ctrRunArgs(name: RuntimeName, id: string, command?: string[]): string[];
   remove(): void;
 }
 
@@ -112,13 +113,13 @@ export function prepareRuntimes(batch: number): BenchRuntimes {
     hullConfigs: { templates: hullConfig('templates.toml', true), cold: hullConfig('cold.toml', false) },
     containerd: { ...hull.runtimes, [HULL_POOL_BATCH]: hullPoolBatch.runtimes['hull']!, [HULL_NO_POOL]: hullNoPool.runtimes['hull']!, runsc: { runtimeType: RUNC_RUNTIME, options: { BinaryName: gvisor.wrapper, Root: gvisor.criRoot } } },
     handler: (name) => handlers[name],
-    ctrRunArgs(name, id) {
+    ctrRunArgs(name, id, command = ['true']) {
       const runtime = {
         runc: ['--runtime', RUNC_RUNTIME],
         gvisor: ['--runtime', RUNC_RUNTIME, '--runc-binary', gvisor.wrapper, '--runc-root', gvisor.ctrRoot],
         hull: ['--runtime', HULL_RUNTIME, '--runtime-config-path', hull.configPath],
       }[name];
-      return ['run', '--rm', ...runtime, BUSYBOX_REF, id, 'true'];
+      return ['run', '--rm', ...runtime, BUSYBOX_REF, id, ...command];
     },
     remove() {
       hull.remove();

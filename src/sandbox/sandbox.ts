@@ -401,10 +401,6 @@ export class Sandbox {
     await this.agent.resizeTerminal({ containerId, execId, rows, cols }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
   }
 
-  async closeStdin(containerId: string, execId = ''): Promise<void> {
-    await this.agent.closeStdin({ containerId, execId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
-  }
-
   async processes(containerId: string): Promise<Array<{ pid: number; execId: string; command: string }>> {
     const { processes } = await this.agent.listProcesses({ containerId }, { timeoutMs: AGENT_CALL_TIMEOUT_MS });
     if (processes.length > LIMITS.maxProcesses) throw new HullError('internal', `Guest listed ${processes.length} processes`);

@@ -361,10 +361,8 @@ export class TaskService implements TaskImpl {
   async #closeIO(req: CloseIORequest) {
     const container = this.#container(req.id);
     const proc = this.#process(container, req.execId);
-    if (req.stdin && proc.state.state === 'running' && !container.holder) {
-      proc.io?.stdin?.destroy();
-      await this.#vm.require().closeStdin(req.id, req.execId).catch(() => {});
-    }
+    // The stdin pump closes the process's stdin once it has carried everything the client wrote.
+    if (req.stdin && !container.holder) proc.io?.closeStdin();
     return {};
   }
 

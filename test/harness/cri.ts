@@ -275,6 +275,12 @@ export class CriClient {
     return execStream(url, opts);
   }
 
+  /** attach returns the streaming URL of the container's stdio; open it with `sendStdinAndClose`. */
+  async attach(req: { containerId: string; stdin?: boolean; tty?: boolean; stdout?: boolean; stderr?: boolean }): Promise<string> {
+    const full = { stdin: true, tty: false, stdout: false, stderr: false, ...req };
+    return (await this.call<{ url: string }>(this.runtime, 'Attach', full)).url;
+  }
+
   /** portForward returns the streaming URL for the pod's ports; open it with `portForwardOnce`. */
   async portForward(podSandboxId: string, ports: number[]): Promise<string> {
     return (await this.call<{ url: string }>(this.runtime, 'PortForward', { podSandboxId, port: ports })).url;
@@ -359,6 +365,8 @@ export interface ContainerOptions {
   workingDir?: string;
   tty?: boolean;
   stdin?: boolean;
+  /** stdinOnce: the container's stdin closes when the first attach's stdin ends (`kubectl run -i`). */
+  stdinOnce?: boolean;
   memoryLimitBytes?: number;
   cpuQuota?: number;
   cpuPeriod?: number;
@@ -393,7 +401,7 @@ export function containerConfig(o: ContainerOptions): ContainerConfig {
     annotations: o.annotations ?? {},
     logPath: o.logPath ?? '',
     stdin: o.stdin ?? false,
-    stdinOnce: false,
+    stdinOnce: o.stdinOnce ?? false,
     tty: o.tty ?? false,
     linux: { resources, securityContext: { privileged: o.privileged ?? false, namespaceOptions: { network: 'POD', pid: o.sharePid ? 'POD' : 'CONTAINER', ipc: 'POD' } } },
   };
@@ -455,7 +463,9 @@ export async function execStream(url: string, opts: ExecStreamOptions = {}): Pro
   const status: Buffer[] = [];
   await openChannels(url, opts.timeoutMs ?? 60_000, (ws) => {
     if (opts.resize) ws.send(frame(RESIZE, JSON.stringify({ Width: opts.resize.width, Height: opts.resize.height })));
-    if (opts.stdin !== undefined) ws.send(frame(STDIN, opts.stdin));
+    // In frames of at most 1 MiB: the streaming server drops a connection whose message is too large.
+    const stdin = opts.stdin === undefined ? undefined : Buffer.from(opts.stdin);
+    for (let at = 0; stdin && at < stdin.length; at += 1 << 20) ws.send(frame(STDIN, stdin.subarray(at, at + (1 << 20))));
   }, (channel, data) => {
     if (channel === STDOUT) out.push(data);
     else if (channel === STDERR) err.push(data);
@@ -500,4 +510,20 @@ export async function portForwardOnce(url: string, port: number, data: string | 
   const error = Buffer.concat(errors).toString('utf8');
   if (error) throw new Error(`Port-forward to port ${port} failed: ${error}`);
   return Buffer.concat(received);
+}
+
+/**
+ * sendStdinAndClose opens an Attach or Exec URL, sends `chunks` on the stdin channel (each once the
+ * one before has gone to the socket: backpressure) and closes the stream right after the last one, as
+ * `kubectl exec -i … < file` does: for the server that is the end of stdin.
+ */
+export async function sendStdinAndClose(url: string, chunks: Iterable<Buffer>, timeoutMs = 600_000): Promise<void> {
+  await openChannels(url, timeoutMs, (ws) => {
+    void (async () => {
+      for (const chunk of chunks) {
+        await new Promise<void>((resolve, reject) => ws.send(frame(STDIN, chunk), (e) => (e ? reject(e) : resolve())));
+      }
+      ws.close(1000);
+    })().catch(() => ws.terminate());
+  }, () => {});
 }
