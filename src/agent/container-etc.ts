@@ -11,7 +11,7 @@
  * symlink anywhere after the root), fstat must say a regular file, and at most MAX_ETC_FILE_BYTES are
  * read. Anything else is refused with an error that says why.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync } from 'node:fs';
 import { HullError } from '../errors/index.js';
 
 /** MAX_ETC_FILE_BYTES bounds a container file the agent reads (a passwd of ~10,000 users). */
@@ -42,7 +42,8 @@ export function readContainerEtc(initPid: number, name: string, cached?: EtcFile
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    if (code === 'ELOOP') return refuse("the container's /etc is a symbolic link");
+    // O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR: lstat tells which, for the message only.
+    if (code === 'ELOOP' || (code === 'ENOTDIR' && isSymlink(`/proc/${initPid}/root/etc`))) return refuse("the container's /etc is a symbolic link");
     if (code === 'ENOTDIR') return refuse("the container's /etc is not a directory");
     return refuse(`the container's /etc: ${(e as Error).message}`);
   }
@@ -70,6 +71,14 @@ export function readContainerEtc(initPid: number, name: string, cached?: EtcFile
     return { stamp, text: buf.subarray(0, n).toString('utf8') };
   } finally {
     closeSync(fd);
+  }
+}
+
+function isSymlink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 
