@@ -65,7 +65,7 @@ while :; do
       sparse) truncate -s 1G /etc/passwd ;;
       restore) cp /v/passwd /etc/passwd ;;
     esac
-    ls -l /etc/passwd > /v/what 2>&1
+    ls -ln /etc/passwd > /v/what 2>&1
     echo $m > /v/state
   fi
   usleep 20000
