@@ -48,15 +48,15 @@ const CONTAINER_PASSWD = 'root:x:0:0:root:/home/container-root:/bin/sh\nnobody:x
 const ENVIRON_HOME = '/home/from-container-environ';
 
 /**
- * SWAPPER is the lookup container's init: it puts what /v/next names in place of /etc/passwd (or /etc)
- * and says so in /v/state.
+ * SWAPPER is the lookup container's init: it puts what /v/next names in place of /etc/passwd, says so
+ * in /v/state and removes /v/next once done.
  */
 const SWAPPER = `
 exec 2>>/v/err
 cp /v/passwd /etc/passwd && echo restore > /v/state
 while :; do
   if [ -f /v/next ]; then
-    m=$(cat /v/next); rm -f /v/next
+    m=$(cat /v/next)
     rm -f /etc/passwd
     case $m in
       environ) ln -s /proc/1/environ /etc/passwd ;;
@@ -67,6 +67,7 @@ while :; do
     esac
     ls -ln /etc/passwd > /v/what 2>&1
     echo $m > /v/state
+    rm -f /v/next
   fi
   usleep 20000
 done`;
