@@ -15,7 +15,9 @@ import { run } from '../common/run.js';
 import { guestSpec, checkId, checkProcess, podTmpfsMounts } from './guest-spec.js';
 import { podPidNamespace, sharesPodPidNamespace } from './pod-pid-namespace.js';
 import { GuestProcess, crunCommand, crunErrorMessages, type StdioRequest } from './process.js';
-import { differingNamespaces, planDirectExec, tapeProgram, type ExecTarget } from './direct-exec.js';
+import { differingNamespaces, planDirectExec, type ExecTarget } from './direct-exec.js';
+import { homeOf, readContainerEtc } from './container-etc.js';
+import { execStarter } from './exec-starter.js';
 
 // The files exec() writes (json) and crun writes (pid, log) for each exec, in the bundle directory.
 const EXEC_FILES = ['json', 'pid', 'log'] as const;
@@ -104,10 +106,12 @@ export class Container {
     const process = checkProcess(processSpec, `process of exec "${execId}"`);
     process.terminal = stdio.terminal;
     if (stdio.terminal) setConsoleSize(process, stdio);
+    this.#addHome(process);
     // A removed exec's id may come back: its files must be gone before the new ones are written.
     await this.#fileRemovals.get(execId);
     const direct = await this.#planDirectExec(process, stdio);
-    const proc = direct ? new GuestProcess({ command: [await tapeProgram()], stdio, direct }) : await this.#crunExec(execId, process, stdio);
+    const starter = direct ? await execStarter().catch(logStarterFailure) : undefined;
+    const proc = direct && starter !== undefined ? new GuestProcess({ command: [], stdio, direct, starter }) : await this.#crunExec(execId, process, stdio);
     this.execs.set(execId, proc);
     let pid: number;
     try {
@@ -126,6 +130,22 @@ export class Container {
     const removal = this.#removeExecFiles(execId).finally(() => this.#fileRemovals.delete(execId));
     this.#fileRemovals.set(execId, removal);
     return pid;
+  }
+
+  /**
+   * #addHome gives an exec without HOME the home of its uid from the container's /etc/passwd, as
+   * crun would, read by the agent within the container's root (container-etc.ts) for direct and crun
+   * execs alike: crun, given HOME, reads nothing. A passwd the agent must refuse (a symlink, a FIFO,
+   * over 1 MiB) fails the exec with the reason; no passwd or no entry leaves HOME unset.
+   */
+  #addHome(process: OciProcess): void {
+    const env = (process.env ??= []);
+    if (env.some((e) => e.startsWith('HOME=')) || this.init.pid <= 0) return;
+    const uid = process.user?.uid ?? 0;
+    const passwd = readContainerEtc(this.init.pid, 'passwd', this.#execTarget.passwd, `look up HOME of uid ${uid}`);
+    if (passwd) this.#execTarget.passwd = passwd;
+    const home = passwd ? homeOf(passwd.text, uid) : null;
+    if (home !== null) env.push(`HOME=${home}`);
   }
 
   /** #planDirectExec has the agent start the exec itself when it can do exactly what crun would (direct-exec.ts). */
@@ -248,6 +268,15 @@ export class Container {
       throw new HullError('failed_precondition', `crun ${args[0]} failed: ${messages.join('; ') || (e as Error).message}`);
     }
   }
+}
+
+let starterFailureLogged = false;
+
+/** logStarterFailure: without the sealed starter every exec goes to crun (logged once). */
+function logStarterFailure(e: unknown): undefined {
+  if (!starterFailureLogged) console.error(`hull-agent: direct exec is off, crun runs every exec: ${(e as Error).message}`);
+  starterFailureLogged = true;
+  return undefined;
 }
 
 async function resolveRootfs(rootfs: string): Promise<string> {

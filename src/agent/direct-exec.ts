@@ -3,9 +3,11 @@
  * doing what `crun exec` does for it: join the container init's namespaces and the container's
  * cgroup, then set rlimits, supplementary groups, the capability bounding set, gid and uid, the
  * other capability sets, ambient capabilities, umask, cwd and no_new_privs, and exec the program
- * found in the process's PATH, with its environment (HOME added from the container's /etc/passwd
- * when absent and the user is there, as crun does). Under TCG `crun exec` costs ~100 ms (loading crun and its eleven
- * libraries alone ~45 ms); the tape program has no libraries and nothing to load.
+ * found in the process's PATH, with its environment (the container adds HOME from the container's
+ * /etc/passwd beforehand, container-etc.ts). Under TCG `crun exec` costs ~100 ms (loading crun and its
+ * eleven libraries alone ~45 ms); the tape program has no libraries and nothing to load. It runs from
+ * a sealed memfd (exec-starter.ts), and makes itself non-dumpable before it joins anything: container
+ * root cannot open /proc/<child>/exe, and could not change the program if it did.
  *
  * Anything this does not do exactly as crun would (a terminal, a seccomp profile, a personality,
  * scheduler or I/O priority settings, LSM labels, a user or time namespace, a paused container,
@@ -15,34 +17,15 @@
  * succeeded), [-2, wait status] when it ended, or [op index, errno] when a step failed.
  */
 import { constants } from 'node:os';
-import { lstatSync, readFileSync } from 'node:fs';
-import { readlink, rename, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { readlink } from 'node:fs/promises';
 import type { OciProcess, OciSpec } from '../common/oci.js';
-import { ERROR_RECORD, Tape, syscallTapeElf, type Ref } from './syscall-tape.js';
-
-/** TAPE_PROGRAM is where the agent writes the syscall tape program (the guest's /run, a tmpfs). */
-const TAPE_PROGRAM = '/run/hull/exec-tape';
-let written: Promise<string> | undefined;
-
-/**
- * tapeProgram writes the syscall tape program once and returns its path. Written aside and renamed
- * into place: an agent that restarted may find the old one still running (rewriting it in place
- * would fail with ETXTBSY).
- */
-export function tapeProgram(): Promise<string> {
-  const aside = `${TAPE_PROGRAM}.${process.pid}`;
-  written ??= writeFile(aside, syscallTapeElf(), { mode: 0o500 }).then(
-    () => rename(aside, TAPE_PROGRAM).then(() => TAPE_PROGRAM),
-    (e: unknown) => {
-      written = undefined;
-      throw e;
-    },
-  );
-  return written;
-}
+import type { EtcFile } from './container-etc.js';
+import { STARTER_FD } from './exec-starter.js';
+import { ERROR_RECORD, Tape, type Ref } from './syscall-tape.js';
 
 const SYS = { read: 0, write: 1, close: 3, chdir: 80, umask: 95, setgroups: 116, setresuid: 117, setresgid: 119, capset: 126, prctl: 157, fork: 57, wait4: 61, execve: 59, exitGroup: 231, openat: 257, pipe2: 293, prlimit64: 302, setns: 308 } as const;
-const PR = { setKeepCaps: 8, capBsetDrop: 24, setNoNewPrivs: 38, capAmbient: 47, capAmbientRaise: 2 } as const;
+const PR = { setDumpable: 4, setKeepCaps: 8, capBsetDrop: 24, setNoNewPrivs: 38, capAmbient: 47, capAmbientRaise: 2 } as const;
 const AT_FDCWD = -100;
 const O_CLOEXEC = 0o2000000;
 const O_WRONLY = 1;
@@ -77,10 +60,10 @@ export interface ExecTarget {
   /** cgroupProcs is the cgroup.procs file of the container's cgroup. */
   cgroupProcs: string;
   paused: boolean;
-  /** plans caches the container's tapes by process (and HOME, which comes from outside the spec). */
+  /** plans caches the container's tapes by process. */
   plans: Map<string, DirectExecPlan>;
-  /** passwd caches the container's /etc/passwd (stamp: inode, size, mtime). */
-  passwd?: { stamp: string; text: string };
+  /** passwd caches the container's /etc/passwd (container-etc.ts). */
+  passwd?: EtcFile;
 }
 
 // Plans kept per container (most recent first out when full).
@@ -110,13 +93,8 @@ export async function planDirectExec(target: ExecTarget, process: OciProcess, te
   const umask = (user as { umask?: unknown }).umask;
   if (umask !== undefined && (typeof umask !== 'number' || !Number.isInteger(umask) || umask < 0 || umask > 0o777)) return undefined;
   const env = [...(process.env ?? [])];
-  if (!env.some((e) => e.startsWith('HOME='))) {
-    const home = containerHome(target, user.uid);
-    if (home === undefined) return undefined;
-    if (home !== null) env.push(`HOME=${home}`);
-  }
   // The same exec (a probe) comes again and again: its tape is built once.
-  const key = `${JSON.stringify(process)}\0${env.length}\0${env.at(-1)}`;
+  const key = JSON.stringify(process);
   const cached = target.plans.get(key);
   if (cached) return cached;
   lastCap ??= Number(readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8').trim());
@@ -174,39 +152,18 @@ function rlimitList(value: unknown): Array<{ resource: number; soft: bigint; har
   for (const r of value as Array<{ type?: unknown; soft?: unknown; hard?: unknown }>) {
     const resource = RLIMITS.indexOf(String(r?.type));
     if (resource < 0 || !isU64(r.soft) || !isU64(r.hard)) return undefined;
-    out.push({ resource, soft: BigInt(r.soft as number), hard: BigInt(r.hard as number) });
+    out.push({ resource, soft: rlimitValue(r.soft as number), hard: rlimitValue(r.hard as number) });
   }
   return out;
 }
 
 function isU64(v: unknown): boolean {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0;
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 2 ** 64;
 }
 
-/**
- * containerHome is the home of `uid` in the container's /etc/passwd, null when it has none (crun
- * then sets no HOME), or undefined when the file cannot be read without following a link (crun
- * reads it in the container; a link here would be resolved in the guest). The file is read again
- * only when its inode, size or modification time changed: each look-up is a 9p round trip.
- */
-function containerHome(target: ExecTarget, uid: number): string | null | undefined {
-  // Synchronous: small reads, where each asynchronous call would cost a thread-pool round trip.
-  const root = `/proc/${target.initPid}/root`;
-  let stamp: string;
-  try {
-    const etc = lstatSync(`${root}/etc`);
-    const file = lstatSync(`${root}/etc/passwd`);
-    if (etc.isSymbolicLink() || file.isSymbolicLink() || !file.isFile()) return undefined;
-    stamp = `${file.ino}:${file.size}:${file.mtimeMs}`;
-    if (target.passwd?.stamp !== stamp) target.passwd = { stamp, text: readFileSync(`${root}/etc/passwd`, 'utf8') };
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? null : undefined;
-  }
-  for (const line of target.passwd.text.split('\n')) {
-    const fields = line.split(':');
-    if (fields.length >= 7 && fields[2] === String(uid)) return fields[5]!;
-  }
-  return null;
+/** rlimitValue: JSON's 18446744073709551615 (RLIM_INFINITY) reads as 2^64, which must not wrap to 0. */
+function rlimitValue(v: number): bigint {
+  return v >= 2 ** 64 ? (1n << 64n) - 1n : BigInt(v);
 }
 
 interface TapeInputs {
@@ -230,6 +187,10 @@ function buildTape(i: TapeInputs): DirectExecPlan {
   const slot = (): Ref => t.words([0n]);
   // The parent: opens what the child needs while paths still resolve in the guest, joins the PID
   // namespace (it applies to the children), forks, reports and waits.
+  // The starter's descriptor is the tape's business only; not dumpable from here to the execve, so
+  // no process of the container passes the ptrace check on /proc/<child>/exe (inherited by fork).
+  t.syscall(SYS.close, [STARTER_FD]);
+  step('make the exec process non-dumpable', SYS.prctl, [PR.setDumpable, 0, 0, 0, 0], { fail: 'parentFailed' });
   const nsFds = new Map<string, Ref>();
   for (const ns of ['pid', ...JOINED_NAMESPACES]) {
     if (!i.namespaces.has(ns)) continue;

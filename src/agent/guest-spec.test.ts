@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { checkId, guestSpec, parseJson } from './guest-spec.js';
+import { checkId, checkProcess, guestSpec, parseJson } from './guest-spec.js';
 import { crunErrorMessages, shellQuote } from './process.js';
 
 const base = {
@@ -99,4 +99,23 @@ test('crunErrorMessages() picks error lines out of crun JSON logs', () => {
 
 test('shellQuote() keeps words intact', () => {
   assert.equal(shellQuote(['a b', "it's"]), `'a b' 'it'\\''s'`);
+});
+
+test('checkProcess() refuses ids and rlimits outside their kernel range instead of wrapping them', () => {
+  const p = (over: Record<string, unknown>) => ({ args: ['sh'], ...over });
+  // (uid_t)-1 means "unchanged" to setresuid; 2^32 would be cut to 0 (root).
+  for (const uid of [2 ** 32 - 1, 2 ** 32, -1, 1.5, '0']) {
+    assert.throws(() => checkProcess(p({ user: { uid, gid: 0 } }), 'x'), /user\.uid .* is not an id from 0 to 4294967294/);
+    assert.throws(() => checkProcess(p({ user: { uid: 0, gid: uid } }), 'x'), /user\.gid .* is not an id/);
+    assert.throws(() => checkProcess(p({ user: { uid: 0, gid: 0, additionalGids: [1, uid] } }), 'x'), /additionalGids holds .* not an id/);
+  }
+  assert.equal(checkProcess(p({ user: { uid: 2 ** 32 - 2, gid: 0, additionalGids: [0, 2 ** 32 - 2] } }), 'x').user!.uid, 2 ** 32 - 2);
+  assert.throws(() => checkProcess(p({ user: { uid: 0, gid: 0, umask: 0o1000 } }), 'x'), /umask/);
+  const limit = (soft: unknown, hard: unknown, type = 'RLIMIT_NOFILE') => p({ rlimits: [{ type, soft, hard }] });
+  // JSON's 18446744073709551615 (RLIM_INFINITY) reads as 2^64: allowed; anything beyond is not.
+  assert.doesNotThrow(() => checkProcess(JSON.parse('{"args":["sh"],"rlimits":[{"type":"RLIMIT_CORE","soft":18446744073709551615,"hard":18446744073709551615}]}'), 'x'));
+  assert.throws(() => checkProcess(limit(1, 2 ** 65), 'x'), /RLIMIT_NOFILE hard .* is not a limit from 0 to 18446744073709551615/);
+  assert.throws(() => checkProcess(limit(-1, 1), 'x'), /RLIMIT_NOFILE soft -1 is not a limit/);
+  assert.throws(() => checkProcess(limit(10, 5), 'x'), /soft limit 10 is above its hard limit 5/);
+  assert.throws(() => checkProcess(limit(1, 1, 'RLIMIT_NOPE'), 'x'), /unknown rlimit "RLIMIT_NOPE"/);
 });

@@ -63,7 +63,59 @@ export function checkProcess(process: OciProcess | undefined, what: string): Oci
   // Like runc, give a process without PATH the usual one (crun looks args[0] up in it).
   if (!(cleaned.env ?? []).some((e) => e.startsWith('PATH='))) cleaned.env = [...(cleaned.env ?? []), `PATH=${DEFAULT_PATH}`];
   cleaned.user ??= { uid: 0, gid: 0 };
+  checkUser(cleaned.user, what);
+  checkRlimits(cleaned.rlimits, what);
   return cleaned;
+}
+
+// The largest id: (uid_t)-1 means "unchanged" to setresuid, and wider values would be cut to 32 bits.
+const MAX_ID = 2 ** 32 - 2;
+// NGROUPS_MAX.
+const MAX_GROUPS = 65536;
+const RLIMIT_TYPES = new Set(['RLIMIT_CPU', 'RLIMIT_FSIZE', 'RLIMIT_DATA', 'RLIMIT_STACK', 'RLIMIT_CORE', 'RLIMIT_RSS', 'RLIMIT_NPROC', 'RLIMIT_NOFILE',
+  'RLIMIT_MEMLOCK', 'RLIMIT_AS', 'RLIMIT_LOCKS', 'RLIMIT_SIGPENDING', 'RLIMIT_MSGQUEUE', 'RLIMIT_NICE', 'RLIMIT_RTPRIO', 'RLIMIT_RTTIME']);
+
+function isId(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_ID;
+}
+
+/** checkUser refuses ids outside the kernel's range: they would be cut to 32 bits, or mean "unchanged". */
+function checkUser(user: unknown, what: string): void {
+  const u = user as { uid?: unknown; gid?: unknown; additionalGids?: unknown; umask?: unknown };
+  for (const key of ['uid', 'gid'] as const) {
+    if (!isId(u[key])) throw new HullError('invalid_argument', `Invalid ${what}: user.${key} ${JSON.stringify(u[key])} is not an id from 0 to ${MAX_ID}`);
+  }
+  if (u.additionalGids !== undefined) {
+    if (!Array.isArray(u.additionalGids) || u.additionalGids.length > MAX_GROUPS) {
+      throw new HullError('invalid_argument', `Invalid ${what}: user.additionalGids must be a list of at most ${MAX_GROUPS} ids`);
+    }
+    const bad = u.additionalGids.find((g) => !isId(g));
+    if (u.additionalGids.some((g) => !isId(g))) {
+      throw new HullError('invalid_argument', `Invalid ${what}: user.additionalGids holds ${JSON.stringify(bad)}, not an id from 0 to ${MAX_ID}`);
+    }
+  }
+  if (u.umask !== undefined && !(typeof u.umask === 'number' && Number.isInteger(u.umask) && u.umask >= 0 && u.umask <= 0o777)) {
+    throw new HullError('invalid_argument', `Invalid ${what}: user.umask ${JSON.stringify(u.umask)} is not a mode from 0 to 0777`);
+  }
+}
+
+/**
+ * checkRlimits refuses unknown limits and values outside 0..2^64-1 (RLIM_INFINITY; JSON's
+ * 18446744073709551615 reads as 2^64 in JavaScript, the largest value let through), and a soft
+ * limit above its hard one.
+ */
+function checkRlimits(rlimits: unknown, what: string): void {
+  if (rlimits === undefined) return;
+  if (!Array.isArray(rlimits)) throw new HullError('invalid_argument', `Invalid ${what}: process.rlimits must be a list`);
+  const u64 = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 2 ** 64;
+  for (const r of rlimits as Array<{ type?: unknown; soft?: unknown; hard?: unknown }>) {
+    const type = String(r?.type);
+    if (!RLIMIT_TYPES.has(type)) throw new HullError('invalid_argument', `Invalid ${what}: unknown rlimit ${JSON.stringify(r?.type)}`);
+    for (const key of ['soft', 'hard'] as const) {
+      if (!u64(r[key])) throw new HullError('invalid_argument', `Invalid ${what}: ${type} ${key} ${JSON.stringify(r[key])} is not a limit from 0 to 18446744073709551615`);
+    }
+    if ((r.soft as number) > (r.hard as number)) throw new HullError('invalid_argument', `Invalid ${what}: ${type} soft limit ${r.soft} is above its hard limit ${r.hard}`);
+  }
 }
 
 function podTmpfsKey(m: { type?: string; source?: string }): string | undefined {

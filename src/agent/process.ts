@@ -16,6 +16,7 @@ import { basename, dirname } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { OutputBuffer } from './output-buffer.js';
 import { EXIT_RECORD, PID_RECORD, type DirectExecPlan } from './direct-exec.js';
+import { STARTER_PATH } from './exec-starter.js';
 
 export interface StdioRequest {
   stdin: boolean;
@@ -43,10 +44,12 @@ export interface GuestProcessOptions {
   /** env of the command (default: a minimal PATH, SHELL and TERM). */
   env?: Record<string, string>;
   /**
-   * direct: the command is the syscall tape program running this tape (direct-exec.ts), which
-   * reports the pid, a failure or the exit status on fd 4 instead of a pid file.
+   * direct: the syscall tape program runs this tape (direct-exec.ts) and reports the pid, a failure or
+   * the exit status on fd 4 instead of a pid file; the program is `starter`, the agent's descriptor of
+   * the sealed exec starter (exec-starter.ts), run by fd. `command` is then unused.
    */
   direct?: DirectExecPlan;
+  starter?: number;
 }
 
 const CRUN = '/usr/bin/crun';
@@ -81,13 +84,18 @@ export class GuestProcess {
    * "executable file `x` not found in $PATH").
    */
   async start(): Promise<number> {
-    const { stdio, command } = this.#options;
-    const [file, args] = stdio.terminal
-      ? [SCRIPT, ['-q', '-e', '-E', 'never', '-c', shellQuote(command), '/dev/null']]
-      : [command[0]!, command.slice(1)];
-    const direct = this.#options.direct;
+    const { stdio, command, starter } = this.#options;
+    const direct = starter !== undefined ? this.#options.direct : undefined;
+    if (this.#options.direct && !direct) throw new HullError('internal', 'A direct exec needs the exec starter');
+    const [file, args] = direct
+      ? [STARTER_PATH, []]
+      : stdio.terminal
+        ? [SCRIPT, ['-q', '-e', '-E', 'never', '-c', shellQuote(command), '/dev/null']]
+        : [command[0]!, command.slice(1)];
+    // A direct exec's fds: 3 the tape, 4 the records, 5 (STARTER_FD) the starter, closed by the tape first thing.
+    const extra = direct ? (['pipe', 'pipe', starter!] as const) : [];
     const child = spawn(file, args, {
-      stdio: [stdio.stdin ? 'pipe' : 'ignore', stdio.stdout ? 'pipe' : 'ignore', stdio.stderr && !stdio.terminal ? 'pipe' : 'ignore', ...(direct ? (['pipe', 'pipe'] as const) : [])],
+      stdio: [stdio.stdin ? 'pipe' : 'ignore', stdio.stdout ? 'pipe' : 'ignore', stdio.stderr && !stdio.terminal ? 'pipe' : 'ignore', ...extra],
       env: direct ? {} : (this.#options.env ?? DEFAULT_ENV),
     });
     this.#child = child;

@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, realpathSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdirSync, realpathSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { currentGuestImage } from '../../src/guest/index.js';
@@ -22,6 +22,9 @@ import { CriClient, containerConfig, podConfig, type PodSandboxConfig } from '..
 
 const hullRuntime = prepareHullRuntime({ name: 'priv' });
 const { work } = hullRuntime;
+// HULL_TEST_GUEST_IMAGES_DIR: a guest images directory of its own (where other work rebuilds the shared one).
+const imagesDir = process.env['HULL_TEST_GUEST_IMAGES_DIR'];
+if (imagesDir) appendFileSync(hullRuntime.configPath, `guest_images_dir = "${imagesDir}"\n`);
 const shareDir = join(work, 'share');
 const nftDir = join(work, 'nft');
 // CAP_SYS_MODULE is capability 16.
@@ -49,7 +52,7 @@ async function sh(containerId: string, script: string): Promise<{ out: string; e
 }
 
 before(async () => {
-  assert.ok(await currentGuestImage(), 'no guest image: run `hull image build` first');
+  assert.ok(await currentGuestImage(imagesDir), 'no guest image: run `hull image build` first');
   mkdirSync(shareDir);
   copyNft(nftDir);
   ctrd = await startContainerd({ runtimes: { hull: { ...hullRuntime.runtimes['hull']!, privilegedWithoutHostDevices: true } }, extraPath: hullRuntime.shimDir });

@@ -123,7 +123,7 @@ describe('CRI with runtime handler hull', () => {
       const text = ps.stdout.toString();
       assert.match(text, /sleep 1001/);
       assert.match(text, /sleep 1002/, "the pod's containers see each other");
-      assert.match(text, /^\s*1\s+\S*busybox sleep 2147483647/m, 'PID 1 is the namespace holder, as pause would be');
+      assert.match(text, /^\s*1\s+(\{\S+\} )?hull-pod-pid-holder\s*$/m, 'PID 1 is the namespace holder (src/agent/pod-pid-namespace.ts), as pause would be');
       assert.doesNotMatch(text, /agent\.js|hull-init/, 'the agent and init are not in the pod namespace');
       for (const id of ids) {
         await cri.stopContainer(id, 0);
