@@ -57,7 +57,7 @@ export interface EnvReport {
     ramDir: string;
     count: number;
     maxCount: number;
-    /** ramMiB is the tmpfs their RAM files hold. */
+    /** ramMiB is what their RAM files hold allocated (st_blocks). */
     ramMiB: number;
     maxRamMiB: number;
   };
@@ -215,7 +215,7 @@ export function formatEnv(r: EnvReport): string {
   const t = r.templates;
   out.push(`templates ${t.dir} (RAM in ${t.ramDir})`);
   out.push(`  kept              ${t.count} of at most ${t.maxCount}`);
-  out.push(`  RAM on tmpfs      ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
+  out.push(`  RAM allocated     ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
   const pool = r.pool;
   out.push(`VM pool ${pool.dir}: ${pool.size === 0 ? 'off (pool_size = 0)' : `${pool.size} ready VMs per shape`}`);
   if (pool.size > 0) {

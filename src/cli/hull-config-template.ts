@@ -39,7 +39,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     ],
   },
   { key: 'templates_dir', field: 'templatesDir', doc: ['Where VM template manifests and device states live (an absolute path).'] },
-  { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on tmpfs).'] },
+  { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on a disk file system, never tmpfs: a clone\'s', 'touched pages would stay allocated in the template\'s file there).'] },
   {
     key: 'template_max_count',
     field: 'templateMaxCount',
@@ -52,7 +52,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     key: 'template_max_ram_mib',
     field: 'templateMaxRamMiB',
     doc: [
-      'At most this much tmpfs in MiB is held by template RAM files together (an integer >= 256; each',
+      'At most this much in MiB is held allocated by template RAM files together (an integer >= 256; each',
       'template holds ~150-300 MiB, more for VMs of many GiB). A VM whose template cannot fit boots without one.',
     ],
   },

@@ -97,7 +97,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: imageArgs, options: { config: { type: 'string' }, force: { type: 'boolean' } } });
       const config = await loadConfig(values.config);
       const image = await buildGuestImage({ agentBundle: AGENT_BUNDLE, imagesRoot: config.guestImagesDir, force: values.force ?? false, log: (l) => console.error(l) });
-      // Templates of other images only hold tmpfs memory now: clones still running keep their pages.
+      // Templates of other images only hold disk and page cache now: clones still running keep their pages.
       const roots = { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir };
       for (const t of await listTemplates(roots)) {
         if (t.template?.manifest.inputs.imageId !== image.id && (await removeTemplate(t.key, roots))) console.error(`removed template ${t.key} of another image`);
@@ -212,7 +212,7 @@ main(process.argv.slice(2)).then(
 );
 
 function templateLine(t: TemplateListing): string {
-  const ram = `${Math.round(t.ramAllocatedBytes / (1024 * 1024))} MiB RAM on tmpfs`;
+  const ram = `${Math.round(t.ramAllocatedBytes / (1024 * 1024))} MiB RAM allocated`;
   if (!t.template) return `${t.key}  unusable: ${t.problem ?? 'unknown'} (${ram})`;
   const { inputs, createdAt } = t.template.manifest;
   return `${t.key}  image ${inputs.imageId}  ${inputs.vcpus} vCPU ${inputs.memoryMiB} MiB ${inputs.accel}  ${ram}  created ${createdAt}`;

@@ -26,11 +26,11 @@ export interface HullConfig {
   templates: boolean;
   /** Where template manifests and device states live. */
   templatesDir: string;
-  /** Where template RAM files live: must be tmpfs. */
+  /** Where template RAM files live: must not be tmpfs (a disk file system: see src/factory/template.ts). */
   templateRamDir: string;
   /** At most this many templates are kept; the least recently used go first. */
   templateMaxCount: number;
-  /** At most this much tmpfs (MiB) is held by template RAM files together. */
+  /** At most this much (MiB, allocated blocks) is held by template RAM files together. */
   templateMaxRamMiB: number;
   /** MiB of TCG's translated-code buffer per VM (host memory that only grows); unused under KVM. */
   tcgTbSizeMiB: number;
@@ -63,7 +63,7 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   bootTimeoutMs: 60_000,
   templates: true,
   templatesDir: '/var/lib/hull/templates',
-  templateRamDir: '/dev/shm/hull-templates',
+  templateRamDir: '/var/lib/hull/template-ram',
   // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/factory/template.ts (a test checks).
   templateMaxCount: 8,
   templateMaxRamMiB: 2048,
@@ -98,7 +98,7 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   boot_timeout_ms: { field: 'bootTimeoutMs', check: (v) => Number.isInteger(v) && (v as number) >= 1000, expect: 'an integer >= 1000' },
   templates: { field: 'templates', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   templates_dir: { field: 'templatesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
-  template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
+  template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path (not on tmpfs)' },
   template_max_count: { field: 'templateMaxCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1024, expect: 'an integer 1..1024' },
   memory_merge: { field: 'memoryMerge', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   tcg_tb_size_mib: { field: 'tcgTbSizeMiB', check: (v) => Number.isInteger(v) && (v as number) >= 8 && (v as number) <= 2048, expect: 'an integer 8..2048 (MiB)' },

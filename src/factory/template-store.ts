@@ -47,7 +47,7 @@ async function lastUsedMs(dir: string): Promise<number> {
 }
 
 /**
- * removeTemplate unpublishes the template `key` and removes its files, the RAM file on tmpfs
+ * removeTemplate unpublishes the template `key` and removes its files, the RAM file
  * included; true when there was something to remove. Clones running from it keep running: their
  * mapping holds the RAM (the memory is freed when the last of them exits).
  */
@@ -83,7 +83,7 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
  * removeSupersededTemplates removes the published templates of the same image, size and
  * accelerator as the template `key` (made from `inputs`) under another key: another hypervisor build,
  * command line or kernel arguments made those, that is an older hull or hypervisor, and nothing on this
- * host asks for them again. Each holds ~150 MiB of tmpfs. Returns the keys removed.
+ * host asks for them again. Each holds ~150 MiB of disk. Returns the keys removed.
  */
 export async function removeSupersededTemplates(key: string, inputs: TemplateInputs, roots: TemplateRoots = {}): Promise<string[]> {
   const removed: string[] = [];

@@ -25,7 +25,9 @@ import { entriesIn, mountsUnder, processAlive, qemuPidsUnder } from '../helpers/
 const image = await currentGuestImage();
 mkdirSync('/run/hull-test', { recursive: true, mode: 0o700 });
 const base = mkdtempSync('/run/hull-test/jail-');
-const templateRoots = { templatesRoot: join(base, 'templates'), ramRoot: `/dev/shm/hull-test-${base.split('-').pop()}` };
+// Template RAM on the disk, as template_ram_dir must be (never tmpfs).
+mkdirSync('/var/lib/hull-test', { recursive: true, mode: 0o700 });
+const templateRoots = { templatesRoot: join(base, 'templates'), ramRoot: `/var/lib/hull-test/jail-ram-${base.split('-').pop()}` };
 // Bits of chown (0), dac_override (1), fowner (3), fsetid (4): JAIL_CAPABILITIES.
 const CAP_BITS: Record<string, number> = { chown: 0, dac_override: 1, fowner: 3, fsetid: 4 };
 const JAIL_CAPS = JAIL_CAPABILITIES.reduce((mask, cap) => mask | (1n << BigInt(CAP_BITS[cap]!)), 0n);
