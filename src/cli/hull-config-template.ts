@@ -16,6 +16,16 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   { key: 'default_vcpus', field: 'defaultVcpus', doc: ['vCPUs of a sandbox VM before the CPU limits of its containers are added (an integer 1..255).'] },
   { key: 'default_memory', field: 'defaultMemoryMiB', doc: ['Memory of a sandbox VM in MiB before the memory limits of its containers are added (an integer >= 128).'] },
   {
+    key: 'max_vcpus',
+    field: 'maxVcpus',
+    doc: ['The most vCPUs a sandbox VM may have, its containers\' CPU limits included (an integer 1..255): a pod', 'asking for more is refused when it is created, with the reason.'],
+  },
+  {
+    key: 'max_memory',
+    field: 'maxMemoryMiB',
+    doc: ['The most memory in MiB a sandbox VM may have, its containers\' memory limits included (an integer', '>= 128, not below default_memory): a pod asking for more is refused when it is created, with the reason.'],
+  },
+  {
     key: 'accel',
     field: 'accel',
     doc: [
@@ -101,6 +111,24 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     ],
   },
   { key: 'pool_dir', field: 'poolDir', doc: ['The VM pool\'s directory: its socket, its log, its VMs\' state and network namespace.'] },
+  {
+    key: 'pool_max_vcpus',
+    field: 'poolMaxVcpus',
+    doc: ['The pool keeps warm VMs of shapes up to this many vCPUs (an integer 1..255); larger pods start without it.'],
+  },
+  {
+    key: 'pool_max_memory',
+    field: 'poolMaxMemoryMiB',
+    doc: ['The pool keeps warm VMs of shapes up to this much memory in MiB (an integer >= 128); larger pods start without it.'],
+  },
+  {
+    key: 'pool_memory_limit',
+    field: 'poolMemoryLimitMiB',
+    doc: [
+      'Memory limit in MiB of the pool\'s cgroup (ready VMs and the pool\'s owner; an integer >= 256). No warm-up',
+      'starts when it would not fit. What a VM was charged before a pod adopted it stays charged here until it ends.',
+    ],
+  },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

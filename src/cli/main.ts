@@ -16,7 +16,8 @@ import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
 import { poolStatus, servePool, stopPool } from './pool.js';
 import { openConsole } from './console.js';
-import { listSandboxes, psJson, psTable } from './ps.js';
+import { listSandboxes, psJson, psNodeLine, psTable } from './ps.js';
+import { nodeMemory } from './node-memory.js';
 import { parsePositiveInt, runContainer } from './run.js';
 
 const VERSION = '0.1.0';
@@ -153,8 +154,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'ps': {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
-      const sandboxes = await listSandboxes((await loadConfig(values.config)).runRoot);
-      console.log(values.json ? psJson(sandboxes) : psTable(sandboxes));
+      const config = await loadConfig(values.config);
+      const sandboxes = await listSandboxes(config.runRoot);
+      const { templateAllocatedBytes, poolMemoryBytes } = await nodeMemory(config);
+      const node = { templateAllocatedBytes, poolMemoryBytes };
+      console.log(values.json ? psJson(sandboxes, node) : `${psTable(sandboxes)}\n${psNodeLine(node)}`);
       return 0;
     }
     case 'monitor': {
@@ -164,7 +168,7 @@ async function main(argv: string[]): Promise<number> {
       const address = parseListenAddress(listen);
       if (!address) throw new HullError('invalid_argument', `Invalid --listen "${listen}": expected HOST:PORT`);
       const logger = createLogger((line) => process.stderr.write(line), { component: 'hull-monitor' }, config.logLevel);
-      const monitor = new Monitor({ runRoot: config.runRoot, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']) });
+      const monitor = new Monitor({ runRoot: config.runRoot, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']), nodeMemory: () => nodeMemory(config) });
       const server = await monitor.listen(address.host, address.port);
       await new Promise<void>((resolve) => {
         for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());

@@ -14,6 +14,10 @@ export interface HullConfig {
   defaultVcpus: number;
   /** MiB every sandbox gets before container limits are added. */
   defaultMemoryMiB: number;
+  /** The most vCPUs a sandbox VM may have: a pod asking for more is refused at RunPodSandbox. */
+  maxVcpus: number;
+  /** The most memory (MiB) a sandbox VM may have: a pod asking for more is refused at RunPodSandbox. */
+  maxMemoryMiB: number;
   /** 'auto' picks kvm only where hardware virtualization works, else tcg. */
   accel: 'auto' | 'kvm' | 'tcg';
   /** Where built guest images live. */
@@ -52,11 +56,19 @@ export interface HullConfig {
   poolSize: number;
   /** The pool's directory: its socket, its VMs' state, its network namespace. */
   poolDir: string;
+  /** The largest VM shape the pool keeps warm VMs of (vCPUs); larger pods start without the pool. */
+  poolMaxVcpus: number;
+  /** The largest VM shape the pool keeps warm VMs of (MiB); larger pods start without the pool. */
+  poolMaxMemoryMiB: number;
+  /** The memory limit (MiB) of the pool's cgroup: ready VMs and the pool's owner, all together. */
+  poolMemoryLimitMiB: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   defaultVcpus: 1,
   defaultMemoryMiB: 2048,
+  maxVcpus: 16,
+  maxMemoryMiB: 32_768,
   accel: 'auto',
   guestImagesDir: '/var/lib/hull/guest',
   runRoot: '/run/hull',
@@ -78,6 +90,9 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   debugConsole: false,
   poolSize: 2,
   poolDir: '/run/hull-pool',
+  poolMaxVcpus: 2,
+  poolMaxMemoryMiB: 4096,
+  poolMemoryLimitMiB: 2048,
 };
 
 /** parseListenAddress splits "HOST:PORT" or "[V6]:PORT"; undefined when it is neither. */
@@ -92,6 +107,8 @@ export function parseListenAddress(value: string): { host: string; port: number 
 const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boolean; expect: string }> = {
   default_vcpus: { field: 'defaultVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
   default_memory: { field: 'defaultMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
+  max_vcpus: { field: 'maxVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
+  max_memory: { field: 'maxMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
   accel: { field: 'accel', check: (v) => v === 'auto' || v === 'kvm' || v === 'tcg', expect: '"auto", "kvm" or "tcg"' },
   guest_images_dir: { field: 'guestImagesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   run_root: { field: 'runRoot', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
@@ -110,6 +127,9 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   debug_console: { field: 'debugConsole', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   pool_size: { field: 'poolSize', check: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 64, expect: 'an integer 0..64' },
   pool_dir: { field: 'poolDir', check: (v) => typeof v === 'string' && v.startsWith('/') && v.length > 1, expect: 'an absolute path' },
+  pool_max_vcpus: { field: 'poolMaxVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
+  pool_max_memory: { field: 'poolMaxMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
+  pool_memory_limit: { field: 'poolMemoryLimitMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
   // One template of a small VM holds ~150-200 MiB: a smaller bound would never keep any.
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
@@ -130,6 +150,8 @@ export function parseConfig(text: string, where: string): HullConfig {
     if (!entry.check(value)) throw new HullError('invalid_argument', `Invalid "${key}" in config "${where}": expected ${entry.expect}`);
     (config as unknown as Record<string, unknown>)[entry.field] = value;
   }
+  if (config.maxVcpus < config.defaultVcpus) throw new HullError('invalid_argument', `Invalid "max_vcpus" in config "${where}": ${config.maxVcpus} is below default_vcpus (${config.defaultVcpus})`);
+  if (config.maxMemoryMiB < config.defaultMemoryMiB) throw new HullError('invalid_argument', `Invalid "max_memory" in config "${where}": ${config.maxMemoryMiB} MiB is below default_memory (${config.defaultMemoryMiB} MiB)`);
   return config;
 }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CRI_CPU_PERIOD, CRI_CPU_QUOTA, CRI_MEMORY, MEMORY_STEP_MIB, podVmSize } from './sizing.js';
+import { errorCode } from '../errors/index.js';
+import { CRI_CPU_PERIOD, CRI_CPU_QUOTA, CRI_MEMORY, MEMORY_STEP_MIB, checkVmSize, podVmSize } from './sizing.js';
 
 const MIB = 1024 * 1024;
 const defaults = { vcpus: 1, memoryMiB: 2048 };
@@ -32,5 +33,17 @@ describe('podVmSize()', () => {
 
   it('caps what annotations can ask for', () => {
     assert.equal(withMemory(1024 * 1024 * MIB), 2048 + 256 * 1024);
+  });
+});
+
+describe('checkVmSize()', () => {
+  const max = { vcpus: 4, memoryMiB: 4096 };
+  it('lets a VM up to the bounds through', () => {
+    checkVmSize({ vcpus: 4, memoryMiB: 4096 }, max);
+    checkVmSize({ vcpus: 1, memoryMiB: 512 }, max);
+  });
+  it('refuses a VM above either bound, naming what was asked and the bound', () => {
+    assert.throws(() => checkVmSize({ vcpus: 5, memoryMiB: 512 }, max), (e: Error) => errorCode(e) === 'invalid_argument' && /would need 5 vCPUs \(max_vcpus is 4\)/.test(e.message));
+    assert.throws(() => checkVmSize({ vcpus: 9, memoryMiB: 8192 }, max), /9 vCPUs \(max_vcpus is 4\) and 8192 MiB of memory \(max_memory is 4096 MiB\)/);
   });
 });

@@ -5,6 +5,7 @@
  * spec as annotations; a container run alone (ctr run) brings its own limits
  * in linux.resources.
  */
+import { HullError } from '../errors/index.js';
 import type { OciSpec } from '../sandbox/index.js';
 
 export const CRI_CPU_QUOTA = 'io.kubernetes.cri.sandbox-cpu-quota';
@@ -43,6 +44,19 @@ export function podVmSize(spec: OciSpec, defaults: VmSize): VmSize {
     vcpus: defaults.vcpus + Math.min(MAX_EXTRA_VCPUS, Math.ceil(quota / period)),
     memoryMiB: roundUp(defaults.memoryMiB + Math.min(MAX_EXTRA_MEMORY_MIB, Math.ceil(memory / MIB)), MEMORY_STEP_MIB),
   };
+}
+
+/**
+ * checkVmSize refuses (InvalidArgument, with what was asked and the bound) a VM larger than the
+ * operator's max_vcpus / max_memory: before anything is made for the pod.
+ */
+export function checkVmSize(size: VmSize, max: VmSize): void {
+  const over: string[] = [];
+  if (size.vcpus > max.vcpus) over.push(`${size.vcpus} vCPUs (max_vcpus is ${max.vcpus})`);
+  if (size.memoryMiB > max.memoryMiB) over.push(`${size.memoryMiB} MiB of memory (max_memory is ${max.memoryMiB} MiB)`);
+  if (over.length > 0) {
+    throw new HullError('invalid_argument', `hull pods on this node may not be this large: the pod's VM would need ${over.join(' and ')}; lower the pod's CPU or memory limits`);
+  }
 }
 
 function roundUp(value: number, step: number): number {

@@ -32,7 +32,8 @@ mkdirSync('/var/lib/hull-test', { recursive: true, mode: 0o700 });
 const store = mkdtempSync('/var/lib/hull-test/mem-');
 const templatesDir = join(store, 'templates');
 const templateRamDir = join(store, 'ram');
-appendFileSync(hull.configPath, `templates_dir = "${templatesDir}"\ntemplate_ram_dir = "${templateRamDir}"\n`);
+// max_memory: the pods below (512 MiB + a 512 MiB limit) fit exactly; one more MiB is refused.
+appendFileSync(hull.configPath, `templates_dir = "${templatesDir}"\ntemplate_ram_dir = "${templateRamDir}"\nmax_memory = 1024\n`);
 // A second handler whose VMs always boot cold: the same config without templates.
 const coldConfig = join(hull.work, 'cold.toml');
 copyFileSync(hull.configPath, coldConfig);
@@ -223,5 +224,13 @@ describe('a pod\'s guest memory is the pod\'s', { skip: !existsSync(join(MEMORY_
 
   it('a cold-booted pod that dirties 300 MiB has anonymous guest RAM and grows no host file', async () => {
     await touchAndMeasure('cold', 'hull-cold', { fileBackedRam: false });
+  });
+
+  it('a pod larger than max_memory is refused at RunPodSandbox, with the reason, and nothing is left', async () => {
+    const pod = podConfig({ name: 'too-big', namespace: 'hull-test', memoryLimitBytes: 513 * MIB });
+    await assert.rejects(cri.runPodSandbox(pod, 'hull'), /hull pods on this node may not be this large: the pod's VM would need 1280 MiB of memory \(max_memory is 1024 MiB\)/);
+    assert.deepEqual(readdirSync(hull.runRoot), [], 'state left in the run root');
+    assert.deepEqual(qemuPidsUnder(hull.runRoot), [], 'a VM was started');
+    assert.deepEqual(await cri.listPodSandbox(), [], 'a sandbox was left');
   });
 });

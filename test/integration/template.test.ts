@@ -474,6 +474,25 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     assert.deepEqual(readdirSync(ram), []);
   });
 
+  it('a tenant cycling through 20 VM sizes leaves the store within its byte and count bounds', async (t) => {
+    const templatesRoot = join(root, 'templates-cycle');
+    const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-cycle-'));
+    t.after(() => rmSync(ram, { recursive: true, force: true }));
+    const MIB = 1024 * 1024;
+    const bounds = { maxCount: 2, maxRamMiB: 400 };
+    let made = 0;
+    for (let i = 0; i < 20; i++) {
+      const memoryMiB = 256 + 64 * i;
+      const got = await createTemplate({ ...request(templatesRoot, ram, image!, { memoryMiB }), ...bounds });
+      if (got?.created) made++;
+      const bytes = allocatedBytes(ram);
+      assert.ok(bytes <= bounds.maxRamMiB * MIB, `size ${memoryMiB} MiB: ${Math.round(bytes / MIB)} MiB allocated, at most ${bounds.maxRamMiB}`);
+      assert.ok(readdirSync(templatesRoot).filter((n) => /^[0-9a-f]{20}$/.test(n)).length <= bounds.maxCount);
+    }
+    t.diagnostic(`20 sizes: ${made} templates made, ${Math.round(allocatedBytes(ram) / MIB)} MiB allocated at the end`);
+    for (const l of await listAll({ templatesRoot, ramRoot: ram })) await removeTemplate(l.key, { templatesRoot, ramRoot: ram });
+  });
+
   it('a template that alone would pass the byte bound is not made: the VM boots cold, nothing is evicted', async () => {
     const templatesRoot = join(root, 'templates-too-big');
     const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-big-'));

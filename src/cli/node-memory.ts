@@ -1,0 +1,30 @@
+/**
+ * What hull holds on the node outside any pod's cgroup, as `hull env`, `hull ps` and `hull monitor`
+ * report it: the template store's RAM files (allocated blocks) and the pool's cgroup (ready VMs,
+ * its owner, and what adopted VMs were charged before a pod took them).
+ */
+import type { HullConfig } from '../config/index.js';
+import { listTemplates } from '../factory/index.js';
+import { poolCgroup } from '../pool/index.js';
+import { memoryUsage } from '../sandbox/index.js';
+
+export interface NodeMemory {
+  /** templateAllocatedBytes: what the template RAM files hold allocated (st_blocks), all together. */
+  templateAllocatedBytes: number;
+  templateMaxBytes: number;
+  /** poolMemoryBytes: what the pool's cgroup is charged now; null when it does not exist. */
+  poolMemoryBytes: number | null;
+  poolMemoryLimitBytes: number;
+}
+
+const MIB = 1024 * 1024;
+
+export async function nodeMemory(config: HullConfig): Promise<NodeMemory> {
+  const templates = await listTemplates({ templatesRoot: config.templatesDir, ramRoot: config.templateRamDir }).catch(() => []);
+  return {
+    templateAllocatedBytes: templates.reduce((sum, t) => sum + t.ramAllocatedBytes, 0),
+    templateMaxBytes: config.templateMaxRamMiB * MIB,
+    poolMemoryBytes: (await memoryUsage(poolCgroup(config.poolDir)).catch(() => undefined)) ?? null,
+    poolMemoryLimitBytes: config.poolMemoryLimitMiB * MIB,
+  };
+}
