@@ -146,10 +146,11 @@ async function startGuest(t: TestContext, template: VmTemplate | undefined, net?
 
 async function setup(guest: Guest, entropy: Uint8Array = randomBytes(64)): Promise<number> {
   const started = Date.now();
-  await guest.agent.setupSandbox(
-    { sandboxId: guest.vm.id, hostname: 'clone', entropy, timeUnixNano: BigInt(Date.now()) * 1_000_000n, shareTag: 'hull', resolvConf: '' },
-    { timeoutMs: 60_000 },
-  );
+  await guest.agent
+    .setupSandbox({ sandboxId: guest.vm.id, hostname: 'clone', entropy, timeUnixNano: BigInt(Date.now()) * 1_000_000n, shareTag: 'hull', resolvConf: '' }, { timeoutMs: 60_000 })
+    .catch((e: Error) => {
+      throw new Error(`${e.message}\nconsole:\n${guest.vm.consoleTail(4096)}`);
+    });
   return Date.now() - started;
 }
 
