@@ -9,7 +9,7 @@ import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { pidAlive } from '../common/process.js';
-import { KEY_PATTERN, LAST_USED_FILE, MANIFEST_FILE, inspect, isFileIn, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
+import { KEY_PATTERN, LAST_USED_FILE, LEGACY_TEMPLATE_RAM_ROOT, MANIFEST_FILE, inspect, isFileIn, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
 
 /** Work directories and RAM files carry their creator's pid, so that leftovers can be pruned. */
 const WORK_DIR_PATTERN = /^\.(?:new|trash)-([0-9a-f]{20})-(\d+)-[0-9a-f]{8}$/;
@@ -68,6 +68,11 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
   const ramDir = join(r.ramRoot, key);
   if (manifest?.ramFile !== undefined && isFileIn(ramDir, manifest.ramFile)) {
     removed = (await rm(manifest.ramFile).then(() => true, () => false)) || removed;
+  }
+  const legacyDir = join(LEGACY_TEMPLATE_RAM_ROOT, key);
+  if (manifest?.ramFile !== undefined && isFileIn(legacyDir, manifest.ramFile)) {
+    removed = (await rm(manifest.ramFile).then(() => true, () => false)) || removed;
+    await rmdir(legacyDir).catch(() => undefined);
   }
   await rm(trash, { recursive: true, force: true });
   // RAM files of creators that died; a live creator's file stays.

@@ -49,6 +49,12 @@ export const TEMPLATE_FORMAT = 2;
 export const DEFAULT_TEMPLATES_ROOT = '/var/lib/hull/templates';
 /** DEFAULT_TEMPLATE_RAM_ROOT must not be on tmpfs (see above): beside the templates, on the node's disk. */
 export const DEFAULT_TEMPLATE_RAM_ROOT = '/var/lib/hull/template-ram';
+/**
+ * LEGACY_TEMPLATE_RAM_ROOT is where hull kept template RAM before it moved to the disk (format 1, on
+ * tmpfs): removing such a template removes its RAM file there too, so an upgrade frees that memory
+ * as the old templates are superseded or evicted.
+ */
+export const LEGACY_TEMPLATE_RAM_ROOT = '/dev/shm/hull-templates';
 /** BOOT_ID_FILE names this boot of the host (a template records it: see TemplateManifest.bootId). */
 export const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 export const MANIFEST_FILE = 'manifest.json';
