@@ -14,7 +14,16 @@ export interface ConfigKeyDoc {
 /** CONFIG_KEYS are the keys of config.toml (src/config/config.ts), in the order the file shows them. */
 export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   { key: 'default_vcpus', field: 'defaultVcpus', doc: ['vCPUs of a sandbox VM before the CPU limits of its containers are added (an integer 1..255).'] },
-  { key: 'default_memory', field: 'defaultMemoryMiB', doc: ['Memory of a sandbox VM in MiB before the memory limits of its containers are added (an integer >= 128).'] },
+  { key: 'default_memory', field: 'defaultMemoryMiB', doc: ['Memory of a sandbox VM in MiB before the memory limits of its containers are added (an integer >= 128),', 'for pods with a container that has no memory limit.'] },
+  {
+    key: 'guest_slack_memory',
+    field: 'guestSlackMemoryMiB',
+    doc: [
+      'MiB a pod VM gets beyond its containers\' memory limits when every container has one (an integer',
+      '64..65536): what the guest itself needs (kernel, hull-agent, crun). Keep the RuntimeClass\'s',
+      'overhead.podFixed at least this + 448 MiB (see deploy/README.md).',
+    ],
+  },
   {
     key: 'max_vcpus',
     field: 'maxVcpus',

@@ -14,6 +14,11 @@ export interface HullConfig {
   defaultVcpus: number;
   /** MiB every sandbox gets before container limits are added. */
   defaultMemoryMiB: number;
+  /**
+   * MiB the guest itself needs beyond its containers' limits (kernel, hull-agent, crun, page cache no
+   * container cgroup counts): the slack of a pod's VM when every container has a memory limit.
+   */
+  guestSlackMemoryMiB: number;
   /** The most vCPUs a sandbox VM may have: a pod asking for more is refused at RunPodSandbox. */
   maxVcpus: number;
   /** The most memory (MiB) a sandbox VM may have: a pod asking for more is refused at RunPodSandbox. */
@@ -67,6 +72,7 @@ export interface HullConfig {
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   defaultVcpus: 1,
   defaultMemoryMiB: 2048,
+  guestSlackMemoryMiB: 256,
   maxVcpus: 16,
   maxMemoryMiB: 32_768,
   accel: 'auto',
@@ -107,6 +113,7 @@ export function parseListenAddress(value: string): { host: string; port: number 
 const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boolean; expect: string }> = {
   default_vcpus: { field: 'defaultVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
   default_memory: { field: 'defaultMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
+  guest_slack_memory: { field: 'guestSlackMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 64 && (v as number) <= 65_536, expect: 'an integer 64..65536 (MiB)' },
   max_vcpus: { field: 'maxVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
   max_memory: { field: 'maxMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
   accel: { field: 'accel', check: (v) => v === 'auto' || v === 'kvm' || v === 'tcg', expect: '"auto", "kvm" or "tcg"' },

@@ -139,6 +139,25 @@ export async function setMemoryLimit(cgroupsPath: string, bytes: number): Promis
   return true;
 }
 
+/**
+ * podMemoryLimit is the memory limit of the pod's cgroup, the parent of the sandbox's `cgroupsPath`
+ * (kubelet's pod cgroup), in bytes; undefined when it has none (unlimited), cannot be read, or the
+ * sandbox sits at a hierarchy's root. kubelet limits a pod's cgroup only when every container of
+ * the pod (init containers too) has a memory limit, to their sum plus the RuntimeClass overhead.
+ */
+export async function podMemoryLimit(cgroupsPath: string): Promise<number | undefined> {
+  const files = await memoryFiles(cgroupsPath).catch(() => undefined);
+  if (files === undefined) return undefined;
+  // A sandbox at the top of a hierarchy has no pod cgroup above it (the root is never limited).
+  if (cgroupRelPath(cgroupsPath).split('/').filter(Boolean).length < 2) return undefined;
+  const parent = posix.dirname(files.dir);
+  const text = (await readFile(join(parent, files.limit), 'utf8').catch(() => '')).trim();
+  if (!/^\d{1,20}$/.test(text)) return undefined; // "max" (v2), or nothing readable
+  const n = Number(text);
+  // v1 writes "unlimited" as the page counter's maximum (~2^63 rounded down to a page).
+  return n > 0 && n < 2 ** 62 ? n : undefined;
+}
+
 /** memoryUsage is what the cgroup `cgroupsPath` is charged now, in bytes; undefined when unknown. */
 export async function memoryUsage(cgroupsPath: string): Promise<number | undefined> {
   const files = await memoryFiles(cgroupsPath);

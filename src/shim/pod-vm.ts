@@ -15,7 +15,7 @@ import { ConsoleServer } from './console.js';
 import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
 import type { Logger } from './log.js';
 import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type StatusSource } from './sandbox-status.js';
-import { podVmSize } from './sizing.js';
+import { sizeOfPod } from './sizing.js';
 import { latestOnly } from './latest-only.js';
 import { SandboxGate } from './task-lock.js';
 
@@ -147,7 +147,7 @@ export class PodVm {
 async function bootSandbox(config: HullConfig, configPath: string, id: string, spec: OciSpec, log: (line: string) => void, agentRpcStats: AgentRpcStats): Promise<{ sandbox: Sandbox; size: { vcpus: number; memoryMiB: number } }> {
   const image = await currentGuestImage(config.guestImagesDir);
   if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
-  const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
+  const size = await sizeOfPod(spec, config);
   const driver = new QemuDriver({ tcgTbSizeMiB: config.tcgTbSizeMiB, memoryMerge: config.memoryMerge });
   const sandbox = await Sandbox.create({
     id,
