@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { errorCode } from '../errors/index.js';
-import { CRI_CPU_PERIOD, CRI_CPU_QUOTA, CRI_MEMORY, LIMITED_STEP_MIB, MEMORY_STEP_MIB, checkVmSize, podAllLimited, podVmSize } from './sizing.js';
+import { CRI_CPU_PERIOD, CRI_CPU_QUOTA, CRI_MEMORY, HOST_OVERHEAD_MIB, LIMITED_STEP_MIB, MEMORY_STEP_MIB, checkVmSize, podAllLimited, podLimitShortfall, podVmSize } from './sizing.js';
 
 const MIB = 1024 * 1024;
 const defaults = { vcpus: 1, memoryMiB: 2048, guestSlackMiB: 192 };
@@ -66,11 +66,20 @@ describe('podVmSize()', () => {
 
 describe('podAllLimited()', () => {
   it('is false without a pod cgroup or without limits on the spec', async () => {
-    assert.equal(await podAllLimited({ annotations: { [CRI_MEMORY]: String(MIB) } } as Parameters<typeof podAllLimited>[0]), false);
+    assert.deepEqual(await podAllLimited({ annotations: { [CRI_MEMORY]: String(MIB) } } as Parameters<typeof podAllLimited>[0]), { allLimited: false });
     // A cgroup that does not exist has no limit.
-    assert.equal(await podAllLimited({ annotations: { [CRI_MEMORY]: String(MIB) }, linux: { cgroupsPath: '/hull-no-such-cgroup/pod/sandbox' } } as Parameters<typeof podAllLimited>[0]), false);
+    assert.deepEqual(await podAllLimited({ annotations: { [CRI_MEMORY]: String(MIB) }, linux: { cgroupsPath: '/hull-no-such-cgroup/pod/sandbox' } } as Parameters<typeof podAllLimited>[0]), { allLimited: false });
     // A sandbox directly below a hierarchy's root: the root is never a pod's.
-    assert.equal(await podAllLimited({ annotations: { [CRI_MEMORY]: String(MIB) }, linux: { cgroupsPath: '/sandbox' } } as Parameters<typeof podAllLimited>[0]), false);
+    assert.deepEqual(await podAllLimited({ annotations: { [CRI_MEMORY]: String(MIB) }, linux: { cgroupsPath: '/sandbox' } } as Parameters<typeof podAllLimited>[0]), { allLimited: false });
+  });
+});
+
+describe('podLimitShortfall()', () => {
+  it('is 0 when the pod cgroup holds the whole VM, TCG\'s buffer and the host side; else what is missing', () => {
+    // 320 MiB of limits + a 768Mi podFixed hold a 576 MiB VM with a 256 MiB TCG buffer.
+    assert.equal(podLimitShortfall((320 + 768) * MIB, 576, 256), 0);
+    assert.equal(podLimitShortfall((320 + 512) * MIB, 576, 256), 576 + 256 + HOST_OVERHEAD_MIB - 832);
+    assert.equal(podLimitShortfall((320 + 512) * MIB, 576, 0), 0, 'under KVM there is no TCG buffer');
   });
 });
 

@@ -75,18 +75,38 @@ export function podVmSize(spec: OciSpec, defaults: SizeDefaults, allLimited = fa
  * podAllLimited tells whether every container of the sandbox's pod has a memory limit: kubelet gives
  * the pod's cgroup (the parent of the sandbox's cgroupsPath) a memory limit then and only then, and
  * it is at least the sum of the limits on the spec. A pod without a pod cgroup (ctr run) is not.
+ * Returns the pod cgroup's limit too (bytes), when it has one.
  */
-export async function podAllLimited(spec: OciSpec): Promise<boolean> {
+export async function podAllLimited(spec: OciSpec): Promise<{ allLimited: boolean; podLimitBytes?: number }> {
   const path = spec.linux?.cgroupsPath;
-  if (typeof path !== 'string' || path === '') return false;
-  const podLimit = await podMemoryLimit(path).catch(() => undefined);
+  if (typeof path !== 'string' || path === '') return { allLimited: false };
+  const podLimitBytes = await podMemoryLimit(path).catch(() => undefined);
   const limits = positive(spec.annotations?.[CRI_MEMORY] ?? (spec.linux?.resources as { memory?: { limit?: number } } | undefined)?.memory?.limit);
-  return podLimit !== undefined && limits > 0 && podLimit >= limits;
+  return { allLimited: podLimitBytes !== undefined && limits > 0 && podLimitBytes >= limits, ...(podLimitBytes !== undefined ? { podLimitBytes } : {}) };
 }
 
-/** sizeOfPod is the VM of the pod whose sandbox spec is `spec`, with the node's configuration. */
-export async function sizeOfPod(spec: OciSpec, config: { defaultVcpus: number; defaultMemoryMiB: number; guestSlackMemoryMiB: number }): Promise<VmSize> {
-  return podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB, guestSlackMiB: config.guestSlackMemoryMiB }, await podAllLimited(spec));
+/** sizeOfPod is the VM of the pod whose sandbox spec is `spec`, with the node's configuration, and its pod cgroup's limit. */
+export async function sizeOfPod(spec: OciSpec, config: { defaultVcpus: number; defaultMemoryMiB: number; guestSlackMemoryMiB: number }): Promise<VmSize & { podLimitBytes?: number }> {
+  const { allLimited, podLimitBytes } = await podAllLimited(spec);
+  const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB, guestSlackMiB: config.guestSlackMemoryMiB }, allLimited);
+  return { ...size, ...(podLimitBytes !== undefined ? { podLimitBytes } : {}) };
+}
+
+/**
+ * HOST_OVERHEAD_MIB: what a VM costs the host beyond its guest RAM and TCG's buffer, measured
+ * (test/integration/overhead.test.ts: QEMU's other memory ~51 MiB, the shim's RSS ~65 MiB) and rounded up.
+ */
+export const HOST_OVERHEAD_MIB = 128;
+
+/**
+ * podLimitShortfall says, for a pod whose cgroup is limited, how many MiB the limit lacks for a VM of
+ * `memoryMiB` whose guest touches all its RAM, TCG's buffer full (0 under KVM), QEMU and the shim
+ * (HOST_OVERHEAD_MIB): 0 when it is enough. The RuntimeClass's overhead.podFixed is then too small
+ * for this pod, and the host would OOM-kill its QEMU before its containers reach their limits.
+ */
+export function podLimitShortfall(podLimitBytes: number, memoryMiB: number, tcgTbMiB: number): number {
+  const need = memoryMiB + tcgTbMiB + HOST_OVERHEAD_MIB;
+  return Math.max(0, need - Math.floor(podLimitBytes / MIB));
 }
 
 /**
