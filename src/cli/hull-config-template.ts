@@ -21,7 +21,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     doc: [
       'MiB a pod VM gets beyond its containers\' memory limits when every container has one (an integer',
       '64..65536): what the guest itself needs (kernel, hull-agent, crun). Keep the RuntimeClass\'s',
-      'overhead.podFixed at least this + 448 MiB (see deploy/README.md).',
+      'overhead.podFixed at least this + 576 MiB under TCG (see README.md).',
     ],
   },
   {
