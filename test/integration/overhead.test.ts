@@ -27,10 +27,6 @@ import { processAlive, qemuPidsUnder } from '../helpers/leaks.js';
 const MIB = 1024 * 1024;
 const MEMORY_MOUNT = '/sys/fs/cgroup/memory';
 const RUNTIME_CLASS = fileURLToPath(new URL('../../../deploy/runtimeclass.yaml', import.meta.url));
-/** The containers' limits: one holds all of its limit, one tries to take more than its own. */
-const HOLDER_MIB = 128;
-const HOG_MIB = 192;
-const LIMITS_MIB = HOLDER_MIB + HOG_MIB;
 
 /** podFixedMemory reads overhead.podFixed.memory from deploy/runtimeclass.yaml, in bytes. */
 function podFixedMemory(): number {
@@ -72,8 +68,8 @@ function podParent(limitBytes: number): string {
   return parent;
 }
 
-function limitedPod(name: string, parent: string) {
-  const pod = podConfig({ name, namespace: 'hull-test', memoryLimitBytes: LIMITS_MIB * MIB });
+function limitedPod(name: string, parent: string, limitsMiB: number) {
+  const pod = podConfig({ name, namespace: 'hull-test', memoryLimitBytes: limitsMiB * MIB });
   pod.linux!.cgroupParent = parent;
   return pod;
 }
@@ -101,95 +97,109 @@ function meminfo(text: string): Record<string, number> {
 
 const mib = (bytes: number) => `${(bytes / MIB).toFixed(0)}`;
 
+/**
+ * podAtItsLimits runs a pod of two containers under a pod cgroup limited as kubelet limits it: one
+ * holds all of its limit (`holderMiB`), one allocates past its own (`hogMiB`).
+ */
+async function podAtItsLimits(name: string, holderMiB: number, hogMiB: number): Promise<void> {
+  const HOLDER_MIB = holderMiB;
+  const HOG_MIB = hogMiB;
+  const LIMITS_MIB = holderMiB + hogMiB;
+  const podFixed = podFixedMemory();
+  // kubelet's pod cgroup: the containers' limits + the RuntimeClass overhead.
+  const podLimit = LIMITS_MIB * MIB + podFixed;
+  const parent = podParent(podLimit);
+  const pod = limitedPod(name, parent, LIMITS_MIB);
+  const podId = await cri.runPodSandbox(pod, 'hull');
+  try {
+    const [qemu] = qemuPidsUnder(hull.runRoot);
+    assert.ok(qemu, 'no QEMU for the pod');
+    const shim = findShims(ctrd.address).find((s) => s.cmdline.includes(podId));
+    assert.ok(shim, 'no shim for the pod');
+    const memoryArg = /\s-m\s+(\d+)M?\s/.exec(` ${readFileSync(`/proc/${qemu}/cmdline`, 'utf8').split('\0').join(' ')} `)?.[1];
+    const vmMiB = Number(memoryArg);
+    assert.ok(vmMiB > LIMITS_MIB && vmMiB < LIMITS_MIB + DEFAULT_CONFIG.guestSlackMemoryMiB + 64 + 16, `the VM has ${memoryArg} MiB for ${LIMITS_MIB} MiB of limits: not limits + slack`);
+
+    const holder = await cri.createContainer(podId, containerConfig({ name: 'holder', image: BUSYBOX_REF, command: ['sh', '-c', `dd if=/dev/zero of=/dev/shm/held bs=1M count=${HOLDER_MIB - 8} 2>/dev/null; sleep 100000`], memoryLimitBytes: HOLDER_MIB * MIB }), pod);
+    await cri.startContainer(holder);
+    // The holder's memory is unreclaimable (tmpfs, no swap): wait until it holds it.
+    let held = 0;
+    for (let i = 0; i < 600 && held < (HOLDER_MIB - 8) * MIB; i++) {
+      held = Number((await cri.execSync(holder, ['sh', '-c', 'stat -c %s /dev/shm/held 2>/dev/null || echo 0'], 60)).stdout.toString().trim());
+      if (held < (HOLDER_MIB - 8) * MIB) await sleep(200);
+    }
+    const idle = meminfo((await cri.execSync(holder, ['cat', '/proc/meminfo'], 60)).stdout.toString());
+
+    // The hog asks for more than its limit: its own cgroup's OOM killer ends it.
+    const hog = await cri.createContainer(podId, containerConfig({ name: 'hog', image: BUSYBOX_REF, command: ['dd', 'if=/dev/zero', 'of=/dev/null', `bs=${HOG_MIB + 64}M`, 'count=4'], memoryLimitBytes: HOG_MIB * MIB }), pod);
+    await cri.startContainer(hog);
+    let state = '';
+    for (let i = 0; i < 1500 && state !== 'CONTAINER_EXITED'; i++) {
+      state = (await cri.listContainers({ id: hog }))[0]?.state ?? '';
+      if (state !== 'CONTAINER_EXITED') await sleep(200);
+    }
+    assert.equal(state, 'CONTAINER_EXITED', 'the hog did not end');
+    const status = (await cri.containerStatus(hog)).status;
+    assert.equal(status?.reason, 'OOMKilled', `the hog ended otherwise: ${status?.reason} ${status?.exitCode}`);
+    assert.equal(status?.exitCode, 137);
+
+    // The agent, the other container and the VM live on.
+    assert.ok(processAlive(qemu), 'QEMU is gone: the host killed the VM');
+    const alive = await cri.execSync(holder, ['sh', '-c', 'echo alive; stat -c %s /dev/shm/held'], 60);
+    assert.equal(alive.stdout.toString(), `alive\n${(HOLDER_MIB - 8) * MIB}\n`, `the pod no longer answers: ${alive.stderr.toString()}`);
+    const loaded = meminfo((await cri.execSync(holder, ['cat', '/proc/meminfo'], 60)).stdout.toString());
+
+    // The host never OOM-killed anything in the pod's cgroup (it may have reclaimed page cache there).
+    const oomControl = readFileSync(join(MEMORY_MOUNT, parent, 'memory.oom_control'), 'utf8');
+    assert.equal(/^oom_kill (\d+)$/m.exec(oomControl)?.[1] ?? '0', '0', `the host OOM-killed in the pod's cgroup: ${oomControl}`);
+    const failcnt = Number(readFileSync(join(MEMORY_MOUNT, parent, 'memory.failcnt'), 'utf8'));
+    const peak = Number(readFileSync(join(MEMORY_MOUNT, parent, 'memory.max_usage_in_bytes'), 'utf8'));
+
+    // What the node pays, at worst: QEMU's and the shim's resident memory now, plus what can still
+    // grow: the guest RAM not touched yet (a guest may touch all of it), TCG's buffer not filled yet.
+    const maps = mappings(qemu);
+    const ram = maps.find((m) => m.size === vmMiB * MIB);
+    assert.ok(ram, 'no guest RAM mapping in QEMU');
+    const tbSize = DEFAULT_CONFIG.tcgTbSizeMiB * MIB;
+    // TCG's buffer: QEMU's only writable and executable memory, split into regions by guard pages.
+    const tb = maps.filter((m) => !m.file && m.perms.startsWith('rwx'));
+    const tbRss = tb.reduce((s, m) => s + m.rss, 0);
+    assert.ok(tb.reduce((s, m) => s + m.size, 0) <= tbSize + 16 * MIB, 'TCG\'s buffer is larger than tcg_tb_size_mib');
+    const tbHeadroom = Math.max(0, tbSize - tbRss);
+    const shimRss = statusBytes(shim.pid, 'VmRSS');
+    const qemuRss = statusBytes(qemu, 'VmRSS');
+    const untouched = Math.max(0, ram.size - ram.rss);
+    const worst = qemuRss + shimRss + untouched + tbHeadroom;
+    // The guest's own need: RAM outside MemTotal (kernel, page descriptors) + what is in use that the
+    // containers do not hold (kernel, agent, init, crun's leftovers).
+    const outside = vmMiB * MIB - idle['MemTotal']!;
+    const guestUsed = idle['MemTotal']! - idle['MemAvailable']! - held;
+    const show = (m: Record<string, number>) => ['MemAvailable', 'MemFree', 'Cached', 'Mapped', 'AnonPages', 'Shmem', 'Slab', 'SUnreclaim', 'KernelStack', 'PageTables'].map((k) => `${k} ${mib(m[k] ?? 0)}`).join(', ');
+    console.log(`# VM ${vmMiB} MiB for ${LIMITS_MIB} MiB of limits; guest: ${mib(outside)} MiB outside MemTotal (${mib(idle['MemTotal']!)}), ${mib(guestUsed)} MiB in use beyond the holder's ${mib(held)} MiB; idle: ${show(idle)}; after the hog: ${show(loaded)}`);
+    console.log(`# host: QEMU RSS ${mib(qemuRss)} MiB (guest RAM resident ${mib(ram.rss)}, TCG buffer resident ${mib(tbRss)} of ${mib(tbSize)} in ${tb.length} regions, the rest ${mib(qemuRss - ram.rss - tbRss)}), shim RSS ${mib(shimRss)} MiB; at worst ${mib(worst)} MiB = those + ${mib(untouched)} MiB of untouched guest RAM + ${mib(tbHeadroom)} MiB of TCG buffer to come; limits + podFixed ${mib(LIMITS_MIB * MIB + podFixed)} MiB; the pod cgroup's peak ${mib(peak)} MiB (page cache included), ${failcnt} charges over its limit`);
+    assert.ok(worst <= LIMITS_MIB * MIB + podFixed, `the node may pay ${mib(worst)} MiB for the pod: more than its limits + podFixed (${mib(LIMITS_MIB * MIB + podFixed)} MiB)`);
+    await cri.removeContainer(hog);
+    await cri.stopContainer(holder);
+    await cri.removeContainer(holder);
+  } finally {
+    await cri.stopPodSandbox(podId).catch(() => {});
+    await cri.removePodSandbox(podId).catch(() => {});
+  }
+  assert.deepEqual(readdirSync(join(MEMORY_MOUNT, parent), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name), [], 'the sandbox cgroup was left');
+}
+
 describe('the RuntimeClass overhead covers a pod whose containers use their limits', { skip: !existsSync(join(MEMORY_MOUNT, 'memory.limit_in_bytes')) && 'no cgroup v1 memory hierarchy here' }, () => {
-  it('sizes its VM by its limits, OOM-kills a container inside its own cgroup, and the node pays at most limits + podFixed', async () => {
-    const podFixed = podFixedMemory();
-    // The template of this VM size is made first, under a roomy pod limit (a template VM boots in
-    // the cgroup of the pod that needs it); the measured pod is a clone, as most pods are.
+  it('sizes a clone\'s VM by its limits, OOM-kills a container inside its own cgroup, and the node pays at most limits + podFixed', async () => {
+    // The template of this VM size is made first, under a roomy pod limit; the measured pod is a
+    // clone, as most pods are.
     const roomy = podParent(4096 * MIB);
-    const warmId = await cri.runPodSandbox(limitedPod('warm', roomy), 'hull');
+    const warmId = await cri.runPodSandbox(limitedPod('warm', roomy, 128 + 192), 'hull');
     await cri.stopPodSandbox(warmId);
     await cri.removePodSandbox(warmId);
+    await podAtItsLimits('clone', 128, 192);
+  });
 
-    // kubelet's pod cgroup: the containers' limits + the RuntimeClass overhead.
-    const podLimit = LIMITS_MIB * MIB + podFixed;
-    const parent = podParent(podLimit);
-    const pod = limitedPod('overhead', parent);
-    const podId = await cri.runPodSandbox(pod, 'hull');
-    try {
-      const [qemu] = qemuPidsUnder(hull.runRoot);
-      assert.ok(qemu, 'no QEMU for the pod');
-      const shim = findShims(ctrd.address).find((s) => s.cmdline.includes(podId));
-      assert.ok(shim, 'no shim for the pod');
-      const memoryArg = /\s-m\s+(\d+)M?\s/.exec(` ${readFileSync(`/proc/${qemu}/cmdline`, 'utf8').split('\0').join(' ')} `)?.[1];
-      const vmMiB = Number(memoryArg);
-      assert.ok(vmMiB > LIMITS_MIB && vmMiB < LIMITS_MIB + DEFAULT_CONFIG.guestSlackMemoryMiB + 64 + 16, `the VM has ${memoryArg} MiB for ${LIMITS_MIB} MiB of limits: not limits + slack`);
-
-      const holder = await cri.createContainer(podId, containerConfig({ name: 'holder', image: BUSYBOX_REF, command: ['sh', '-c', `dd if=/dev/zero of=/dev/shm/held bs=1M count=${HOLDER_MIB - 8} 2>/dev/null; sleep 100000`], memoryLimitBytes: HOLDER_MIB * MIB }), pod);
-      await cri.startContainer(holder);
-      // The holder's memory is unreclaimable (tmpfs, no swap): wait until it holds it.
-      let held = 0;
-      for (let i = 0; i < 600 && held < (HOLDER_MIB - 8) * MIB; i++) {
-        held = Number((await cri.execSync(holder, ['sh', '-c', 'stat -c %s /dev/shm/held 2>/dev/null || echo 0'], 60)).stdout.toString().trim());
-        if (held < (HOLDER_MIB - 8) * MIB) await sleep(200);
-      }
-      const idle = meminfo((await cri.execSync(holder, ['cat', '/proc/meminfo'], 60)).stdout.toString());
-
-      // The hog asks for more than its limit: its own cgroup's OOM killer ends it.
-      const hog = await cri.createContainer(podId, containerConfig({ name: 'hog', image: BUSYBOX_REF, command: ['dd', 'if=/dev/zero', 'of=/dev/null', `bs=${HOG_MIB + 64}M`, 'count=4'], memoryLimitBytes: HOG_MIB * MIB }), pod);
-      await cri.startContainer(hog);
-      let state = '';
-      for (let i = 0; i < 1500 && state !== 'CONTAINER_EXITED'; i++) {
-        state = (await cri.listContainers({ id: hog }))[0]?.state ?? '';
-        if (state !== 'CONTAINER_EXITED') await sleep(200);
-      }
-      assert.equal(state, 'CONTAINER_EXITED', 'the hog did not end');
-      const status = (await cri.containerStatus(hog)).status;
-      assert.equal(status?.reason, 'OOMKilled', `the hog ended otherwise: ${status?.reason} ${status?.exitCode}`);
-      assert.equal(status?.exitCode, 137);
-
-      // The agent, the other container and the VM live on.
-      assert.ok(processAlive(qemu), 'QEMU is gone: the host killed the VM');
-      const alive = await cri.execSync(holder, ['sh', '-c', 'echo alive; stat -c %s /dev/shm/held'], 60);
-      assert.equal(alive.stdout.toString(), `alive\n${(HOLDER_MIB - 8) * MIB}\n`, `the pod no longer answers: ${alive.stderr.toString()}`);
-      const loaded = meminfo((await cri.execSync(holder, ['cat', '/proc/meminfo'], 60)).stdout.toString());
-
-      // The host never OOM-killed anything in the pod's cgroup (it may have reclaimed page cache there).
-      const oomControl = readFileSync(join(MEMORY_MOUNT, parent, 'memory.oom_control'), 'utf8');
-      assert.equal(/^oom_kill (\d+)$/m.exec(oomControl)?.[1] ?? '0', '0', `the host OOM-killed in the pod's cgroup: ${oomControl}`);
-      const failcnt = Number(readFileSync(join(MEMORY_MOUNT, parent, 'memory.failcnt'), 'utf8'));
-      const peak = Number(readFileSync(join(MEMORY_MOUNT, parent, 'memory.max_usage_in_bytes'), 'utf8'));
-
-      // What the node pays, at worst: QEMU's and the shim's resident memory now, plus what can still
-      // grow: the guest RAM not touched yet (a guest may touch all of it), TCG's buffer not filled yet.
-      const maps = mappings(qemu);
-      const ram = maps.find((m) => m.size === vmMiB * MIB);
-      assert.ok(ram, 'no guest RAM mapping in QEMU');
-      const tbSize = DEFAULT_CONFIG.tcgTbSizeMiB * MIB;
-      // TCG's buffer: QEMU's only writable and executable memory, split into regions by guard pages.
-      const tb = maps.filter((m) => !m.file && m.perms.startsWith('rwx'));
-      const tbRss = tb.reduce((s, m) => s + m.rss, 0);
-      assert.ok(tb.reduce((s, m) => s + m.size, 0) <= tbSize + 16 * MIB, 'TCG\'s buffer is larger than tcg_tb_size_mib');
-      const tbHeadroom = Math.max(0, tbSize - tbRss);
-      const shimRss = statusBytes(shim.pid, 'VmRSS');
-      const qemuRss = statusBytes(qemu, 'VmRSS');
-      const untouched = Math.max(0, ram.size - ram.rss);
-      const worst = qemuRss + shimRss + untouched + tbHeadroom;
-      // The guest's own need: RAM outside MemTotal (kernel, page descriptors) + what is in use that the
-      // containers do not hold (kernel, agent, init, crun's leftovers).
-      const outside = vmMiB * MIB - idle['MemTotal']!;
-      const guestUsed = idle['MemTotal']! - idle['MemAvailable']! - held;
-      const show = (m: Record<string, number>) => ['MemAvailable', 'MemFree', 'Cached', 'Mapped', 'AnonPages', 'Shmem', 'Slab', 'SUnreclaim', 'KernelStack', 'PageTables'].map((k) => `${k} ${mib(m[k] ?? 0)}`).join(', ');
-      console.log(`# VM ${vmMiB} MiB for ${LIMITS_MIB} MiB of limits; guest: ${mib(outside)} MiB outside MemTotal (${mib(idle['MemTotal']!)}), ${mib(guestUsed)} MiB in use beyond the holder's ${mib(held)} MiB; idle: ${show(idle)}; after the hog: ${show(loaded)}`);
-      console.log(`# host: QEMU RSS ${mib(qemuRss)} MiB (guest RAM resident ${mib(ram.rss)}, TCG buffer resident ${mib(tbRss)} of ${mib(tbSize)} in ${tb.length} regions, the rest ${mib(qemuRss - ram.rss - tbRss)}), shim RSS ${mib(shimRss)} MiB; at worst ${mib(worst)} MiB = those + ${mib(untouched)} MiB of untouched guest RAM + ${mib(tbHeadroom)} MiB of TCG buffer to come; limits + podFixed ${mib(LIMITS_MIB * MIB + podFixed)} MiB; the pod cgroup's peak ${mib(peak)} MiB (page cache included), ${failcnt} charges over its limit`);
-      assert.ok(worst <= LIMITS_MIB * MIB + podFixed, `the node may pay ${mib(worst)} MiB for the pod: more than its limits + podFixed (${mib(LIMITS_MIB * MIB + podFixed)} MiB)`);
-      await cri.removeContainer(hog);
-      await cri.stopContainer(holder);
-      await cri.removeContainer(holder);
-    } finally {
-      await cri.stopPodSandbox(podId).catch(() => {});
-      await cri.removePodSandbox(podId).catch(() => {});
-    }
-    assert.deepEqual(readdirSync(join(MEMORY_MOUNT, parent), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name), [], 'the sandbox cgroup was left');
+  it('the same for the first pod of its size, whose VM boots and becomes a template under the pod\'s limit', async () => {
+    await podAtItsLimits('first', 160, 224);
   });
 });
