@@ -202,4 +202,19 @@ describe('the RuntimeClass overhead covers a pod whose containers use their limi
   it('the same for the first pod of its size, whose VM boots and becomes a template under the pod\'s limit', async () => {
     await podAtItsLimits('first', 160, 224);
   });
+
+  it('keeps default_memory + limits for a pod with a container without a limit (kubelet sets no pod limit then)', async () => {
+    const parent = podParent(-1); // unlimited, as kubelet leaves it
+    const podId = await cri.runPodSandbox(limitedPod('unlimited', parent, 320), 'hull');
+    try {
+      const [qemu] = qemuPidsUnder(hull.runRoot);
+      assert.ok(qemu, 'no QEMU for the pod');
+      const memoryArg = /\s-m\s+(\d+)M?\s/.exec(` ${readFileSync(`/proc/${qemu}/cmdline`, 'utf8').split('\0').join(' ')} `)?.[1];
+      // The test runtime's default_memory is 512: 512 + 320, rounded up to 256 MiB.
+      assert.equal(Number(memoryArg), 1024);
+    } finally {
+      await cri.stopPodSandbox(podId).catch(() => {});
+      await cri.removePodSandbox(podId).catch(() => {});
+    }
+  });
 });
