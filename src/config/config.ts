@@ -72,7 +72,7 @@ export interface HullConfig {
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   defaultVcpus: 1,
   defaultMemoryMiB: 2048,
-  guestSlackMemoryMiB: 192,
+  guestSlackMemoryMiB: 256,
   maxVcpus: 16,
   maxMemoryMiB: 32_768,
   accel: 'auto',

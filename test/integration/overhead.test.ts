@@ -173,9 +173,9 @@ async function podAtItsLimits(name: string, holderMiB: number, hogMiB: number): 
     // The guest's own need: RAM outside MemTotal (kernel, page descriptors) + what is in use that the
     // containers do not hold (kernel, agent, init, crun's leftovers).
     const outside = vmMiB * MIB - idle['MemTotal']!;
-    const guestUsed = idle['MemTotal']! - idle['MemAvailable']! - held;
+    const guestUsed = idle['MemTotal']! - idle['MemFree']! - held;
     const show = (m: Record<string, number>) => ['MemAvailable', 'MemFree', 'Cached', 'Mapped', 'AnonPages', 'Shmem', 'Slab', 'SUnreclaim', 'KernelStack', 'PageTables'].map((k) => `${k} ${mib(m[k] ?? 0)}`).join(', ');
-    console.log(`# VM ${vmMiB} MiB for ${LIMITS_MIB} MiB of limits; guest: ${mib(outside)} MiB outside MemTotal (${mib(idle['MemTotal']!)}), ${mib(guestUsed)} MiB in use beyond the holder's ${mib(held)} MiB; idle: ${show(idle)}; after the hog: ${show(loaded)}`);
+    console.log(`# VM ${vmMiB} MiB for ${LIMITS_MIB} MiB of limits; guest: ${mib(outside)} MiB outside MemTotal (${mib(idle['MemTotal']!)}), ${mib(guestUsed)} MiB in use (MemTotal - MemFree, page cache included) beyond the holder's ${mib(held)} MiB; idle: ${show(idle)}; after the hog: ${show(loaded)}`);
     console.log(`# host: QEMU RSS ${mib(qemuRss)} MiB (guest RAM resident ${mib(ram.rss)}, TCG buffer resident ${mib(tbRss)} of ${mib(tbSize)} in ${tb.length} regions, the rest ${mib(qemuRss - ram.rss - tbRss)}), shim RSS ${mib(shimRss)} MiB; at worst ${mib(worst)} MiB = those + ${mib(untouched)} MiB of untouched guest RAM + ${mib(tbHeadroom)} MiB of TCG buffer to come; limits + podFixed ${mib(LIMITS_MIB * MIB + podFixed)} MiB; the pod cgroup's peak ${mib(peak)} MiB (page cache included), ${failcnt} charges over its limit`);
     assert.ok(worst <= LIMITS_MIB * MIB + podFixed, `the node may pay ${mib(worst)} MiB for the pod: more than its limits + podFixed (${mib(LIMITS_MIB * MIB + podFixed)} MiB)`);
     await cri.removeContainer(hog);
