@@ -203,6 +203,20 @@ describe('the RuntimeClass overhead covers a pod whose containers use their limi
     await podAtItsLimits('first', 160, 224);
   });
 
+  it('a pod whose cgroup limit cannot hold its VM starts, and its shim says how many MiB it is short', async () => {
+    // podFixed of 256 MiB: the 640 MiB VM of 320 MiB of limits, TCG's buffer and QEMU do not fit in 576 MiB.
+    const parent = podParent((320 + 256) * MIB);
+    const podId = await cri.runPodSandbox(limitedPod('short', parent, 320), 'hull');
+    try {
+      const line = readFileSync(ctrd.logPath, 'utf8').split('\n').find((l) => l.includes(`sandbox ${podId}: its pod cgroup's memory limit`));
+      assert.ok(line, 'the shim did not say the pod limit is short');
+      assert.match(line, /memory limit \(576 MiB\) is \d+ MiB short of what its 640 MiB VM may cost the host: raise the RuntimeClass's overhead.podFixed/);
+    } finally {
+      await cri.stopPodSandbox(podId).catch(() => {});
+      await cri.removePodSandbox(podId).catch(() => {});
+    }
+  });
+
   it('keeps default_memory + limits for a pod with a container without a limit (kubelet sets no pod limit then)', async () => {
     const parent = podParent(-1); // unlimited, as kubelet leaves it
     const podId = await cri.runPodSandbox(limitedPod('unlimited', parent, 320), 'hull');
