@@ -8,6 +8,9 @@
  * the pod cgroup's peak, plus the shim's memory charged elsewhere, plus the guest RAM the guest has
  * not touched yet and the part of TCG's translation buffer not yet filled (both can still grow to
  * their sizes). It prints the guest's own need, measured, which guest_slack_memory is set from.
+ * Also: the first pod of a size (its VM becomes the template) under the same limit; a pod whose
+ * limit is too small for its VM starts and its shim logs the shortfall; a pod without a pod limit
+ * (a container without a memory limit) keeps default_memory + limits.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
