@@ -13,8 +13,8 @@ function firstLine(file: string, args: string[]): string {
   }
 }
 
-/** tmpfsMiB is the memory the files directly in `dir` take on tmpfs (allocated blocks). */
-function tmpfsMiB(dir: string): number | null {
+/** allocatedMiB is what the files below `dir` hold allocated (st_blocks). */
+function allocatedMiB(dir: string): number | null {
   try {
     let blocks = 0;
     for (const entry of readdirSync(dir, { recursive: true }) as string[]) {
@@ -41,7 +41,7 @@ export interface MachineInfo {
   runc: string;
   runsc: string;
   qemu: string;
-  /** hullTemplateRamMiB is the tmpfs the saved VM templates hold (clones map it; no process's PSS counts it whole). */
+  /** hullTemplateRamMiB is what the saved VM templates' RAM files hold allocated on the disk (clones map them; their page cache is in no process's PSS in full). */
   hullTemplateRamMiB: number | null;
 }
 
@@ -60,6 +60,6 @@ export function machineInfo(o: { accel: string; accelReason: string; guestKernel
     runc: firstLine('runc', ['--version']),
     runsc: runscVersion(),
     qemu: firstLine('qemu-system-x86_64', ['--version']),
-    hullTemplateRamMiB: tmpfsMiB(o.templateRamDir),
+    hullTemplateRamMiB: allocatedMiB(o.templateRamDir),
   };
 }

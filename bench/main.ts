@@ -114,7 +114,7 @@ try {
   console.log(`P2 counts every host process kept for the pods: runc ${p2p5Idle.runc.processes}, gVisor ${p2p5Idle.gvisor.processes}, hull ${p2p5Idle.hull.processes} processes for ${options.pods} pods each.`);
   const split = (r: RuntimeName): string => Object.entries(p2p5Idle[r].pssMiBPerPodByCommand).map(([c, m]) => `${c} ${m}`).join(', ');
   console.log(`P2 per pod by process, MiB: ${RUNTIMES.map((r) => `${r}: ${split(r)}`).join('; ')}`);
-  console.log(`hull's VM templates hold ${machine.hullTemplateRamMiB ?? '?'} MiB of tmpfs in all (shared by every clone; in no process's PSS in full).`);
+  console.log(`hull's VM templates hold ${machine.hullTemplateRamMiB ?? '?'} MiB allocated on the disk in all (shared by every clone as page cache; in no process's PSS in full).`);
   console.log(`hull's pool: pool_size ${pool.size} for the table (every timed start waited for a full pool); P3 with a pool of ${BATCH}: ${pool.p3PoolBatchMs.median} ms, with no pool: ${pool.p3NoPoolMs.median} ms (medians ×${options.repeats}); refilling a pool of ${BATCH} took ${pool.batchPoolFillMs.join(', ')} ms; each ready VM holds ${pool.readyVmPssMiB.median} MiB of host memory (PSS, median of ${readyPssMiB.length}).`);
   console.log('P6 is timed on the host around one exec; B2\'s runc column repeats B1\'s `runc run`.');
   console.log(`total ${Math.floor(durationS / 60)} min ${durationS % 60} s`);

@@ -3,7 +3,8 @@
  * what was checked and what was found; the exit status is non-zero when
  * something required is missing.
  */
-import { access, constants, readFile, realpath } from 'node:fs/promises';
+import { access, constants, readFile, realpath, statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { run } from '../common/run.js';
 import type { HullConfig } from '../config/index.js';
 import { currentGuestImage } from '../guest/index.js';
@@ -61,6 +62,7 @@ export async function checkHost(config: HullConfig): Promise<CheckLine[]> {
   }
   lines.push(await checkGuardKernel());
   lines.push(...(await checkJail(config)));
+  if (config.templates) lines.push(await checkTemplateRamDir(config.templateRamDir));
   const vhostVsock = await access('/dev/vhost-vsock', constants.R_OK | constants.W_OK).then(() => true, () => false);
   lines.push({ ok: true, what: 'agent transport', detail: vhostVsock ? 'virtio-serial (vhost-vsock present, not used yet)' : 'virtio-serial (no /dev/vhost-vsock)', required: false });
   return lines;
@@ -113,4 +115,24 @@ async function checkJail(config: HullConfig): Promise<CheckLine[]> {
       required: true,
     },
   ];
+}
+
+/** Filesystems that keep files in memory (statfs f_type): tmpfs, hugetlbfs, ramfs. */
+const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x958458f6, 0x858458f6]);
+
+/**
+ * checkTemplateRamDir: template_ram_dir (or, before the first template, the nearest directory above
+ * it that exists) must not be on tmpfs, where every page a clone touches stays allocated in the
+ * template's file (src/factory/template.ts).
+ */
+async function checkTemplateRamDir(dir: string): Promise<CheckLine> {
+  const what = 'template RAM directory';
+  for (let at = dir; ; at = dirname(at)) {
+    const fs = await statfs(at).catch(() => undefined);
+    if (fs !== undefined) {
+      const inMemory = MEMORY_FILESYSTEMS.has(fs.type);
+      return { ok: !inMemory, what, detail: inMemory ? `${dir} is on tmpfs: clones would grow template files for good (set template_ram_dir on the node's disk)` : `${dir} on a disk file system`, required: true };
+    }
+    if (at === '/') return { ok: false, what, detail: `${dir}: no file system found`, required: true };
+  }
 }

@@ -15,6 +15,7 @@ import { HullError } from '../errors/index.js';
 import { currentGuestImage } from '../guest/index.js';
 import { listTemplates } from '../factory/index.js';
 import { PoolClient } from '../pool/index.js';
+import { nodeMemory } from './node-memory.js';
 import { JAIL_CAPABILITIES, JAIL_RLIMITS } from '../vmm/index.js';
 import { CONFIG_KEYS, hullBinDir } from './install.js';
 
@@ -57,7 +58,7 @@ export interface EnvReport {
     ramDir: string;
     count: number;
     maxCount: number;
-    /** ramMiB is the tmpfs their RAM files hold. */
+    /** ramMiB is what their RAM files hold allocated (st_blocks). */
     ramMiB: number;
     maxRamMiB: number;
   };
@@ -69,6 +70,9 @@ export interface EnvReport {
     size: number;
     dir: string;
     owner: { pid: number; ready: number; warming: number; lent: number; readyPssMiB: number[] } | null;
+    /** memoryMiB: what the pool's cgroup is charged now (null: no such cgroup); memoryLimitMiB: pool_memory_limit. */
+    memoryMiB: number | null;
+    memoryLimitMiB: number;
   };
   /** confinement: what each VM's QEMU runs with here (src/vmm/jail.ts), and the host's cgroup version. */
   confinement: {
@@ -122,6 +126,7 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
   const shim = await findOnPath('containerd-shim-hull-v2');
   const bin = await hullBinDir().catch(() => undefined);
   const templates = await listTemplates({ templatesRoot: config.templatesDir, ramRoot: config.templateRamDir }).catch(() => []);
+  const memory = await nodeMemory(config);
   const poolStatus = config.poolSize > 0 ? await new PoolClient({ dir: config.poolDir, configPath: path, log: () => undefined }).status().catch(() => undefined) : undefined;
   const [qemu, crun, containerd] = await Promise.all([
     firstLine('qemu-system-x86_64', ['--version']),
@@ -152,7 +157,7 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
       ramDir: config.templateRamDir,
       count: templates.length,
       maxCount: config.templateMaxCount,
-      ramMiB: Math.round(templates.reduce((sum, t) => sum + t.ramAllocatedBytes, 0) / (1024 * 1024)),
+      ramMiB: Math.round((memory.templateAllocatedBytes ?? 0) / (1024 * 1024)),
       maxRamMiB: config.templateMaxRamMiB,
     },
     pool: {
@@ -167,6 +172,8 @@ export async function envReport(opts: { configPath?: string; hullVersion: string
             readyPssMiB: poolStatus.readyPssBytes.map((b) => Math.round((b / (1024 * 1024)) * 10) / 10),
           }
         : null,
+      memoryMiB: memory.poolMemoryBytes === null ? null : Math.round(memory.poolMemoryBytes / (1024 * 1024)),
+      memoryLimitMiB: config.poolMemoryLimitMiB,
     },
     confinement: {
       jail: config.jail,
@@ -215,7 +222,7 @@ export function formatEnv(r: EnvReport): string {
   const t = r.templates;
   out.push(`templates ${t.dir} (RAM in ${t.ramDir})`);
   out.push(`  kept              ${t.count} of at most ${t.maxCount}`);
-  out.push(`  RAM on tmpfs      ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
+  out.push(`  RAM allocated     ${t.ramMiB} MiB of at most ${t.maxRamMiB} MiB`);
   const pool = r.pool;
   out.push(`VM pool ${pool.dir}: ${pool.size === 0 ? 'off (pool_size = 0)' : `${pool.size} ready VMs per shape`}`);
   if (pool.size > 0) {
@@ -223,6 +230,7 @@ export function formatEnv(r: EnvReport): string {
     out.push(`  owner             ${o ? `pid ${o.pid}: ${o.ready} ready, ${o.warming} warming, ${o.lent} lent` : 'not running (the next pod starts it)'}`);
     if (o && o.readyPssMiB.length > 0) out.push(`  memory per ready VM  ${o.readyPssMiB.join(', ')} MiB (PSS of its host processes)`);
   }
+  out.push(`  memory            ${pool.memoryMiB === null ? 'no pool cgroup' : `${pool.memoryMiB} MiB`} of at most ${pool.memoryLimitMiB} MiB (its cgroup; pool_memory_limit)`);
   const c = r.confinement;
   out.push(`QEMU confinement  ${c.jail ? 'jailed' : 'NOT jailed (jail = false)'}`);
   out.push(`  namespaces        ${c.namespaces.join(', ')}`);

@@ -14,7 +14,26 @@ export interface ConfigKeyDoc {
 /** CONFIG_KEYS are the keys of config.toml (src/config/config.ts), in the order the file shows them. */
 export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   { key: 'default_vcpus', field: 'defaultVcpus', doc: ['vCPUs of a sandbox VM before the CPU limits of its containers are added (an integer 1..255).'] },
-  { key: 'default_memory', field: 'defaultMemoryMiB', doc: ['Memory of a sandbox VM in MiB before the memory limits of its containers are added (an integer >= 128).'] },
+  { key: 'default_memory', field: 'defaultMemoryMiB', doc: ['Memory of a sandbox VM in MiB before the memory limits of its containers are added (an integer >= 128),', 'for pods with a container that has no memory limit.'] },
+  {
+    key: 'guest_slack_memory',
+    field: 'guestSlackMemoryMiB',
+    doc: [
+      'MiB a pod VM gets beyond its containers\' memory limits when every container has one (an integer',
+      '64..65536): what the guest itself needs (kernel, hull-agent, crun). Keep the RuntimeClass\'s',
+      'overhead.podFixed at least this + 576 MiB under TCG (see README.md).',
+    ],
+  },
+  {
+    key: 'max_vcpus',
+    field: 'maxVcpus',
+    doc: ['The most vCPUs a sandbox VM may have, its containers\' CPU limits included (an integer 1..255): a pod', 'asking for more is refused when it is created, with the reason.'],
+  },
+  {
+    key: 'max_memory',
+    field: 'maxMemoryMiB',
+    doc: ['The most memory in MiB a sandbox VM may have, its containers\' memory limits included (an integer', '>= 128, not below default_memory): a pod asking for more is refused when it is created, with the reason.'],
+  },
   {
     key: 'accel',
     field: 'accel',
@@ -39,7 +58,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     ],
   },
   { key: 'templates_dir', field: 'templatesDir', doc: ['Where VM template manifests and device states live (an absolute path).'] },
-  { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on tmpfs).'] },
+  { key: 'template_ram_dir', field: 'templateRamDir', doc: ['Where VM template RAM files live (an absolute path on a disk file system, never tmpfs: a clone\'s', 'touched pages would stay allocated in the template\'s file there).'] },
   {
     key: 'template_max_count',
     field: 'templateMaxCount',
@@ -52,7 +71,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     key: 'template_max_ram_mib',
     field: 'templateMaxRamMiB',
     doc: [
-      'At most this much tmpfs in MiB is held by template RAM files together (an integer >= 256; each',
+      'At most this much in MiB is held allocated by template RAM files together (an integer >= 256; each',
       'template holds ~150-300 MiB, more for VMs of many GiB). A VM whose template cannot fit boots without one.',
     ],
   },
@@ -126,6 +145,24 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     ],
   },
   { key: 'pool_dir', field: 'poolDir', doc: ['The VM pool\'s directory: its socket, its log, its VMs\' state and network namespace.'] },
+  {
+    key: 'pool_max_vcpus',
+    field: 'poolMaxVcpus',
+    doc: ['The pool keeps warm VMs of shapes up to this many vCPUs (an integer 1..255); larger pods start without it.'],
+  },
+  {
+    key: 'pool_max_memory',
+    field: 'poolMaxMemoryMiB',
+    doc: ['The pool keeps warm VMs of shapes up to this much memory in MiB (an integer >= 128); larger pods start without it.'],
+  },
+  {
+    key: 'pool_memory_limit',
+    field: 'poolMemoryLimitMiB',
+    doc: [
+      'Memory limit in MiB of the pool\'s cgroup (ready VMs and the pool\'s owner; an integer >= 256). No warm-up',
+      'starts when it would not fit. What a VM was charged before a pod adopted it stays charged here until it ends.',
+    ],
+  },
 ];
 
 /** tomlValue formats a config default as TOML (strings are plain ASCII paths and words). */

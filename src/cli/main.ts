@@ -16,7 +16,8 @@ import { envReport, formatEnv } from './env.js';
 import { install, installOptions, uninstall } from './install.js';
 import { poolStatus, servePool, stopPool } from './pool.js';
 import { openConsole } from './console.js';
-import { listSandboxes, psJson, psTable } from './ps.js';
+import { listSandboxes, psJson, psNodeLine, psTable } from './ps.js';
+import { nodeMemory } from './node-memory.js';
 import { parsePositiveInt, runContainer } from './run.js';
 
 const VERSION = '0.1.0';
@@ -100,7 +101,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: imageArgs, options: { config: { type: 'string' }, force: { type: 'boolean' } } });
       const config = await loadConfig(values.config);
       const image = await buildGuestImage({ agentBundle: AGENT_BUNDLE, imagesRoot: config.guestImagesDir, force: values.force ?? false, log: (l) => console.error(l) });
-      // Templates of other images only hold tmpfs memory now: clones still running keep their pages.
+      // Templates of other images only hold disk and page cache now: clones still running keep their pages.
       const roots = { templatesRoot: config.templatesDir, ramRoot: config.templateRamDir };
       for (const t of await listTemplates(roots)) {
         if (t.template?.manifest.inputs.imageId !== image.id && (await removeTemplate(t.key, roots))) console.error(`removed template ${t.key} of another image`);
@@ -158,7 +159,9 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, json: { type: 'boolean' } } });
       const config = await loadConfig(values.config);
       const sandboxes = await listSandboxes(config.runRoot, config.statusDir);
-      console.log(values.json ? psJson(sandboxes) : psTable(sandboxes));
+      const { templateAllocatedBytes, poolMemoryBytes } = await nodeMemory(config);
+      const node = { templateAllocatedBytes, poolMemoryBytes };
+      console.log(values.json ? psJson(sandboxes, node) : `${psTable(sandboxes)}\n${psNodeLine(node)}`);
       return 0;
     }
     case 'monitor': {
@@ -171,7 +174,7 @@ async function main(argv: string[]): Promise<number> {
       const token = tokenFile ? await readToken(tokenFile) : undefined;
       checkListen(address.host, token !== undefined);
       const logger = createLogger((line) => process.stderr.write(line), { component: 'hull-monitor' }, config.logLevel);
-      const monitor = new Monitor({ statusDir: config.statusDir, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']), ...(token !== undefined ? { token } : {}) });
+      const monitor = new Monitor({ statusDir: config.statusDir, logger, shimTimeoutMs: parsePositiveInt('--shim-timeout', values['shim-timeout']), nodeMemory: () => nodeMemory(config), ...(token !== undefined ? { token } : {}) });
       const server = await monitor.listen(address.host, address.port);
       await new Promise<void>((resolve) => {
         for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
@@ -219,7 +222,7 @@ main(process.argv.slice(2)).then(
 );
 
 function templateLine(t: TemplateListing): string {
-  const ram = `${Math.round(t.ramAllocatedBytes / (1024 * 1024))} MiB RAM on tmpfs`;
+  const ram = `${Math.round(t.ramAllocatedBytes / (1024 * 1024))} MiB RAM allocated`;
   if (!t.template) return `${t.key}  unusable: ${t.problem ?? 'unknown'} (${ram})`;
   const { inputs, createdAt } = t.template.manifest;
   return `${t.key}  image ${inputs.imageId}  ${inputs.vcpus} vCPU ${inputs.memoryMiB} MiB ${inputs.accel}  ${ram}  created ${createdAt}`;

@@ -51,8 +51,20 @@ function psEntry(a: ShimAnswer, now: number): PsSandbox {
   };
 }
 
-export function psJson(sandboxes: PsSandbox[]): string {
-  return JSON.stringify({ version: PS_JSON_VERSION, sandboxes }, null, 2);
+/** PsNode: what hull holds on the node outside the pods (cli/node-memory.ts), in bytes. */
+export interface PsNode {
+  templateAllocatedBytes: number | null;
+  poolMemoryBytes: number | null;
+}
+
+export function psJson(sandboxes: PsSandbox[], node?: PsNode): string {
+  return JSON.stringify({ version: PS_JSON_VERSION, sandboxes, ...(node ? { node } : {}) }, null, 2);
+}
+
+/** psNodeLine is the line under the table: the template store's and the pool's memory. */
+export function psNodeLine(node: PsNode): string {
+  const mib = (b: number) => `${Math.round(b / (1024 * 1024))}Mi`;
+  return `templates: ${node.templateAllocatedBytes === null ? '-' : mib(node.templateAllocatedBytes)} allocated; pool: ${node.poolMemoryBytes === null ? '-' : mib(node.poolMemoryBytes)}`;
 }
 
 export function psTable(sandboxes: PsSandbox[]): string {

@@ -14,6 +14,17 @@ test('parseConfig() rejects unknown keys and bad values', () => {
   assert.throws(() => parseConfig('= =', 'x'), /Cannot parse config/);
 });
 
+test('parseConfig() reads the largest VM size, not below the default size', () => {
+  assert.equal(DEFAULT_CONFIG.maxVcpus, 16);
+  assert.equal(DEFAULT_CONFIG.maxMemoryMiB, 32_768);
+  const config = parseConfig('max_vcpus = 4\nmax_memory = 4096\n', 'x');
+  assert.equal(config.maxVcpus, 4);
+  assert.equal(config.maxMemoryMiB, 4096);
+  assert.throws(() => parseConfig('max_vcpus = 0', 'x'), /Invalid "max_vcpus"/);
+  assert.throws(() => parseConfig('max_memory = 1000', 'x'), /Invalid "max_memory" in config "x": 1000 MiB is below default_memory \(2048 MiB\)/);
+  assert.throws(() => parseConfig('default_vcpus = 4\nmax_vcpus = 2', 'x'), /Invalid "max_vcpus" in config "x": 2 is below default_vcpus \(4\)/);
+});
+
 test('loadConfig() of an explicit missing file is an error', async () => {
   await assert.rejects(loadConfig('/nonexistent/hull.toml'), /Cannot read config/);
 });

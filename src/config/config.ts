@@ -14,6 +14,15 @@ export interface HullConfig {
   defaultVcpus: number;
   /** MiB every sandbox gets before container limits are added. */
   defaultMemoryMiB: number;
+  /**
+   * MiB the guest itself needs beyond its containers' limits (kernel, hull-agent, crun, page cache no
+   * container cgroup counts): the slack of a pod's VM when every container has a memory limit.
+   */
+  guestSlackMemoryMiB: number;
+  /** The most vCPUs a sandbox VM may have: a pod asking for more is refused at RunPodSandbox. */
+  maxVcpus: number;
+  /** The most memory (MiB) a sandbox VM may have: a pod asking for more is refused at RunPodSandbox. */
+  maxMemoryMiB: number;
   /** 'auto' picks kvm only where hardware virtualization works, else tcg. */
   accel: 'auto' | 'kvm' | 'tcg';
   /** Where built guest images live. */
@@ -26,11 +35,11 @@ export interface HullConfig {
   templates: boolean;
   /** Where template manifests and device states live. */
   templatesDir: string;
-  /** Where template RAM files live: must be tmpfs. */
+  /** Where template RAM files live: must not be tmpfs (a disk file system: see src/factory/template.ts). */
   templateRamDir: string;
   /** At most this many templates are kept; the least recently used go first. */
   templateMaxCount: number;
-  /** At most this much tmpfs (MiB) is held by template RAM files together. */
+  /** At most this much (MiB, allocated blocks) is held by template RAM files together. */
   templateMaxRamMiB: number;
   /** MiB of TCG's translated-code buffer per VM (host memory that only grows); unused under KVM. */
   tcgTbSizeMiB: number;
@@ -58,18 +67,27 @@ export interface HullConfig {
   poolSize: number;
   /** The pool's directory: its socket, its VMs' state, its network namespace. */
   poolDir: string;
+  /** The largest VM shape the pool keeps warm VMs of (vCPUs); larger pods start without the pool. */
+  poolMaxVcpus: number;
+  /** The largest VM shape the pool keeps warm VMs of (MiB); larger pods start without the pool. */
+  poolMaxMemoryMiB: number;
+  /** The memory limit (MiB) of the pool's cgroup: ready VMs and the pool's owner, all together. */
+  poolMemoryLimitMiB: number;
 }
 
 export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   defaultVcpus: 1,
   defaultMemoryMiB: 2048,
+  guestSlackMemoryMiB: 256,
+  maxVcpus: 16,
+  maxMemoryMiB: 32_768,
   accel: 'auto',
   guestImagesDir: '/var/lib/hull/guest',
   runRoot: '/run/hull',
   bootTimeoutMs: 60_000,
   templates: true,
   templatesDir: '/var/lib/hull/templates',
-  templateRamDir: '/dev/shm/hull-templates',
+  templateRamDir: '/var/lib/hull/template-ram',
   // As DEFAULT_TEMPLATE_MAX_COUNT and DEFAULT_TEMPLATE_MAX_RAM_MIB in src/factory/template.ts (a test checks).
   templateMaxCount: 8,
   templateMaxRamMiB: 2048,
@@ -88,6 +106,9 @@ export const DEFAULT_CONFIG: Readonly<HullConfig> = {
   debugConsole: false,
   poolSize: 2,
   poolDir: '/run/hull-pool',
+  poolMaxVcpus: 2,
+  poolMaxMemoryMiB: 4096,
+  poolMemoryLimitMiB: 2048,
 };
 
 /** parseListenAddress splits "HOST:PORT" or "[V6]:PORT"; undefined when it is neither. */
@@ -102,13 +123,16 @@ export function parseListenAddress(value: string): { host: string; port: number 
 const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boolean; expect: string }> = {
   default_vcpus: { field: 'defaultVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
   default_memory: { field: 'defaultMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
+  guest_slack_memory: { field: 'guestSlackMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 64 && (v as number) <= 65_536, expect: 'an integer 64..65536 (MiB)' },
+  max_vcpus: { field: 'maxVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
+  max_memory: { field: 'maxMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
   accel: { field: 'accel', check: (v) => v === 'auto' || v === 'kvm' || v === 'tcg', expect: '"auto", "kvm" or "tcg"' },
   guest_images_dir: { field: 'guestImagesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   run_root: { field: 'runRoot', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
   boot_timeout_ms: { field: 'bootTimeoutMs', check: (v) => Number.isInteger(v) && (v as number) >= 1000, expect: 'an integer >= 1000' },
   templates: { field: 'templates', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   templates_dir: { field: 'templatesDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path' },
-  template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path on tmpfs' },
+  template_ram_dir: { field: 'templateRamDir', check: (v) => typeof v === 'string' && v.startsWith('/'), expect: 'an absolute path (not on tmpfs)' },
   template_max_count: { field: 'templateMaxCount', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 1024, expect: 'an integer 1..1024' },
   memory_merge: { field: 'memoryMerge', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   tcg_tb_size_mib: { field: 'tcgTbSizeMiB', check: (v) => Number.isInteger(v) && (v as number) >= 8 && (v as number) <= 2048, expect: 'an integer 8..2048 (MiB)' },
@@ -124,6 +148,9 @@ const KEYS: Record<string, { field: keyof HullConfig; check: (v: unknown) => boo
   debug_console: { field: 'debugConsole', check: (v) => typeof v === 'boolean', expect: 'true or false' },
   pool_size: { field: 'poolSize', check: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 64, expect: 'an integer 0..64' },
   pool_dir: { field: 'poolDir', check: (v) => typeof v === 'string' && v.startsWith('/') && v.length > 1, expect: 'an absolute path' },
+  pool_max_vcpus: { field: 'poolMaxVcpus', check: (v) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 255, expect: 'an integer 1..255' },
+  pool_max_memory: { field: 'poolMaxMemoryMiB', check: (v) => Number.isInteger(v) && (v as number) >= 128, expect: 'an integer >= 128 (MiB)' },
+  pool_memory_limit: { field: 'poolMemoryLimitMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
   // One template of a small VM holds ~150-200 MiB: a smaller bound would never keep any.
   template_max_ram_mib: { field: 'templateMaxRamMiB', check: (v) => Number.isInteger(v) && (v as number) >= 256, expect: 'an integer >= 256 (MiB)' },
 };
@@ -144,6 +171,8 @@ export function parseConfig(text: string, where: string): HullConfig {
     if (!entry.check(value)) throw new HullError('invalid_argument', `Invalid "${key}" in config "${where}": expected ${entry.expect}`);
     (config as unknown as Record<string, unknown>)[entry.field] = value;
   }
+  if (config.maxVcpus < config.defaultVcpus) throw new HullError('invalid_argument', `Invalid "max_vcpus" in config "${where}": ${config.maxVcpus} is below default_vcpus (${config.defaultVcpus})`);
+  if (config.maxMemoryMiB < config.defaultMemoryMiB) throw new HullError('invalid_argument', `Invalid "max_memory" in config "${where}": ${config.maxMemoryMiB} MiB is below default_memory (${config.defaultMemoryMiB} MiB)`);
   return config;
 }
 

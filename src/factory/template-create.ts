@@ -7,8 +7,9 @@
  * in place: clones map the RAM file copy-on-write, so changing it would corrupt every running clone.
  * Leftovers of a creator that died are named after its pid and pruned by later creators.
  *
- * The RAM root is checked to be a directory of ours, mode 0700: /dev/shm is world-writable, and
- * whoever could write a template's RAM would own every clone made from it (template-dirs.ts).
+ * The RAM root is checked to be a directory of ours, mode 0700 (whoever could write a template's
+ * RAM would own every clone made from it: template-dirs.ts), and not on tmpfs, where every clone's
+ * touched page would stay allocated in the template's file (template.ts).
  *
  * The store is bounded (template-limits.ts): a lookup records the template's use, and a new
  * template first evicts the least recently used ones; when it cannot fit, none is made and
@@ -25,12 +26,15 @@ import type { VmHandle } from '../vmm/index.js';
 import { ensurePrivateDir } from './template-dirs.js';
 import { enforceBounds, makeRoom, recordTemplateUse } from './template-limits.js';
 import { pruneTemplates, removeSupersededTemplates, removeTemplate } from './template-store.js';
-import { LAST_USED_FILE, MANIFEST_FILE, STATE_FILE, TEMPLATE_FORMAT, inspect, rootsOf, templateInputs, templateKey, templating, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
+import { LAST_USED_FILE, MANIFEST_FILE, STATE_FILE, TEMPLATE_FORMAT, currentBootId, inspect, rootsOf, templateInputs, templateKey, templating, type TemplateManifest, type TemplateRequest, type VmTemplate } from './template.js';
 
 const BOOT_CONSOLE_FILE = 'boot-console.log';
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
-/** Filesystems that keep a RAM file in memory (statfs f_type): tmpfs, hugetlbfs. */
-const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x958458f6]);
+/**
+ * Filesystems that keep a RAM file in memory (statfs f_type): tmpfs, hugetlbfs, ramfs. A clone's
+ * fault on a hole of such a file allocates the page in the file, for good (template.ts).
+ */
+const MEMORY_FILESYSTEMS = new Set([0x01021994, 0x958458f6, 0x858458f6]);
 
 /**
  * createTemplate returns the template for `request`, making it first when there is none (`created`
@@ -57,9 +61,8 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
 
   await ensurePrivateDir(roots.templatesRoot, 'templates directory');
   await ensurePrivateDir(roots.ramRoot, 'template RAM directory');
-  // On a disk the RAM file would cost disk writes while the template boots, and page cache after.
-  if (!MEMORY_FILESYSTEMS.has((await statfs(roots.ramRoot)).type)) {
-    throw new HullError('failed_precondition', `Cannot make a VM template: ${roots.ramRoot} is not on tmpfs (the template's RAM file belongs in memory)`);
+  if (MEMORY_FILESYSTEMS.has((await statfs(roots.ramRoot)).type)) {
+    throw new HullError('failed_precondition', `Cannot make a VM template: ${roots.ramRoot} is on tmpfs, where every page a clone touches would stay allocated in the template's RAM file (template_ram_dir must be on a disk file system)`);
   }
   await pruneTemplates(roots);
   // Room first: the template's RAM fills while it boots. No room: the caller boots this VM cold.
@@ -130,6 +133,7 @@ export async function createTemplate(request: TemplateRequest): Promise<(VmTempl
       createdAt: new Date().toISOString(),
       bootMs,
       saveMs,
+      bootId: await currentBootId(),
     };
     await writeFile(join(work, LAST_USED_FILE), '', { mode: 0o644, flag: 'wx' });
     await writeDurably(join(work, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');

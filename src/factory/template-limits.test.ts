@@ -1,21 +1,20 @@
 /**
- * The store's bounds on fake templates: real files in temp dirs (the RAM root on /dev/shm when there
- * is one), whole enough for listTemplates to call them usable; no VM is started.
+ * The store's bounds on fake templates: real files in temp dirs, whole enough for listTemplates to call them usable; no VM is started.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
 import { DEFAULT_CONFIG } from '../config/index.js';
 import { enforceBounds, estimateTemplateBytes, makeRoom, planEviction, recordTemplateUse, templatesInFlight, type Bounds, type StoreEntry } from './template-limits.js';
 import { listTemplates } from './template-store.js';
-import { DEFAULT_TEMPLATE_MAX_COUNT, DEFAULT_TEMPLATE_MAX_RAM_MIB, LAST_USED_FILE, MANIFEST_FILE, TEMPLATE_FORMAT, templateKey, type TemplateInputs, type TemplateManifest } from './template.js';
+import { BOOT_ID_FILE, DEFAULT_TEMPLATE_MAX_COUNT, DEFAULT_TEMPLATE_MAX_RAM_MIB, LAST_USED_FILE, MANIFEST_FILE, TEMPLATE_FORMAT, templateKey, type TemplateInputs, type TemplateManifest } from './template.js';
 
 const MIB = 1024 * 1024;
 const base = mkdtempSync(join(tmpdir(), 'hull-tpl-limits-'));
-const ramBase = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'hull-tpl-limits-'));
+const ramBase = mkdtempSync(join(tmpdir(), 'hull-tpl-limits-'));
 after(() => {
   rmSync(base, { recursive: true, force: true });
   rmSync(ramBase, { recursive: true, force: true });
@@ -52,7 +51,7 @@ function fakeTemplate(memoryMiB: number, allocatedMiB: number, ageMs: number): s
   mkdirSync(dir);
   mkdirSync(ramDir);
   const ramFile = join(ramDir, `ram.${process.pid}.${randomBytes(4).toString('hex')}`);
-  writeFileSync(ramFile, Buffer.alloc(allocatedMiB * MIB, 1)); // allocated on tmpfs...
+  writeFileSync(ramFile, Buffer.alloc(allocatedMiB * MIB, 1)); // allocated...
   truncateSync(ramFile, memoryMiB * MIB); // ...and sparse up to the VM's size, as a template's RAM file is.
   writeFileSync(join(dir, 'state'), 'state');
   const manifest: TemplateManifest = {
@@ -68,6 +67,7 @@ function fakeTemplate(memoryMiB: number, allocatedMiB: number, ageMs: number): s
     createdAt: new Date().toISOString(),
     bootMs: 1,
     saveMs: 1,
+    bootId: readFileSync(BOOT_ID_FILE, 'utf8').trim(),
   };
   writeFileSync(join(dir, MANIFEST_FILE), JSON.stringify(manifest));
   writeFileSync(join(dir, LAST_USED_FILE), '');
@@ -166,7 +166,7 @@ describe('the store on disk', () => {
     const a = fakeTemplate(64, 1, 30_000);
     const b = fakeTemplate(64, 1, 1_000);
     const tooBig = await makeRoom('0'.repeat(20), 16384, { ...roots, maxRamMiB: 1024 });
-    assert.match(tooBig ?? '', /a template of a 16384 MiB VM would hold about 1184 MiB of tmpfs, more than all templates may \(template_max_ram_mib = 1024\)/);
+    assert.match(tooBig ?? '', /a template of a 16384 MiB VM would hold about 1184 MiB, more than all templates may \(template_max_ram_mib = 1024\)/);
     const busy = await makeRoom('0'.repeat(20), 64, { ...roots, maxCount: 1, minIdleMs: 60_000 });
     assert.match(busy ?? '', /were all used in the last 60 s/);
     assert.deepEqual(await keys(), [a, b].sort());

@@ -1,9 +1,9 @@
 /**
  * Bounds on the template store, so that templates cannot exhaust the node: every VM size makes its
- * own template, each holding ~150–300 MiB of tmpfs, and a tenant cycling through memory limits
- * would otherwise make one per limit until /dev/shm is full.
+ * own template, each holding ~150–300 MiB of disk and of page cache while clones use it, and a
+ * tenant cycling through memory limits would otherwise make one per limit.
  *
- * The store keeps at most `maxCount` templates whose RAM files hold at most `maxRamMiB` on tmpfs
+ * The store keeps at most `maxCount` templates whose RAM files hold at most `maxRamMiB` allocated (st_blocks)
  * together. Before a new template is made, room is made for it by evicting the least recently used
  * templates (a clone's lookup touches LAST_USED_FILE); templates used within `minIdleMs` are never
  * evicted, because a clone that just looked one up has not opened its files yet. When there is no
@@ -41,7 +41,7 @@ export function boundsOf(roots: TemplateRoots): Bounds {
 
 /**
  * estimateTemplateBytes guesses, before it is made, what a template of a `memoryMiB` VM will hold
- * on tmpfs: what its guest touched while booting. Measured (TCG, 1 vCPU): ~150 MiB for 256–448 MiB,
+ * allocated: what its guest touched while booting. Measured (TCG, 1 vCPU): ~150 MiB for 256–448 MiB,
  * 163 MiB for 512, 192 MiB for 2304, 301 MiB for 4096 (the guest kernel's memory map grows with the
  * VM). On the high side on purpose; after publishing, the real size is what counts.
  */
@@ -102,7 +102,7 @@ export async function makeRoom(key: string, memoryMiB: number, roots: TemplateRo
   const bounds = boundsOf(roots);
   const estimate = estimateTemplateBytes(memoryMiB);
   if (estimate > bounds.maxRamBytes) {
-    return `a template of a ${memoryMiB} MiB VM would hold about ${estimate / MIB} MiB of tmpfs, more than all templates may (template_max_ram_mib = ${bounds.maxRamBytes / MIB})`;
+    return `a template of a ${memoryMiB} MiB VM would hold about ${estimate / MIB} MiB, more than all templates may (template_max_ram_mib = ${bounds.maxRamBytes / MIB})`;
   }
   const entries = await storeEntries(roots);
   const plan = planEviction({
@@ -114,7 +114,7 @@ export async function makeRoom(key: string, memoryMiB: number, roots: TemplateRo
     now: Date.now(),
   });
   if (!plan.fits) {
-    return `the ${entries.length} templates kept (at most ${bounds.maxCount}, ${bounds.maxRamBytes / MIB} MiB of tmpfs) were all used in the last ${bounds.minIdleMs / 1000} s or are being made`;
+    return `the ${entries.length} templates kept (at most ${bounds.maxCount}, ${bounds.maxRamBytes / MIB} MiB allocated) were all used in the last ${bounds.minIdleMs / 1000} s or are being made`;
   }
   await evict(plan.evict, roots, 'to make room for a new one');
   return undefined;
@@ -166,7 +166,7 @@ async function evict(keys: string[], roots: TemplateRoots, why: string): Promise
 
 /**
  * templatesInFlight counts the templates other creators are making: keys other than `key` with a
- * RAM file of a live creator that no manifest names yet, and the tmpfs those files hold so far.
+ * RAM file of a live creator that no manifest names yet, and what those files hold so far.
  */
 export async function templatesInFlight(roots: TemplateRoots, key: string): Promise<{ count: number; bytes: number }> {
   const r = rootsOf(roots);

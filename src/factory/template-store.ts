@@ -9,7 +9,7 @@ import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HullError } from '../errors/index.js';
 import { pidAlive } from '../common/process.js';
-import { KEY_PATTERN, LAST_USED_FILE, MANIFEST_FILE, inspect, isFileIn, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
+import { KEY_PATTERN, LAST_USED_FILE, LEGACY_TEMPLATE_RAM_ROOT, MANIFEST_FILE, inspect, isFileIn, readManifest, rootsOf, type TemplateInputs, type TemplateListing, type TemplateRoots } from './template.js';
 
 /** Work directories and RAM files carry their creator's pid, so that leftovers can be pruned. */
 const WORK_DIR_PATTERN = /^\.(?:new|trash)-([0-9a-f]{20})-(\d+)-[0-9a-f]{8}$/;
@@ -47,7 +47,7 @@ async function lastUsedMs(dir: string): Promise<number> {
 }
 
 /**
- * removeTemplate unpublishes the template `key` and removes its files, the RAM file on tmpfs
+ * removeTemplate unpublishes the template `key` and removes its files, the RAM file
  * included; true when there was something to remove. Clones running from it keep running: their
  * mapping holds the RAM (the memory is freed when the last of them exits).
  */
@@ -69,6 +69,11 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
   if (manifest?.ramFile !== undefined && isFileIn(ramDir, manifest.ramFile)) {
     removed = (await rm(manifest.ramFile).then(() => true, () => false)) || removed;
   }
+  const legacyDir = join(LEGACY_TEMPLATE_RAM_ROOT, key);
+  if (manifest?.ramFile !== undefined && isFileIn(legacyDir, manifest.ramFile)) {
+    removed = (await rm(manifest.ramFile).then(() => true, () => false)) || removed;
+    await rmdir(legacyDir).catch(() => undefined);
+  }
   await rm(trash, { recursive: true, force: true });
   // RAM files of creators that died; a live creator's file stays.
   for (const name of await readdir(ramDir).catch(() => [] as string[])) {
@@ -83,7 +88,7 @@ export async function removeTemplate(key: string, roots: TemplateRoots = {}): Pr
  * removeSupersededTemplates removes the published templates of the same image, size and
  * accelerator as the template `key` (made from `inputs`) under another key: another hypervisor build,
  * command line or kernel arguments made those, that is an older hull or hypervisor, and nothing on this
- * host asks for them again. Each holds ~150 MiB of tmpfs. Returns the keys removed.
+ * host asks for them again. Each holds ~150 MiB of disk. Returns the keys removed.
  */
 export async function removeSupersededTemplates(key: string, inputs: TemplateInputs, roots: TemplateRoots = {}): Promise<string[]> {
   const removed: string[] = [];

@@ -2,7 +2,7 @@
  * template — VM templates: a guest booted once until its agent answered, saved, and restored by
  * every clone in a fraction of a cold boot (DESIGN.md, "VM templating works under TCG").
  *
- * createTemplate (template-create.ts) boots a VM whose RAM is a shared file on tmpfs, waits for the
+ * createTemplate (template-create.ts) boots a VM whose RAM is a shared file on disk, waits for the
  * agent's Check, then saves the device state (VmHandle.saveTemplate) and ends the VM. A clone
  * (cloneSpec → VmDriver.start) runs the same machine with the RAM file mapped private, so its pages
  * are the template's until it writes them. Only the VmDriver interface and the agent client are used. The template
@@ -18,12 +18,23 @@
  *   <templatesRoot>/<key>/state           the device state (~75 KiB)
  *   <templatesRoot>/<key>/boot-console.log
  *   <templatesRoot>/<key>/last-used       its mtime: when a clone last started from it (LRU eviction)
- *   <ramRoot>/<key>/ram.<pid>.<nonce>     guest RAM (memoryMiB, sparse; must be on tmpfs)
+ *   <ramRoot>/<key>/ram.<pid>.<nonce>     guest RAM (memoryMiB, sparse; must not be on tmpfs)
+ *
+ * Where the RAM file lies decides whose memory a clone's pages are. Clones map it MAP_PRIVATE; a
+ * clone's fault on a hole of a tmpfs (shmem) file allocates the page *in the file* before the
+ * clone gets its copy, so every page any clone touched became a permanent page of the template,
+ * unswappable and charged to no live pod (issue 20: +300 MiB from one pod). On a disk file system
+ * a fault on a hole reads zeroes into page cache and never allocates in the file; a clone's write
+ * is its own anonymous copy, charged to its pod and freed with it; the template's pages that clones
+ * read are page cache shared by all of them, clean and reclaimable under pressure (read back from
+ * the disk when needed). The file is written only while the template guest runs (share=on) and
+ * never synced: a template is a cache, so one made before the host last booted is not used
+ * (TemplateManifest.bootId), whatever of its RAM reached the disk.
  *
  * This file holds what a template is made from and keyed by (templateInputs, templateKey), its
  * manifest, finding and checking a published one (findTemplate, openTemplate), and a clone's VmSpec
  * (cloneSpec). Listing, removing and pruning templates are in template-store.ts; the bounds on their
- * number and tmpfs memory, and evicting the least recently used, in template-limits.ts.
+ * number and allocated bytes, and evicting the least recently used, in template-limits.ts.
  */
 
 import { createHash } from 'node:crypto';
@@ -34,10 +45,18 @@ import { HullError } from '../errors/index.js';
 import type { Accel, VmDriver, VmJail, VmNetSpec, VmSpec, VmTemplating } from '../vmm/index.js';
 
 /** TEMPLATE_FORMAT changes whenever createTemplate makes templates differently from the same inputs. */
-export const TEMPLATE_FORMAT = 1;
+export const TEMPLATE_FORMAT = 2;
 export const DEFAULT_TEMPLATES_ROOT = '/var/lib/hull/templates';
-/** DEFAULT_TEMPLATE_RAM_ROOT must be on tmpfs (here /run is not; /dev/shm is). */
-export const DEFAULT_TEMPLATE_RAM_ROOT = '/dev/shm/hull-templates';
+/** DEFAULT_TEMPLATE_RAM_ROOT must not be on tmpfs (see above): beside the templates, on the node's disk. */
+export const DEFAULT_TEMPLATE_RAM_ROOT = '/var/lib/hull/template-ram';
+/**
+ * LEGACY_TEMPLATE_RAM_ROOT is where hull kept template RAM before it moved to the disk (format 1, on
+ * tmpfs): removing such a template removes its RAM file there too, so an upgrade frees that memory
+ * as the old templates are superseded or evicted.
+ */
+export const LEGACY_TEMPLATE_RAM_ROOT = '/dev/shm/hull-templates';
+/** BOOT_ID_FILE names this boot of the host (a template records it: see TemplateManifest.bootId). */
+export const BOOT_ID_FILE = '/proc/sys/kernel/random/boot_id';
 export const MANIFEST_FILE = 'manifest.json';
 /** STATE_FILE is the saved device state in a template's directory. */
 export const STATE_FILE = 'state';
@@ -61,11 +80,11 @@ export interface TemplateImage {
 export interface TemplateRoots {
   /** templatesRoot holds manifests and device states (default DEFAULT_TEMPLATES_ROOT). */
   templatesRoot?: string;
-  /** ramRoot holds the RAM files; it must be on tmpfs (default DEFAULT_TEMPLATE_RAM_ROOT). */
+  /** ramRoot holds the RAM files; it must not be on tmpfs (default DEFAULT_TEMPLATE_RAM_ROOT). */
   ramRoot?: string;
   /** maxCount bounds the number of templates kept (default DEFAULT_TEMPLATE_MAX_COUNT). */
   maxCount?: number;
-  /** maxRamMiB bounds the tmpfs memory their RAM files hold together (default DEFAULT_TEMPLATE_MAX_RAM_MIB). */
+  /** maxRamMiB bounds what their RAM files hold together, allocated (st_blocks) (default DEFAULT_TEMPLATE_MAX_RAM_MIB). */
   maxRamMiB?: number;
   /**
    * minIdleMs: a template used more recently than this is never evicted (default 30 s), so that a
@@ -122,6 +141,11 @@ export interface TemplateManifest {
   /** bootMs: VM start to the agent's answer; saveMs: saving the state. */
   bootMs: number;
   saveMs: number;
+  /**
+   * bootId is the host's boot the template was made in (BOOT_ID_FILE). Its RAM file is never
+   * synced: after a crash it may hold anything, so a template of another boot is not used.
+   */
+  bootId: string;
 }
 
 /** VmTemplate is a published, checked template. */
@@ -139,7 +163,7 @@ export interface TemplateListing {
   template?: VmTemplate;
   /** problem says why the template cannot be used (then removeTemplate it). */
   problem?: string;
-  /** ramAllocatedBytes is what the RAM file holds on tmpfs (the memory it costs), 0 when missing. */
+  /** ramAllocatedBytes is what the RAM file holds allocated (st_blocks; its page cache when in use), 0 when missing. */
   ramAllocatedBytes: number;
   /** lastUsedMs: when a clone last started from it (the mtime of LAST_USED_FILE, else of the manifest), 0 when unknown. */
   lastUsedMs: number;
@@ -240,9 +264,10 @@ export async function inspect(key: string, roots: Roots): Promise<{ template?: V
   const broken = (problem: string) => ({ published: true, problem, ramFile: manifest.ramFile });
   if (manifest.format !== TEMPLATE_FORMAT) return broken(`format ${manifest.format}, expected ${TEMPLATE_FORMAT}`);
   if (manifest.key !== key || templateKey(manifest.inputs) !== key) return broken('manifest does not hash to its key');
+  if (manifest.bootId !== (await currentBootId())) return broken('made before the host last booted (its RAM file was never synced)');
   if (!isFileIn(join(roots.ramRoot, key), manifest.ramFile)) return broken(`RAM file ${manifest.ramFile} is not in ${join(roots.ramRoot, key)}`);
   const ram = await stat(manifest.ramFile).catch(() => undefined);
-  if (!ram?.isFile()) return broken(`RAM file ${manifest.ramFile} is missing (tmpfs is emptied on reboot)`);
+  if (!ram?.isFile()) return broken(`RAM file ${manifest.ramFile} is missing`);
   if (ram.size !== manifest.inputs.memoryMiB * MIB) return broken(`RAM file has ${ram.size} bytes, expected ${manifest.inputs.memoryMiB} MiB`);
   const state = await stat(join(dir, STATE_FILE)).catch(() => undefined);
   if (state?.size !== manifest.stateBytes) return broken('state file is missing or has the wrong size');
@@ -250,6 +275,14 @@ export async function inspect(key: string, roots: Roots): Promise<{ template?: V
     if (!(await stat(file).then((s) => s.isFile(), () => false))) return broken(`guest image file ${file} is missing`);
   }
   return { published: true, template: { key, dir, ramFile: manifest.ramFile, manifest } };
+}
+
+let bootId: Promise<string> | undefined;
+
+/** currentBootId is this boot's id (read once per process: it cannot change while we run). */
+export function currentBootId(): Promise<string> {
+  bootId ??= readFile(BOOT_ID_FILE, 'utf8').then((text) => text.trim());
+  return bootId;
 }
 
 export async function readManifest(dir: string): Promise<TemplateManifest> {

@@ -23,6 +23,8 @@ export interface MonitorOptions {
   shimTimeoutMs?: number;
   /** token: the bearer token every request must carry (auth.ts); none: loopback only. */
   token?: string;
+  /** nodeMemory, when given, is read on every scrape: what hull holds outside the pods (hull_template_store_allocated_bytes, hull_pool_memory_bytes). */
+  nodeMemory?: () => Promise<{ templateAllocatedBytes: number | null; poolMemoryBytes: number | null }>;
 }
 
 export class Monitor {
@@ -38,6 +40,8 @@ export class Monitor {
     registers: [this.#own],
   });
   readonly #sandboxes = new Gauge({ name: 'hull_monitor_sandboxes', help: 'Sandbox directories found in the run root at the last scrape', registers: [this.#own] });
+  readonly #templateBytes = new Gauge({ name: 'hull_template_store_allocated_bytes', help: 'Bytes the VM template RAM files hold allocated (st_blocks), all together', registers: [this.#own] });
+  readonly #poolBytes = new Gauge({ name: 'hull_pool_memory_bytes', help: "Memory the VM pool's cgroup is charged (ready VMs, its owner)", registers: [this.#own] });
   // The scrape of the shims under way; requests meanwhile share it.
   #inFlight: Promise<string> | undefined;
 
@@ -69,6 +73,11 @@ export class Monitor {
     this.#scrapes.inc();
     this.#failures.inc(failed.length);
     this.#sandboxes.set(answers.length);
+    const node = await this.#options.nodeMemory?.().catch(() => undefined);
+    if (node) {
+      if (node.templateAllocatedBytes !== null) this.#templateBytes.set(node.templateAllocatedBytes);
+      if (node.poolMemoryBytes !== null) this.#poolBytes.set(node.poolMemoryBytes);
+    }
     this.#duration.observe((performance.now() - started) / 1000);
     return Registry.merge([this.#own, perScrape]).metrics();
   }

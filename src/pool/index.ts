@@ -4,5 +4,5 @@
  * (client.ts); the adoption itself is the Sandbox's (src/sandbox/pool-adopt.ts).
  */
 export { PoolClient, startOwner, type PoolClientOptions } from './client.js';
-export { PoolOwner, POOL_CGROUP, WARM_CONTAINER_IDS, shapeKey, type PoolOwnerOptions } from './owner.js';
+export { PoolOwner, POOL_CGROUP, WARM_CONTAINER_IDS, poolCgroup, shapeKey, type PoolOwnerOptions } from './owner.js';
 export { POOL_SOCKET, type PoolStatus } from './protocol.js';

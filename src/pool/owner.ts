@@ -23,7 +23,7 @@ import { DEFAULT_CONFIG, type HullConfig } from '../config/index.js';
 import { HullError } from '../errors/index.js';
 import { TemplateFactory } from '../factory/index.js';
 import { currentGuestImage } from '../guest/index.js';
-import { Ledger, POOL_VM_DIR, Sandbox, joinPodCgroup, readLedger, replayLedger, type PoolShape } from '../sandbox/index.js';
+import { Ledger, POOL_VM_DIR, Sandbox, joinPodCgroup, memoryUsage, readLedger, replayLedger, setMemoryLimit, type PoolShape } from '../sandbox/index.js';
 import { QemuDriver } from '../vmm/index.js';
 import { LineReader, POOL_SOCKET, send, type PoolStatus, type Request } from './protocol.js';
 import { WARM_CONTAINER_IDS, WARM_FILES, makeWarmBundle, warmUp } from './warm-up.js';
@@ -44,6 +44,11 @@ const MAX_AGE_MS = 30 * 60_000;
 /** A shape nobody asked for this long is no longer kept (the default shape always is). */
 const SHAPE_IDLE_MS = 10 * 60_000;
 const MAX_SHAPES = 4;
+/**
+ * WARM_VM_BYTES is what one more ready VM is taken to cost the pool's cgroup (measured: 127-158 MiB
+ * of PSS per ready VM, TCG, 512 MiB VMs); no warm-up starts unless it fits pool_memory_limit.
+ */
+const WARM_VM_BYTES = 192 * 1024 * 1024;
 /** How long a claimer may take between the lent VM and "taken" (it records it and opens the lifeline). */
 const TAKE_TIMEOUT_MS = 30_000;
 const IDLE_CHECK_MS = 5_000;
@@ -86,6 +91,8 @@ export class PoolOwner {
   #ready: ReadyVm[] = [];
   #lent = 0;
   #lentAt = 0;
+  /** full: the last fill found the pool's cgroup without room for one more VM (logged once per episode). */
+  #full = false;
   #replaced = 0;
   #warmFailures = 0;
   #ledger: Ledger | undefined;
@@ -126,6 +133,8 @@ export class PoolOwner {
     await rm(join(this.#dir, 'ledger'), { force: true });
     const ledger = (this.#ledger = await Ledger.open(this.#dir));
     await joinPodCgroup(ledger, poolCgroup(this.#dir));
+    // The pool's memory is bounded as a pod's is; #fill keeps below it rather than meet the OOM killer.
+    await setMemoryLimit(poolCgroup(this.#dir), this.#config.poolMemoryLimitMiB * 1024 * 1024).catch((e: Error) => this.#log(`cannot limit the pool's memory: ${e.message}`));
     const netns = join(this.#dir, NETNS_FILE);
     ledger.record('', { kind: 'file', path: netns });
     // One left mounted with no ledger to say so (a killed owner whose ledger was lost): only hull mounts there.
@@ -232,6 +241,9 @@ export class PoolOwner {
   }
 
   #ask(key: string, shape: PoolShape): void {
+    // Only shapes up to pool_max_vcpus / pool_max_memory are kept warm: a tenant asking for large
+    // VMs must not make the pool hold them.
+    if (shape.vcpus > this.#config.poolMaxVcpus || shape.memoryMiB > this.#config.poolMaxMemoryMiB) return;
     const known = this.#shapes.get(key);
     if (known) known.lastAskedAt = Date.now();
     else if (this.#shapes.size < MAX_SHAPES) this.#shapes.set(key, { shape, warming: 0, lastAskedAt: Date.now() });
@@ -258,6 +270,14 @@ export class PoolOwner {
         await this.#sleep(IDLE_CHECK_MS);
         continue;
       }
+      const used = await memoryUsage(poolCgroup(this.#dir)).catch(() => undefined);
+      if (used !== undefined && used + WARM_VM_BYTES > this.#config.poolMemoryLimitMiB * 1024 * 1024) {
+        if (!this.#full) this.#log(`no warm-up: the pool's cgroup holds ${Math.round(used / 1024 / 1024)} MiB of its ${this.#config.poolMemoryLimitMiB} MiB (pool_memory_limit)`);
+        this.#full = true;
+        await this.#sleep(IDLE_CHECK_MS);
+        continue;
+      }
+      this.#full = false;
       const sinceLent = Date.now() - this.#lentAt;
       if (sinceLent < REFILL_DELAY_MS) {
         await this.#sleep(REFILL_DELAY_MS - sinceLent);
@@ -354,7 +374,8 @@ export class PoolOwner {
   async status(): Promise<PoolStatus> {
     const shapes = [...this.#shapes].map(([key, s]) => ({ shape: s.shape, ready: this.#ready.filter((vm) => vm.key === key).length, warming: s.warming }));
     const readyPssBytes = await Promise.all(this.#ready.map((vm) => pssOf(vm.sandbox.vm.hostPids)));
-    return { pid: process.pid, size: this.#config.poolSize, shapes, readyPssBytes, lent: this.#lent, replaced: this.#replaced, warmFailures: this.#warmFailures };
+    const memoryBytes = (await memoryUsage(poolCgroup(this.#dir)).catch(() => undefined)) ?? null;
+    return { pid: process.pid, size: this.#config.poolSize, shapes, readyPssBytes, memoryBytes, memoryLimitBytes: this.#config.poolMemoryLimitMiB * 1024 * 1024, lent: this.#lent, replaced: this.#replaced, warmFailures: this.#warmFailures };
   }
 
   #sleep(ms: number): Promise<void> {

@@ -32,6 +32,10 @@ export interface PoolStatus {
   shapes: Array<{ shape: PoolShape; ready: number; warming: number }>;
   /** readyPssBytes: the host memory (PSS of every host process) of each ready VM. */
   readyPssBytes: number[];
+  /** memoryBytes: what the pool's cgroup is charged (ready VMs, the owner, and what adopted VMs were charged before adoption); null when unknown. */
+  memoryBytes: number | null;
+  /** memoryLimitBytes: the pool's cgroup limit (pool_memory_limit). */
+  memoryLimitBytes: number;
   lent: number;
   replaced: number;
   warmFailures: number;

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { cgroupRelPath, hostHierarchies, joinPodCgroup } from './host-cgroup.js';
+import { cgroupRelPath, hostHierarchies, joinPodCgroup, podMemoryLimit } from './host-cgroup.js';
 import { Ledger, replayLedger } from './ledger.js';
 
 test('cgroupRelPath() takes cgroupfs paths as they are and expands systemd slices as runc does', () => {
@@ -35,4 +35,21 @@ test('joinPodCgroup() moves this process into the pod cgroup in every hierarchy;
   assert.equal(await replayLedger(stateDir), 0);
   assert.equal(readFileSync('/proc/self/cgroup', 'utf8'), before, 'this process did not go back where it was');
   for (const h of hierarchies) assert.equal(existsSync(join(h.mount, path.split('/')[1]!)), false, `left ${h.mount}${path}`);
+});
+
+test('podMemoryLimit() reads the limit of the sandbox cgroup\'s parent (kubelet\'s pod cgroup); none when it is unlimited or absent', async () => {
+  const memory = (await hostHierarchies()).find((h) => h.key.split(',').includes('memory'));
+  if (!memory) return; // cgroup v2 hosts: the same code path reads memory.max; this host is v1
+  const pod = `/hull-test-${randomBytes(4).toString('hex')}`;
+  mkdirSync(join(memory.mount, pod));
+  try {
+    assert.equal(await podMemoryLimit(`${pod}/sandbox`), undefined, 'a new cgroup is unlimited');
+    writeFileSync(join(memory.mount, pod, 'memory.limit_in_bytes'), String(1088 * 1024 * 1024));
+    assert.equal(await podMemoryLimit(`${pod}/sandbox`), 1088 * 1024 * 1024);
+    // The sandbox's own cgroup need not exist yet; the root above a top-level sandbox is never a pod's.
+    assert.equal(await podMemoryLimit(pod), undefined);
+    assert.equal(await podMemoryLimit('/hull-no-such-pod/sandbox'), undefined);
+  } finally {
+    rmdirSync(join(memory.mount, pod));
+  }
 });

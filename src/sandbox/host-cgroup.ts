@@ -115,6 +115,58 @@ async function inheritCpuset(dir: string): Promise<void> {
 }
 
 /**
+ * memoryHierarchy is where the memory controller of `cgroupsPath` is: its directory and the names of
+ * its limit and usage files (v1: memory.limit_in_bytes, memory.usage_in_bytes; v2: memory.max,
+ * memory.current). Undefined when the host has no memory controller mounted.
+ */
+async function memoryFiles(cgroupsPath: string): Promise<{ dir: string; limit: string; usage: string } | undefined> {
+  const hierarchies = await hostHierarchies();
+  const rel = cgroupRelPath(cgroupsPath);
+  const v1 = hierarchies.find((h) => h.key.split(',').includes('memory'));
+  if (v1) return { dir: join(v1.mount, rel), limit: 'memory.limit_in_bytes', usage: 'memory.usage_in_bytes' };
+  const v2 = hierarchies.find((h) => h.key === '');
+  if (v2 && (await readFile(join(v2.mount, 'cgroup.controllers'), 'utf8').catch(() => '')).split(/\s+/).includes('memory')) {
+    return { dir: join(v2.mount, rel), limit: 'memory.max', usage: 'memory.current' };
+  }
+  return undefined;
+}
+
+/** setMemoryLimit caps the memory of the cgroup `cgroupsPath` (made by joinPodCgroup) at `bytes`; false when there is no memory controller. */
+export async function setMemoryLimit(cgroupsPath: string, bytes: number): Promise<boolean> {
+  const files = await memoryFiles(cgroupsPath);
+  if (files === undefined) return false;
+  await writeFile(join(files.dir, files.limit), String(bytes));
+  return true;
+}
+
+/**
+ * podMemoryLimit is the memory limit of the pod's cgroup, the parent of the sandbox's `cgroupsPath`
+ * (kubelet's pod cgroup), in bytes; undefined when it has none (unlimited), cannot be read, or the
+ * sandbox sits at a hierarchy's root. kubelet limits a pod's cgroup only when every container of
+ * the pod (init containers too) has a memory limit, to their sum plus the RuntimeClass overhead.
+ */
+export async function podMemoryLimit(cgroupsPath: string): Promise<number | undefined> {
+  const files = await memoryFiles(cgroupsPath).catch(() => undefined);
+  if (files === undefined) return undefined;
+  // A sandbox at the top of a hierarchy has no pod cgroup above it (the root is never limited).
+  if (cgroupRelPath(cgroupsPath).split('/').filter(Boolean).length < 2) return undefined;
+  const parent = posix.dirname(files.dir);
+  const text = (await readFile(join(parent, files.limit), 'utf8').catch(() => '')).trim();
+  if (!/^\d{1,20}$/.test(text)) return undefined; // "max" (v2), or nothing readable
+  const n = Number(text);
+  // v1 writes "unlimited" as the page counter's maximum (~2^63 rounded down to a page).
+  return n > 0 && n < 2 ** 62 ? n : undefined;
+}
+
+/** memoryUsage is what the cgroup `cgroupsPath` is charged now, in bytes; undefined when unknown. */
+export async function memoryUsage(cgroupsPath: string): Promise<number | undefined> {
+  const files = await memoryFiles(cgroupsPath);
+  if (files === undefined) return undefined;
+  const n = Number((await readFile(join(files.dir, files.usage), 'utf8').catch(() => '')).trim());
+  return Number.isFinite(n) && n >= 0 ? n : undefined;
+}
+
+/**
  * releaseCgroup removes a cgroup directory hull made: it first moves this process to `leave` if it
  * is still inside (the shim leaving its pod's cgroup), then removes the directory, which the
  * kernel allows only when no process is left in it.

@@ -7,7 +7,7 @@ export { readBundleSpec, parseSpec, guestContainerSpec, withPodSysctls, type Oci
 export type { HostStdio } from './stdio.js';
 export type { AgentClient } from './agent-client.js';
 export { Ledger, readLedger, replayLedger, type LedgerLog } from './ledger.js';
-export { joinPodCgroup } from './host-cgroup.js';
+export { joinPodCgroup, memoryUsage, podMemoryLimit, setMemoryLimit } from './host-cgroup.js';
 export { AgentRpcStats, AGENT_RPC_BUCKETS, type AgentRpcHistogram } from './agent-rpc-stats.js';
 export { readGuestStats, parseGuestStats, MEMINFO_ITEMS, CPU_MODES, type GuestStats } from './guest-stats.js';
 export { POOL_VM_DIR } from './ledger.js';

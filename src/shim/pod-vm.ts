@@ -17,7 +17,7 @@ import { serveDebugSocket, type DebugSocket } from './debug-socket.js';
 import { prepareStatusDir, serveStatusSocket, statusSocketPath, type StatusSocket } from './status-socket.js';
 import type { Logger } from './log.js';
 import { GUEST_STATS_TIMEOUT_MS, podLabels, sandboxStatus, type SandboxStatus, type StatusSource } from './sandbox-status.js';
-import { podVmSize } from './sizing.js';
+import { podLimitShortfall, sizeOfPod } from './sizing.js';
 import { latestOnly } from './latest-only.js';
 import { SandboxGate } from './task-lock.js';
 
@@ -166,7 +166,7 @@ async function openStatusSocket(config: HullConfig, sandbox: Sandbox, status: (m
 async function bootSandbox(config: HullConfig, configPath: string, id: string, spec: OciSpec, log: (line: string) => void, agentRpcStats: AgentRpcStats): Promise<{ sandbox: Sandbox; size: { vcpus: number; memoryMiB: number } }> {
   const image = await currentGuestImage(config.guestImagesDir);
   if (!image) throw new HullError('failed_precondition', `No hull guest image in ${config.guestImagesDir}: run "hull image build"`);
-  const size = podVmSize(spec, { vcpus: config.defaultVcpus, memoryMiB: config.defaultMemoryMiB });
+  const { podLimitBytes, ...size } = await sizeOfPod(spec, config);
   const driver = new QemuDriver({ tcgTbSizeMiB: config.tcgTbSizeMiB, memoryMerge: config.memoryMerge });
   const sandbox = await Sandbox.create({
     id,
@@ -191,6 +191,10 @@ async function bootSandbox(config: HullConfig, configPath: string, id: string, s
     // The pod's cgroup (kubelet's parent carries the pod's limits and the RuntimeClass overhead).
     ...(typeof spec.linux?.cgroupsPath === 'string' && spec.linux.cgroupsPath !== '' ? { cgroupsPath: spec.linux.cgroupsPath } : {}),
   });
+  if (podLimitBytes !== undefined) {
+    const short = podLimitShortfall(podLimitBytes, size.memoryMiB, sandbox.vm.accel === 'kvm' ? 0 : config.tcgTbSizeMiB);
+    if (short > 0) log(`sandbox ${id}: its pod cgroup's memory limit (${Math.floor(podLimitBytes / 1024 / 1024)} MiB) is ${short} MiB short of what its ${size.memoryMiB} MiB VM may cost the host: raise the RuntimeClass's overhead.podFixed (deploy/README.md), or the host may OOM-kill the VM before its containers reach their limits`);
+  }
   const phases = sandbox.startup.map((p) => `${p.name} ${p.ms}`).join(', ');
   log(`sandbox ${id} booted: ${size.vcpus} vCPU, ${size.memoryMiB} MiB, VMM pid ${sandbox.vm.pid} (ms: ${phases})`);
   return { sandbox, size };

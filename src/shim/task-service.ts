@@ -33,6 +33,7 @@ import { openFifos } from './fifo-io.js';
 import { METRICS_TYPE_URL, metricsV1 } from './metrics.js';
 import { mountRootfs } from './rootfs.js';
 import { checkPodNamespaces, holderExit, isPodHolder, podSysctls } from './pod-holder.js';
+import { checkVmSize, sizeOfPod } from './sizing.js';
 import { KILL_EXIT_DEADLINE_MS, bounded } from './process-end.js';
 import { signalInGuest } from './signal.js';
 import { createdKillStatus } from './process-state.js';
@@ -127,6 +128,8 @@ export class TaskService implements TaskImpl {
       if (configPath) this.#options.config = await loadConfig(configPath);
       this.#configPath = configPath ?? (process.env['HULL_CONFIG'] || DEFAULT_CONFIG_PATH);
       this.#options.logger?.setLevel(this.#options.config.logLevel);
+      const { config } = this.#options;
+      checkVmSize(await sizeOfPod(spec, config), { vcpus: config.maxVcpus, memoryMiB: config.maxMemoryMiB });
     }
     const rootfsTarget = join(req.bundle, 'rootfs');
     const record: ContainerRecord = newContainer(req, holder, (proc, status, forced) => this.#endProcess(record, proc, status, forced));

@@ -60,7 +60,7 @@ describe('qemuArgs()', () => {
     assert.deepEqual(valuesOf(args, '-smp'), ['2']);
     assert.deepEqual(valuesOf(args, '-m'), ['1024M']);
     assert.deepEqual(valuesOf(args, '-machine'), ['microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram']);
-    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-file,id=ram,size=1024M,mem-path=/run/hull/abc123/ram,share=off,merge=off']);
+    assert.deepEqual(valuesOf(args, '-object'), ['memory-backend-ram,id=ram,size=1024M,merge=off']);
   });
 
   it('isolates QEMU: no defaults, no reboot, seccomp sandbox', () => {

@@ -5,10 +5,12 @@
  * The machine is microvm: no PCI, no firmware, virtio-mmio devices, the kernel loaded directly.
  * Microvm has no hotplug, so every device a sandbox will ever need is on the command line from the
  * start; `devices()` lists them as data (backend options + frontend), which is where virtio-net and
- * later devices go. Guest RAM is a memory-backend-file: in the state directory for a cold boot,
- * the template's RAM file with share=on for a template source (the guest writes reach the file),
- * the same file with share=off for a clone (a private copy-on-write mapping: the file is never
- * written). A template and its clones have the same devices in the same order (microvm has no
+ * later devices go. Guest RAM is anonymous memory of QEMU (memory-backend-ram) for a cold boot,
+ * the pod's alone and gone with it; a memory-backend-file only for templating: the template's RAM
+ * file with share=on for a template source (the guest writes reach the file), the same file with
+ * share=off for a clone (a private copy-on-write mapping: the file is never written; it lies on a
+ * disk file system, where a clone's fault on a hole reads zeroes into reclaimable page cache
+ * instead of allocating the page in the file as tmpfs would: see src/factory/template.ts). A template and its clones have the same devices in the same order (microvm has no
  * hotplug and the device state is restored into them), including a NIC that goes nowhere (an
  * isolated hub port) when there is no pod network; only host-side backends differ per clone.
  *
@@ -29,8 +31,6 @@ export interface QemuPaths {
   /** consoleLog is written by the driver (console.ts), not QEMU; it outlives the VM. */
   consoleLog: string;
   pidFile: string;
-  /** ram is a cold-booted guest's RAM backing file (sparse; MAP_PRIVATE with share=off). */
-  ram: string;
   /** migrateSocket carries a template's device state to or from QEMU (saveTemplate, clone start). */
   migrateSocket: string;
 }
@@ -42,7 +42,6 @@ export function qemuPaths(stateDir: string): QemuPaths {
     consoleSocket: join(stateDir, 'console.sock'),
     consoleLog: join(stateDir, 'console.log'),
     pidFile: join(stateDir, 'qemu.pid'),
-    ram: join(stateDir, 'ram'),
     migrateSocket: join(stateDir, 'migrate.sock'),
   };
 }
@@ -60,11 +59,22 @@ export function isTemplated(spec: VmSpec): boolean {
   return spec.templateRamFile !== undefined || spec.template !== undefined;
 }
 
-/** ramBacking is the guest RAM file of `spec` and whether QEMU maps it shared (writes reach it). */
-export function ramBacking(spec: VmSpec, paths: QemuPaths): { path: string; share: boolean } {
+/**
+ * ramBacking is the guest RAM file of `spec` and whether QEMU maps it shared (writes reach it);
+ * undefined for a cold boot, whose RAM is anonymous.
+ */
+export function ramBacking(spec: VmSpec): { path: string; share: boolean } | undefined {
   if (spec.templateRamFile !== undefined) return { path: spec.templateRamFile, share: true };
   if (spec.template !== undefined) return { path: spec.template.ramFile, share: false };
-  return { path: paths.ram, share: false };
+  return undefined;
+}
+
+/** memoryBackend is the `-object` value of the guest RAM (id "ram", which -machine names). */
+export function memoryBackend(spec: VmSpec, options: QemuArgsOptions): string {
+  const memory = `${spec.memoryMiB}M`;
+  const ram = ramBacking(spec);
+  if (ram === undefined) return `memory-backend-ram,id=ram,size=${memory},${memoryMergeOption(options)}`;
+  return `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'},${memoryMergeOption(options)}`;
 }
 
 /** AGENT_PORT_ID is the port's QEMU device id, named in its VSERPORT_CHANGE events. */
@@ -156,7 +166,6 @@ export function kernelCommandLine(spec: VmSpec, tscKhz: number | undefined): str
 /** qemuArgs returns QEMU's argv (without the binary) for `spec`; call validateSpec first. */
 export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: QemuArgsOptions = {}): string[] {
   const memory = `${spec.memoryMiB}M`;
-  const ram = ramBacking(spec, paths);
   const args = [
     '-name', `hull-${spec.id}`,
     '-machine', 'microvm,acpi=on,pic=off,pit=off,rtc=on,memory-backend=ram',
@@ -164,7 +173,7 @@ export function qemuArgs(spec: VmSpec, accel: Accel, paths: QemuPaths, options: 
     '-cpu', accel === 'kvm' ? 'host' : TCG_CPU,
     '-smp', String(spec.vcpus),
     '-m', memory,
-    '-object', `memory-backend-file,id=ram,size=${memory},mem-path=${opt(ram.path)},share=${ram.share ? 'on' : 'off'},${memoryMergeOption(options)}`,
+    '-object', memoryBackend(spec, options),
     '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
     '-sandbox', 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny',
     ...(options.pidFile === false ? [] : ['-pidfile', paths.pidFile]),

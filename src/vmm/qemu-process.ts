@@ -101,7 +101,7 @@ async function firstChild(spawned: ChildProcess, pid: number, deadline: number):
  * A template's RAM file is elsewhere and never removed here.
  */
 export async function removeFiles(paths: QemuPaths): Promise<void> {
-  await Promise.all([paths.qmpSocket, paths.agentSocket, paths.consoleSocket, paths.pidFile, paths.ram, paths.migrateSocket].map((path) => rm(path, { force: true })));
+  await Promise.all([paths.qmpSocket, paths.agentSocket, paths.consoleSocket, paths.pidFile, paths.migrateSocket].map((path) => rm(path, { force: true })));
 }
 
 /** refuseIfRunning fails when the pid file names a live QEMU of this very VM (a second start). */

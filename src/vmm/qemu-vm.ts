@@ -201,8 +201,8 @@ export class QemuVm implements VmHandle {
       if (!agent?.isSocket()) throw new HullError('internal', `agent socket "${this.paths.agentSocket}" was not created`);
       // The directory is 0700 already; this keeps the files private if it ever is not. A clone's
       // RAM file is its template's, not this VM's to change.
-      const ram = ramBacking(this.spec, this.paths);
-      const own = [this.paths.qmpSocket, this.paths.agentSocket, this.paths.consoleSocket, ...(ram.share || ram.path === this.paths.ram ? [ram.path] : [])];
+      const ram = ramBacking(this.spec);
+      const own = [this.paths.qmpSocket, this.paths.agentSocket, this.paths.consoleSocket, ...(ram?.share ? [ram.path] : [])];
       await Promise.all(own.map((path) => chmod(path, 0o600)));
       if (!running) await this.qmp.execute('cont', undefined, { timeoutMs: Math.max(1, deadline - Date.now()) });
     };

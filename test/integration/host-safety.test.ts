@@ -59,11 +59,11 @@ describe('host safety through CRI', () => {
         ['/', /it contains hull's own directory/],
         ['/proc/1', /it is on proc, a kernel interface/],
         ['/sys/kernel', /it is on sysfs, a kernel interface/],
-        ['/dev', /it contains hull's own directory "\/dev\/shm\/hull-templates"|it is on devtmpfs, a kernel interface/],
+        ['/dev', /it is on devtmpfs, a kernel interface/],
         ...(cgroup ? [[cgroup.mountPoint, new RegExp(`it is on ${cgroup.fsType}, a kernel interface`)] as [string, RegExp]] : []),
       ];
       // The template RAM root exists once a template was made (the pod above made one, if templates are on).
-      if (existsSync(DEFAULT_CONFIG.templateRamDir)) cases.push([DEFAULT_CONFIG.templateRamDir, /it lies in hull's own directory "\/dev\/shm\/hull-templates"/]);
+      if (existsSync(DEFAULT_CONFIG.templateRamDir)) cases.push([DEFAULT_CONFIG.templateRamDir, /it lies in hull's own directory "\/var\/lib\/hull\/template-ram"/]);
       for (const [i, [hostPath, message]] of cases.entries()) {
         if (!existsSync(hostPath)) continue;
         const mounts: Mount[] = [{ containerPath: '/host', hostPath, readonly: true }];

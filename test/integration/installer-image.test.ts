@@ -296,7 +296,8 @@ describe('installer image', () => {
   it('runs pods on a node without node, QEMU or any program hull runs: all from the runtime it brought', async () => {
     const runtime = prepareHullRuntime({ name: 'deployed' });
     // The guest image the image installed; templates of its own (they name that image's temporary path).
-    const templateRam = mkdtempSync('/dev/shm/hull-test-ram-');
+    mkdirSync('/var/lib/hull-test', { recursive: true, mode: 0o700 });
+    const templateRam = mkdtempSync('/var/lib/hull-test/installer-ram-');
     appendFileSync(runtime.configPath, [
       `guest_images_dir = "${at('/var/lib/hull/guest')}"`,
       `templates_dir = "${join(runtime.work, 'templates')}"`,

@@ -142,7 +142,7 @@ describe('hull monitor and hull ps against real pods', () => {
       assert.ok(value(families, 'hull_sandbox_start_phase_seconds', { ...l, phase: 'vmm' })! > 0);
       assert.equal(value(families, 'hull_monitor_shim_up', l), 1);
     }
-    for (const own of ['hull_monitor_scrapes_total', 'hull_monitor_shim_failures_total', 'hull_monitor_scrape_duration_seconds', 'hull_monitor_sandboxes']) assert.ok(families.has(own), own);
+    for (const own of ['hull_monitor_scrapes_total', 'hull_monitor_shim_failures_total', 'hull_monitor_scrape_duration_seconds', 'hull_monitor_sandboxes', 'hull_template_store_allocated_bytes']) assert.ok(families.has(own), own);
     assert.equal(value(families, 'hull_monitor_shim_failures_total', {}), 0);
 
     const listed = ps();
@@ -161,7 +161,9 @@ describe('hull monitor and hull ps against real pods', () => {
     }
     const table = execFileSync(process.execPath, [HULL, 'ps', '--config', configPath], { encoding: 'utf8' }).trim().split('\n');
     assert.match(table[0]!, /^SANDBOX\s+POD\s+AGE\s+STATE\s+VCPUS\s+MEMORY\s+QEMU PID\s+HOST PSS\s+CONTAINERS$/);
-    assert.equal(table.length, 3);
+    assert.equal(table.length, 4);
+    // The last line: what hull holds outside the pods (the template store, the pool's cgroup).
+    assert.match(table[3]!, /^templates: \d+Mi allocated; pool: (\d+Mi|-)$/);
     assert.ok(table.some((l) => l.includes('hull-monitor/mon-a') && l.includes('running')));
   });
 

@@ -16,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { pidAlive, processStartTime } from '../../src/common/process.js';
+import { DEFAULT_CONFIG } from '../../src/config/index.js';
 import { currentGuestImage } from '../../src/guest/index.js';
 import { getFromShim } from '../../src/monitor/index.js';
 import type { PoolStatus } from '../../src/pool/index.js';
@@ -147,6 +148,12 @@ describe('the VM pool', () => {
     const qemu = (await shimStatus(adopted)).host.qemu?.pid ?? 0;
     assert.ok(qemu > 0);
     assert.ok(!readFileSync(`/proc/${qemu}/cgroup`, 'utf8').includes(poolCgroup(hull.poolDir)), 'QEMU is still in the pool\'s cgroup');
+    // The pool's cgroup is bounded by pool_memory_limit, and its memory is reported.
+    const limitFile = join('/sys/fs/cgroup/memory', poolCgroup(hull.poolDir), 'memory.limit_in_bytes');
+    if (existsSync(limitFile)) assert.equal(Number(readFileSync(limitFile, 'utf8')), DEFAULT_CONFIG.poolMemoryLimitMiB * 1024 * 1024);
+    const status2 = poolStatus()!;
+    assert.equal(status2.memoryLimitBytes, DEFAULT_CONFIG.poolMemoryLimitMiB * 1024 * 1024);
+    assert.ok(status2.memoryBytes === null || status2.memoryBytes > 0);
   });
 
   it('gives two adopted pods different random output and nothing of the warm-up', async () => {

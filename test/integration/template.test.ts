@@ -6,7 +6,7 @@
  * busybox rootfs bind-mounted into the clone's 9p share, as Sandbox.createContainer does.
  *
  * Every QEMU is shut down by its handle and checked gone by pid; mounts, network namespaces, RAM
- * files on tmpfs and temp dirs are removed and checked. Times and memory are diagnostics, never
+ * files (on the disk, under /var/lib/hull-test) and temp dirs are removed and checked. Times and memory are diagnostics, never
  * asserted.
  */
 import assert from 'node:assert/strict';
@@ -41,6 +41,9 @@ const BOOT_MS = 120_000;
 const VCPUS = 1;
 const MEMORY_MIB = 512;
 const TMPFS_MAGIC = 0x01021994;
+/** RAM_BASE holds the tests' template RAM roots: on the disk, as template_ram_dir must be (never tmpfs). */
+const RAM_BASE = '/var/lib/hull-test';
+mkdirSync(RAM_BASE, { recursive: true, mode: 0o700 });
 
 let root: string;
 let ramRoot: string;
@@ -49,8 +52,7 @@ let count = 0;
 
 before(() => {
   root = mkdtempSync(join(tmpdir(), 'hull-tpl-it-'));
-  // The RAM of templates lives on tmpfs (/dev/shm here; /run is not tmpfs on these machines).
-  ramRoot = mkdtempSync('/dev/shm/hull-tpl-it-');
+  ramRoot = mkdtempSync(join(RAM_BASE, 'tpl-it-'));
   bundle = makeBusyboxBundle();
 });
 
@@ -144,10 +146,11 @@ async function startGuest(t: TestContext, template: VmTemplate | undefined, net?
 
 async function setup(guest: Guest, entropy: Uint8Array = randomBytes(64)): Promise<number> {
   const started = Date.now();
-  await guest.agent.setupSandbox(
-    { sandboxId: guest.vm.id, hostname: 'clone', entropy, timeUnixNano: BigInt(Date.now()) * 1_000_000n, shareTag: 'hull', resolvConf: '' },
-    { timeoutMs: 60_000 },
-  );
+  await guest.agent
+    .setupSandbox({ sandboxId: guest.vm.id, hostname: 'clone', entropy, timeUnixNano: BigInt(Date.now()) * 1_000_000n, shareTag: 'hull', resolvConf: '' }, { timeoutMs: 60_000 })
+    .catch((e: Error) => {
+      throw new Error(`${e.message}\nconsole:\n${guest.vm.consoleTail(4096)}`);
+    });
   return Date.now() - started;
 }
 
@@ -200,7 +203,7 @@ describe('VM templates', { skip: SKIP }, () => {
     console.log(`# template ${made.key}: made in ${Date.now() - started} ms (boot to Check ${made.manifest.bootMs} ms, save ${made.manifest.saveMs} ms, state ${made.manifest.stateBytes} bytes)`);
   });
 
-  it('creates a template: manifest and state on disk, RAM on tmpfs, no QEMU and no work files left', async () => {
+  it('creates a template: manifest, state and RAM on disk, no QEMU and no work files left', async () => {
     assert.match(template.key, /^[0-9a-f]{20}$/);
     assert.equal(template.dir, join(templatesRoot, template.key));
     assert.deepEqual(readdirSync(templatesRoot), [template.key], 'only the published template (no .new-* work dir)');
@@ -209,11 +212,12 @@ describe('VM templates', { skip: SKIP }, () => {
     const ram = statSync(template.ramFile);
     assert.equal(ram.size, MEMORY_MIB * 1024 * 1024);
     assert.equal(ram.mode & 0o777, 0o400, 'the RAM file is read-only once saved');
-    assert.equal(statfsSync(template.ramFile).type, TMPFS_MAGIC, 'the RAM file is on tmpfs');
+    assert.notEqual(statfsSync(template.ramFile).type, TMPFS_MAGIC, 'the RAM file is not on tmpfs');
     const manifest = JSON.parse(readFileSync(join(template.dir, 'manifest.json'), 'utf8'));
     assert.equal(manifest.key, template.key);
     assert.equal(manifest.inputs.imageId, image!.id);
     assert.equal(manifest.guestMac, TEMPLATE_MAC);
+    assert.equal(manifest.bootId, readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), 'the template records the boot it was made in');
     assert.ok(manifest.stateBytes > 0 && manifest.stateBytes < 16 * 1024 * 1024, `state of ${manifest.stateBytes} bytes: RAM must not be in it`);
     assert.deepEqual(qemuPidsWithNamePrefix(`hull-template-${template.key}`), [], 'the template QEMU quit');
 
@@ -329,7 +333,7 @@ describe('VM templates', { skip: SKIP }, () => {
     t.diagnostic('misfit and damaged clones refused');
   });
 
-  it('removeTemplate unpublishes the template and frees its RAM file on tmpfs', async () => {
+  it('removeTemplate unpublishes the template and removes its RAM file', async () => {
     assert.equal(await removeTemplate(template.key, { templatesRoot, ramRoot }), true);
     assert.ok(!existsSync(template.ramFile), 'RAM file removed');
     assert.ok(!existsSync(join(ramRoot, template.key)), 'RAM directory removed');
@@ -344,7 +348,7 @@ describe('VM templates', { skip: SKIP }, () => {
 describe('VM templates made concurrently', { skip: SKIP }, () => {
   it('two creators of one key publish one template and leave nothing else; a lost RAM file is reported', async () => {
     const templatesRoot = join(root, 'templates-race');
-    const ram = mkdtempSync('/dev/shm/hull-tpl-it-race-');
+    const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-race-'));
     try {
       const req = request(templatesRoot, ram, image!);
       const [one, two] = await Promise.all([mustCreate(req), mustCreate(req)]);
@@ -354,7 +358,14 @@ describe('VM templates made concurrently', { skip: SKIP }, () => {
       assert.deepEqual(readdirSync(templatesRoot), [one.key]);
       assert.deepEqual(readdirSync(join(ram, one.key)), [one.ramFile.split('/').pop()], 'the losing RAM file is gone');
 
-      // As after a host reboot: the RAM (tmpfs) is gone, the manifest is not.
+      // A template of another boot of the host is not used: its RAM file was never synced.
+      const manifestFile = join(templatesRoot, one.key, 'manifest.json');
+      const manifest = readFileSync(manifestFile, 'utf8');
+      writeFileSync(manifestFile, manifest.replace(/"bootId": "[^"]*"/, '"bootId": "another-boot"'));
+      assert.match((await listTemplates({ templatesRoot, ramRoot: ram }))[0]!.problem ?? '', /made before the host last booted/);
+      writeFileSync(manifestFile, manifest);
+      assert.ok(await openTemplate(one.key, { templatesRoot, ramRoot: ram }));
+      // The RAM file is gone, the manifest is not.
       rmSync(one.ramFile);
       const [listed] = await listTemplates({ templatesRoot, ramRoot: ram });
       assert.match(listed!.problem ?? '', /RAM file .* is missing/);
@@ -371,7 +382,7 @@ describe('VM templates made concurrently', { skip: SKIP }, () => {
 describe('templates of an older hull or QEMU', { skip: SKIP }, () => {
   it('are removed when a template of the same image, size and accelerator is published; other sizes stay', async () => {
     const templatesRoot = join(root, 'templates-superseded');
-    const ram = mkdtempSync('/dev/shm/hull-tpl-it-sup-');
+    const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-sup-'));
     try {
       // Another kernel command line stands for another hull: same shape, another key.
       const old = await mustCreate({ ...request(templatesRoot, ram, image!), kernelArgs: ['hull.made_by=old'] });
@@ -400,8 +411,8 @@ describe('a cold boot of the same size, for comparison', { skip: SKIP }, () => {
   });
 });
 
-/** tmpfsBytes is what the files under `dir` hold on tmpfs (as du counts them). */
-function tmpfsBytes(dir: string): number {
+/** allocatedBytes is what the files under `dir` hold allocated (as du counts them). */
+function allocatedBytes(dir: string): number {
   let total = 0;
   for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
     if (entry.isFile()) total += statSync(join(entry.parentPath ?? entry.path, entry.name)).blocks * 512;
@@ -410,9 +421,9 @@ function tmpfsBytes(dir: string): number {
 }
 
 describe('the template store is bounded', { skip: SKIP }, () => {
-  it('keeps at most the count and tmpfs bounds, evicting the least recently used; a clone of an evicted template keeps running', async (t) => {
+  it('keeps at most the count and byte bounds, evicting the least recently used; a clone of an evicted template keeps running', async (t) => {
     const templatesRoot = join(root, 'templates-bounded');
-    const ram = mkdtempSync('/dev/shm/hull-tpl-it-bound-');
+    const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-bound-'));
     t.after(() => rmSync(ram, { recursive: true, force: true }));
     const MIB = 1024 * 1024;
     // minIdleMs 0: templates made seconds apart may be evicted (the default protects 30 s of use).
@@ -426,9 +437,9 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     const checkBounds = async (bounds: { maxCount: number; maxRamMiB: number }, step: string) => {
       const { keys, bytes } = await store();
       assert.ok(keys.length <= bounds.maxCount, `${step}: ${keys.length} templates, at most ${bounds.maxCount}`);
-      assert.ok(tmpfsBytes(ram) <= bounds.maxRamMiB * MIB, `${step}: ${tmpfsBytes(ram)} bytes on tmpfs, at most ${bounds.maxRamMiB} MiB`);
-      assert.equal(tmpfsBytes(ram), bytes, `${step}: only published templates hold tmpfs`);
-      t.diagnostic(`${step}: ${keys.length} templates, ${Math.round(bytes / MIB)} MiB of tmpfs`);
+      assert.ok(allocatedBytes(ram) <= bounds.maxRamMiB * MIB, `${step}: ${allocatedBytes(ram)} bytes allocated, at most ${bounds.maxRamMiB} MiB`);
+      assert.equal(allocatedBytes(ram), bytes, `${step}: only published templates hold RAM files`);
+      t.diagnostic(`${step}: ${keys.length} templates, ${Math.round(bytes / MIB)} MiB allocated`);
     };
 
     const two = { maxCount: 2, maxRamMiB: 4096 };
@@ -448,11 +459,11 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     assert.equal(result.exitStatus, 0, result.stderr);
     assert.equal(result.stdout.trim(), 'still here');
 
-    // The tmpfs bound: A and C with a new estimate do not fit, so A (the least recently used) goes.
+    // The byte bound: A and C with a new estimate do not fit, so A (the least recently used) goes.
     const { bytes } = await store();
     const tight = { maxCount: 3, maxRamMiB: Math.floor(bytes / MIB) + estimateTemplateBytes(448) / MIB - 1 };
     const d = await mustCreate(bounded(448, tight));
-    assert.deepEqual((await store()).keys, [c.key, d.key].sort(), 'A, the least recently used, was evicted for the tmpfs bound');
+    assert.deepEqual((await store()).keys, [c.key, d.key].sort(), 'A, the least recently used, was evicted for the byte bound');
     await checkBounds(tight, 'D 448 MiB');
 
     // Every template used within minIdleMs (the default, 30 s): no room is made, the VM boots cold.
@@ -464,9 +475,28 @@ describe('the template store is bounded', { skip: SKIP }, () => {
     assert.deepEqual(readdirSync(ram), []);
   });
 
-  it('a template that alone would pass the tmpfs bound is not made: the VM boots cold, nothing is evicted', async () => {
+  it('a tenant cycling through 20 VM sizes leaves the store within its byte and count bounds', async (t) => {
+    const templatesRoot = join(root, 'templates-cycle');
+    const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-cycle-'));
+    t.after(() => rmSync(ram, { recursive: true, force: true }));
+    const MIB = 1024 * 1024;
+    const bounds = { maxCount: 2, maxRamMiB: 400 };
+    let made = 0;
+    for (let i = 0; i < 20; i++) {
+      const memoryMiB = 256 + 64 * i;
+      const got = await createTemplate({ ...request(templatesRoot, ram, image!, { memoryMiB }), ...bounds });
+      if (got?.created) made++;
+      const bytes = allocatedBytes(ram);
+      assert.ok(bytes <= bounds.maxRamMiB * MIB, `size ${memoryMiB} MiB: ${Math.round(bytes / MIB)} MiB allocated, at most ${bounds.maxRamMiB}`);
+      assert.ok(readdirSync(templatesRoot).filter((n) => /^[0-9a-f]{20}$/.test(n)).length <= bounds.maxCount);
+    }
+    t.diagnostic(`20 sizes: ${made} templates made, ${Math.round(allocatedBytes(ram) / MIB)} MiB allocated at the end`);
+    for (const l of await listAll({ templatesRoot, ramRoot: ram })) await removeTemplate(l.key, { templatesRoot, ramRoot: ram });
+  });
+
+  it('a template that alone would pass the byte bound is not made: the VM boots cold, nothing is evicted', async () => {
     const templatesRoot = join(root, 'templates-too-big');
-    const ram = mkdtempSync('/dev/shm/hull-tpl-it-big-');
+    const ram = mkdtempSync(join(RAM_BASE, 'tpl-it-big-'));
     try {
       assert.equal(await createTemplate({ ...request(templatesRoot, ram, image!, { memoryMiB: 2048 }), maxRamMiB: 256 }), undefined);
       assert.deepEqual(readdirSync(templatesRoot), []);
@@ -485,9 +515,9 @@ describe('the template store is bounded', { skip: SKIP }, () => {
       assert.match(e.message, /someone else may own or read the memory of pods/);
       return true;
     };
-    const theirs = mkdtempSync('/dev/shm/hull-tpl-it-theirs-');
-    const open = mkdtempSync('/dev/shm/hull-tpl-it-open-');
-    const good = mkdtempSync('/dev/shm/hull-tpl-it-good-');
+    const theirs = mkdtempSync(join(RAM_BASE, 'tpl-it-theirs-'));
+    const open = mkdtempSync(join(RAM_BASE, 'tpl-it-open-'));
+    const good = mkdtempSync(join(RAM_BASE, 'tpl-it-good-'));
     try {
       chownSync(theirs, 65534, 65534);
       await assert.rejects(createTemplate(request(templatesRoot, theirs, image!)), refusal(theirs, /owned by uid 65534, not uid 0 \(root\)/));
@@ -503,6 +533,14 @@ describe('the template store is bounded', { skip: SKIP }, () => {
       await assert.rejects(createTemplate(request(templatesRoot, good, image!)), refusal(join(good, key), /owned by uid 65534/));
       assert.deepEqual(readdirSync(templatesRoot), [], 'nothing was made');
       assert.deepEqual(qemuPidsWithNamePrefix(`hull-template-${key}`), [], 'no template VM was started');
+      // A RAM root on tmpfs: every page a clone touched would stay allocated in the template's file.
+      const shm = mkdtempSync('/dev/shm/hull-tpl-it-shm-');
+      try {
+        await assert.rejects(createTemplate(request(templatesRoot, shm, image!)), /is on tmpfs, where every page a clone touches would stay allocated/);
+        assert.deepEqual(readdirSync(shm), [], 'nothing was made');
+      } finally {
+        rmSync(shm, { recursive: true, force: true });
+      }
     } finally {
       for (const dir of [theirs, open, good]) rmSync(dir, { recursive: true, force: true });
     }
