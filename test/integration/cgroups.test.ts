@@ -113,9 +113,12 @@ describe('the pod cgroup on the host', { skip: !existsSync(join(MEMORY_MOUNT, 'm
   });
 
   it('stops a guest that fills its RAM past the pod\'s limit: QEMU is OOM-killed on the host, the pod fails, nothing is left', async () => {
-    // The template of this VM size is made first, outside any limit: a template VM boots in the
-    // cgroup of the pod that needs it, and this one's limit is meant for the clone only.
+    // The template of this VM size is made first, outside any tight limit: a template VM boots in
+    // the cgroup of the pod that needs it, and this one's limit is meant for the clone only. The
+    // warm pod has a pod limit too (a roomy one), so that its VM is sized as the tight pod's is
+    // (limits + guest_slack_memory when kubelet limits the pod cgroup: src/shim/sizing.ts).
     const warm = podConfig({ name: 'warm', namespace: 'hull-test' });
+    warm.linux!.cgroupParent = podParent(4096 * MIB);
     const warmId = await cri.runPodSandbox(warm, 'hull');
     await cri.stopPodSandbox(warmId);
     await cri.removePodSandbox(warmId);
